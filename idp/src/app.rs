@@ -1,0 +1,324 @@
+//! The application state (built once, injected into every handler; no globals) and the router.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::ephemeral::SharedEphemeral;
+use crate::keys::{KeyManager, MasterKey};
+use crate::oidc::discovery::DiscoveryDocument;
+use crate::store::SharedStore;
+use crate::telemetry::Metrics;
+
+/// Why Habilis could not start. Each message says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "cannot create the data directory {path}: {source}; choose another with --data-dir or HABILIS_DATA_DIR"
+    )]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database: {0}; check storage.database_url and that the database is running")]
+    Store(#[from] crate::store::StoreError),
+    #[error("ephemeral store: {0}; check storage.redis_url and that Redis is running")]
+    Ephemeral(#[from] crate::ephemeral::EphemeralError),
+    #[error("signing keys: {0}")]
+    Keys(#[from] crate::keys::KeyError),
+    #[error(
+        "cannot listen on {addr}: {source}; is another process using it? choose another with --listen"
+    )]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Everything a handler may need, cheap to clone (all shared behind `Arc`s).
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: SharedStore,
+    pub ephemeral: SharedEphemeral,
+    pub keys: Arc<KeyManager>,
+    pub metrics: Arc<Metrics>,
+    pub discovery: Arc<DiscoveryDocument>,
+}
+
+/// Creates the data directory (owner-only: it holds the master key and the embedded database).
+pub fn ensure_data_dir(config: &Config) -> Result<(), StartError> {
+    let path = &config.data_dir;
+    let err = |source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    if !path.exists() {
+        std::fs::create_dir_all(path).map_err(err)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens storage, loads keys and assembles the state. Background tasks (key reload) are started here.
+pub async fn build_state(config: Config) -> Result<AppState, StartError> {
+    ensure_data_dir(&config)?;
+    let store = crate::store::connect(&config).await?;
+    let ephemeral = crate::ephemeral::connect(
+        config.storage.redis_url.as_deref(),
+        &config.storage.redis_prefix,
+        config.storage.memory_max_entries,
+    )
+    .await?;
+    let store_has_keys = !store.list_signing_keys().await?.is_empty();
+    let (master, _source) = MasterKey::load_or_create(&config, store_has_keys)?;
+    let keys = KeyManager::start(store.clone(), master, &config).await?;
+    keys.spawn_reloader(config.keys.reload_interval);
+    let algs: Vec<&str> = keys
+        .signing_algs()
+        .into_iter()
+        .map(|a| a.as_str())
+        .collect();
+    let discovery = Arc::new(DiscoveryDocument::build(&config, &algs));
+    Ok(AppState {
+        config: Arc::new(config),
+        store,
+        ephemeral,
+        keys,
+        metrics: Arc::new(Metrics::new()),
+        discovery,
+    })
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState) -> Router {
+    let https = state.config.issuer().scheme() == "https";
+    let mut router = Router::new()
+        .route(
+            crate::oidc::discovery::PATH,
+            get(crate::oidc::discovery::discovery),
+        )
+        .route(crate::oidc::jwks::PATH, get(crate::oidc::jwks::jwks))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::telemetry::track_http,
+        ));
+    for layer in crate::web::security_headers(https) {
+        router = router.layer(layer);
+    }
+    router
+        .layer(RequestBodyLimitLayer::new(state.config.server.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.config.server.request_timeout))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<_>| {
+                    let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %request_id)
+                })
+                .on_request(())
+                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when the database and the ephemeral store answer within a second each. A load balancer
+/// takes the instance out while this fails; it comes back by itself once they answer again.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let limit = Duration::from_secs(1);
+    let database = match tokio::time::timeout(limit, state.store.ping()).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(e)) => format!("error: {e}"),
+        Err(_) => "error: timed out".to_string(),
+    };
+    let ephemeral = match tokio::time::timeout(limit, state.ephemeral.ping()).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(e)) => format!("error: {e}"),
+        Err(_) => "error: timed out".to_string(),
+    };
+    if database != "ok" {
+        state.metrics.dependency_error("database");
+        tracing::warn!(%database, "not ready: database");
+    }
+    if ephemeral != "ok" {
+        state.metrics.dependency_error("ephemeral");
+        tracing::warn!(%ephemeral, "not ready: ephemeral store");
+    }
+    let ready = database == "ok" && ephemeral == "ok";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "unready" },
+        "database": { "backend": state.store.backend().as_str(), "status": database },
+        "ephemeral": { "backend": state.ephemeral.kind(), "status": ephemeral },
+    });
+    (
+        status,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    state
+        .metrics
+        .signing_keys_published
+        .set(state.keys.published_kids().len() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> crate::error::OAuthError {
+    crate::error::OAuthError::new(
+        crate::error::OAuthErrorCode::NotFound,
+        "no such endpoint; see /.well-known/openid-configuration",
+    )
+}
+
+/// Serves until `shutdown` resolves, then stops accepting connections and lets in-flight requests
+/// finish, for at most `server.shutdown_grace`.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = state.config.server.shutdown_grace;
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let (drain_started_tx, drain_started_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = drain_started_tx.send(());
+    });
+    let deadline = async move {
+        if drain_started_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        _ = deadline => {
+            tracing::warn!(grace = ?grace, "shutdown grace period over: closing remaining connections");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+/// A server running in this process on an ephemeral port: what in-process tests use.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    pub state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningServer {
+    /// Binds 127.0.0.1:0, sets the issuer to the bound address (unless configured) and serves.
+    pub async fn start(mut config: Config) -> Result<RunningServer, StartError> {
+        let requested = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listener = TcpListener::bind(requested)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: requested,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: requested,
+            source,
+        })?;
+        config.server.listen = addr;
+        let state = build_state(config).await?;
+        let base_url = state.config.issuer_string();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(serve(state.clone(), listener, async move {
+            let _ = rx.await;
+        }));
+        Ok(RunningServer {
+            addr,
+            base_url,
+            state,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Authentication factors. Each factor is its own module; the login journey (acr/amr ladder,
+//! step-up) composes them.
+
+pub mod password;

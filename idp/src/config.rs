@@ -1,0 +1,777 @@
+//! One typed configuration. Sources, later ones winning: built-in defaults (the embedded mode), an
+//! optional TOML file, then environment variables `HABILIS_<SECTION>__<KEY>` (top-level keys:
+//! `HABILIS_<KEY>`). Unknown keys are rejected and every value is validated before anything starts,
+//! with an error that names the key. The reference is `habilis.example.toml`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// A configuration problem: which key, and why. The CLI exits with code 2 on these.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error at `{key}`: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the embedded mode keeps its SQLite database, master key, mail outbox.
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub mail: MailConfig,
+    pub keys: KeysConfig,
+    pub tokens: TokensConfig,
+    pub password: PasswordConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Public base URL; defaults to `http://<listen>`. Must be https unless its host is loopback.
+    pub issuer: Option<Url>,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How long a graceful shutdown waits for in-flight requests.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://…` or `postgres://…`; defaults to `sqlite://<data_dir>/habilis.db`.
+    pub database_url: Option<String>,
+    pub max_connections: u32,
+    /// `redis://…`; when absent the ephemeral store is in memory (single instance only).
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
+    pub memory_max_entries: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// `smtp://`, `smtps://` (implicit TLS) or `smtp://…?tls=required` (STARTTLS); absent = outbox folder.
+    pub smtp_url: Option<Url>,
+    pub from: String,
+    /// Defaults to `<data_dir>/outbox`.
+    pub outbox_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+pub enum SigningAlg {
+    ES256,
+    RS256,
+    EdDSA,
+}
+
+impl SigningAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::ES256 => "ES256",
+            SigningAlg::RS256 => "RS256",
+            SigningAlg::EdDSA => "EdDSA",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ES256" => Some(SigningAlg::ES256),
+            "RS256" => Some(SigningAlg::RS256),
+            "EdDSA" => Some(SigningAlg::EdDSA),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Base64 of 32 random bytes. Prefer `master_key_file` or the env variable `HABILIS_KEYS__MASTER_KEY`.
+    pub master_key: Option<String>,
+    /// Defaults to `<data_dir>/master.key`, created (mode 0600) on first start.
+    pub master_key_file: Option<PathBuf>,
+    /// Algorithms with a signing key; the JWKS publishes one key (or more during rotation) per algorithm.
+    pub algorithms: Vec<SigningAlg>,
+    pub default_algorithm: SigningAlg,
+    /// A rotated key is published this long before it starts signing, so relying parties' JWKS caches see it.
+    #[serde(with = "humantime_serde")]
+    pub activation_delay: Duration,
+    /// How often every instance re-reads the key set (rotation done by the CLI takes effect within this).
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// `Cache-Control: max-age` of the JWKS.
+    #[serde(with = "humantime_serde")]
+    pub jwks_max_age: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    #[serde(with = "humantime_serde")]
+    pub access_token_lifetime: Duration,
+    #[serde(with = "humantime_serde")]
+    pub id_token_lifetime: Duration,
+    #[serde(with = "humantime_serde")]
+    pub authorization_code_lifetime: Duration,
+    #[serde(with = "humantime_serde")]
+    pub refresh_token_idle_lifetime: Duration,
+    #[serde(with = "humantime_serde")]
+    pub refresh_token_absolute_lifetime: Duration,
+    #[serde(with = "humantime_serde")]
+    pub invitation_lifetime: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordConfig {
+    /// argon2id memory cost in KiB (OWASP: 19456 with 2 iterations).
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    pub min_length: usize,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `tracing` filter directives; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./habilis-data"),
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            mail: MailConfig::default(),
+            keys: KeysConfig::default(),
+            tokens: TokensConfig::default(),
+            password: PasswordConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            issuer: None,
+            request_timeout: Duration::from_secs(30),
+            max_body_bytes: 64 * 1024,
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            database_url: None,
+            max_connections: 10,
+            redis_url: None,
+            redis_prefix: "habilis:".into(),
+            memory_max_entries: 200_000,
+        }
+    }
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            smtp_url: None,
+            from: "Habilis <no-reply@localhost>".into(),
+            outbox_dir: None,
+        }
+    }
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig {
+            master_key: None,
+            master_key_file: None,
+            algorithms: vec![SigningAlg::ES256, SigningAlg::RS256],
+            default_algorithm: SigningAlg::ES256,
+            activation_delay: Duration::from_secs(600),
+            reload_interval: Duration::from_secs(30),
+            jwks_max_age: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            access_token_lifetime: Duration::from_secs(300),
+            id_token_lifetime: Duration::from_secs(300),
+            authorization_code_lifetime: Duration::from_secs(60),
+            refresh_token_idle_lifetime: Duration::from_secs(30 * 60),
+            refresh_token_absolute_lifetime: Duration::from_secs(10 * 3600),
+            invitation_lifetime: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        PasswordConfig {
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            min_length: 12,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Environment variables that configure Habilis start with this prefix.
+pub const ENV_PREFIX: &str = "HABILIS_";
+
+/// Names of `HABILIS_*` variables that belong to the CLI rather than the config file.
+const NON_CONFIG_ENV: &[&str] = &["HABILIS_CONFIG"];
+
+impl Config {
+    /// Loads defaults ← file ← the given environment, then validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut root = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new(
+                        path.display().to_string(),
+                        format!("cannot read the configuration file: {e}"),
+                    )
+                })?;
+                text.parse::<toml::Table>().map_err(|e| {
+                    ConfigError::new(
+                        path.display().to_string(),
+                        format!("not valid TOML: {}", e.message()),
+                    )
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut root, env)?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::new(
+                    if key == "." {
+                        "(root)".to_string()
+                    } else {
+                        key
+                    },
+                    e.into_inner().to_string(),
+                )
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads from the process environment.
+    pub fn load_from_process(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load(file, std::env::vars())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("data_dir", "must not be empty"));
+        }
+        let issuer = self.issuer();
+        validate_issuer(&issuer)?;
+        if let Some(url) = &self.storage.database_url {
+            let ok = url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://");
+            if !ok {
+                return Err(ConfigError::new(
+                    "storage.database_url",
+                    "must start with sqlite:, postgres:// or postgresql://",
+                ));
+            }
+        }
+        if self.storage.max_connections == 0 {
+            return Err(ConfigError::new(
+                "storage.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if let Some(url) = &self.storage.redis_url {
+            let parsed = Url::parse(url)
+                .map_err(|e| ConfigError::new("storage.redis_url", format!("not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "redis" | "rediss") {
+                return Err(ConfigError::new(
+                    "storage.redis_url",
+                    "must start with redis:// or rediss://",
+                ));
+            }
+        }
+        if self.storage.memory_max_entries < 100 {
+            return Err(ConfigError::new(
+                "storage.memory_max_entries",
+                "must be at least 100",
+            ));
+        }
+        if let Some(url) = &self.mail.smtp_url
+            && !matches!(url.scheme(), "smtp" | "smtps")
+        {
+            return Err(ConfigError::new(
+                "mail.smtp_url",
+                "must start with smtp:// or smtps://",
+            ));
+        }
+        if !self.mail.from.contains('@') {
+            return Err(ConfigError::new(
+                "mail.from",
+                "must be an address such as `Habilis <no-reply@example.org>`",
+            ));
+        }
+        if self.keys.algorithms.is_empty() {
+            return Err(ConfigError::new(
+                "keys.algorithms",
+                "needs at least one algorithm (ES256, RS256, EdDSA)",
+            ));
+        }
+        if !self.keys.algorithms.contains(&self.keys.default_algorithm) {
+            return Err(ConfigError::new(
+                "keys.default_algorithm",
+                "must be one of keys.algorithms",
+            ));
+        }
+        if let Some(key) = &self.keys.master_key {
+            crate::keys::MasterKey::from_base64(key)
+                .map_err(|e| ConfigError::new("keys.master_key", e.to_string()))?;
+        }
+        let lifetimes = [
+            (
+                "tokens.access_token_lifetime",
+                self.tokens.access_token_lifetime,
+                24 * 3600,
+            ),
+            (
+                "tokens.id_token_lifetime",
+                self.tokens.id_token_lifetime,
+                24 * 3600,
+            ),
+            (
+                "tokens.authorization_code_lifetime",
+                self.tokens.authorization_code_lifetime,
+                600,
+            ),
+            (
+                "tokens.refresh_token_idle_lifetime",
+                self.tokens.refresh_token_idle_lifetime,
+                90 * 24 * 3600,
+            ),
+            (
+                "tokens.refresh_token_absolute_lifetime",
+                self.tokens.refresh_token_absolute_lifetime,
+                365 * 24 * 3600,
+            ),
+            (
+                "tokens.invitation_lifetime",
+                self.tokens.invitation_lifetime,
+                30 * 24 * 3600,
+            ),
+            ("keys.reload_interval", self.keys.reload_interval, 3600),
+        ];
+        for (key, value, max_secs) in lifetimes {
+            if value.is_zero() {
+                return Err(ConfigError::new(key, "must be greater than zero"));
+            }
+            if value.as_secs() > max_secs {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "must be at most {}",
+                        humantime::format_duration(Duration::from_secs(max_secs))
+                    ),
+                ));
+            }
+        }
+        if self.tokens.refresh_token_idle_lifetime > self.tokens.refresh_token_absolute_lifetime {
+            return Err(ConfigError::new(
+                "tokens.refresh_token_idle_lifetime",
+                "must not exceed tokens.refresh_token_absolute_lifetime",
+            ));
+        }
+        let p = &self.password;
+        if p.argon2_memory_kib < 8 * 1024 {
+            return Err(ConfigError::new(
+                "password.argon2_memory_kib",
+                "must be at least 8192 (OWASP minimum is 19456 with 2 iterations)",
+            ));
+        }
+        if p.argon2_iterations == 0 || p.argon2_parallelism == 0 {
+            return Err(ConfigError::new(
+                "password.argon2_iterations",
+                "iterations and parallelism must be at least 1",
+            ));
+        }
+        if p.min_length < 12 {
+            return Err(ConfigError::new(
+                "password.min_length",
+                "must be at least 12",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::new("log.level", format!("not a valid filter: {e}")))?;
+        Ok(())
+    }
+
+    /// The issuer identifier: configured, or `http://<listen>` for the embedded mode.
+    pub fn issuer(&self) -> Url {
+        match &self.server.issuer {
+            Some(url) => url.clone(),
+            None => {
+                let listen = self.server.listen;
+                let host = if listen.ip().is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else {
+                    listen.ip().to_string()
+                };
+                let host = if listen.is_ipv6() && !listen.ip().is_unspecified() {
+                    format!("[{host}]")
+                } else {
+                    host
+                };
+                Url::parse(&format!("http://{host}:{}", listen.port()))
+                    .expect("a socket address forms a valid URL")
+            }
+        }
+    }
+
+    /// The issuer as it appears in tokens and discovery: no trailing slash.
+    pub fn issuer_string(&self) -> String {
+        self.issuer().as_str().trim_end_matches('/').to_string()
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.storage.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("habilis.db").display()
+            ),
+        }
+    }
+
+    pub fn master_key_file(&self) -> PathBuf {
+        self.keys
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.mail
+            .outbox_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("outbox"))
+    }
+
+    /// The longest time a token signed by a key can stay valid: how long a retired key stays published.
+    pub fn longest_signed_token_lifetime(&self) -> Duration {
+        self.tokens
+            .access_token_lifetime
+            .max(self.tokens.id_token_lifetime)
+            + Duration::from_secs(60)
+    }
+
+    /// Warnings about settings that are legal but unsafe in production; printed loudly at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.issuer().scheme() == "http" {
+            warnings.push(format!(
+                "the issuer {} uses plain http: acceptable on this machine only; set server.issuer to an https URL in production",
+                self.issuer_string()
+            ));
+        }
+        if self.storage.redis_url.is_none() {
+            warnings.push(
+                "ephemeral data is in memory: run a single instance, or set storage.redis_url"
+                    .into(),
+            );
+        }
+        if self.keys.master_key.is_some() {
+            warnings.push("keys.master_key is set inline: prefer keys.master_key_file or the HABILIS_KEYS__MASTER_KEY variable".into());
+        }
+        warnings
+    }
+}
+
+fn validate_issuer(issuer: &Url) -> Result<(), ConfigError> {
+    if issuer.cannot_be_a_base() || issuer.host().is_none() {
+        return Err(ConfigError::new(
+            "server.issuer",
+            "must be an absolute URL with a host",
+        ));
+    }
+    if issuer.query().is_some() || issuer.fragment().is_some() {
+        return Err(ConfigError::new(
+            "server.issuer",
+            "must not have a query or fragment (OpenID Connect Discovery §3)",
+        ));
+    }
+    match issuer.scheme() {
+        "https" => Ok(()),
+        "http" if host_is_loopback(issuer) => Ok(()),
+        "http" => Err(ConfigError::new(
+            "server.issuer",
+            format!(
+                "must use https unless its host is loopback (got {issuer}); put Habilis behind TLS"
+            ),
+        )),
+        other => Err(ConfigError::new(
+            "server.issuer",
+            format!("scheme `{other}` is not allowed; use https"),
+        )),
+    }
+}
+
+fn host_is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Applies `HABILIS_SECTION__KEY=value` overrides onto the TOML tree. Values are read as TOML literals
+/// when they parse as one (numbers, booleans, arrays such as `["ES256"]`), otherwise as strings.
+fn apply_env(
+    root: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !NON_CONFIG_ENV.contains(&k.as_str()))
+        .collect();
+    vars.sort();
+    for (name, raw) in vars {
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        if path.iter().any(|segment| segment.is_empty()) {
+            return Err(ConfigError::new(
+                name,
+                "malformed variable name; use HABILIS_<SECTION>__<KEY>",
+            ));
+        }
+        let value = env_value(&raw);
+        let mut table = &mut *root;
+        for segment in &path[..path.len() - 1] {
+            let entry = table
+                .entry(segment.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError::new(
+                        name.clone(),
+                        format!("`{segment}` is not a section"),
+                    ));
+                }
+            };
+        }
+        table.insert(path[path.len() - 1].clone(), value);
+    }
+    Ok(())
+}
+
+fn env_value(raw: &str) -> toml::Value {
+    let trimmed = raw.trim();
+    let looks_literal = trimmed == "true"
+        || trimmed == "false"
+        || trimmed.starts_with('[')
+        || (!trimmed.is_empty()
+            && trimmed
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '-' || c == '_' || c == '.'));
+    if looks_literal
+        && let Ok(table) = format!("v = {trimmed}").parse::<toml::Table>()
+        && let Some(value) = table.get("v")
+    {
+        return value.clone();
+    }
+    toml::Value::String(raw.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml_text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("habilis.toml");
+        std::fs::write(&path, toml_text).unwrap();
+        Config::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_mode() {
+        let config = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(config.issuer_string(), "http://127.0.0.1:8080");
+        assert!(config.database_url().starts_with("sqlite://"));
+        assert!(config.storage.redis_url.is_none());
+        assert_eq!(config.keys.default_algorithm, SigningAlg::ES256);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_str("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n", &[]).unwrap_err();
+        assert!(
+            err.key.contains("lisen") || err.reason.contains("lisen"),
+            "{err}"
+        );
+        let err = load_str("[nonsense]\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("nonsense"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let err = load_str("[tokens]\naccess_token_lifetime = \"ten minutes\"\n", &[]).unwrap_err();
+        assert_eq!(err.key, "tokens.access_token_lifetime", "{err}");
+    }
+
+    #[test]
+    fn bad_url_is_named() {
+        let err = load_str("[server]\nissuer = \"not a url\"\n", &[]).unwrap_err();
+        assert_eq!(err.key, "server.issuer", "{err}");
+        let err = load_str("[storage]\ndatabase_url = \"mysql://x\"\n", &[]).unwrap_err();
+        assert_eq!(err.key, "storage.database_url", "{err}");
+    }
+
+    #[test]
+    fn http_issuer_only_on_loopback() {
+        assert!(load_str("[server]\nissuer = \"http://localhost:9000\"\n", &[]).is_ok());
+        assert!(load_str("[server]\nissuer = \"http://[::1]:9000\"\n", &[]).is_ok());
+        assert!(load_str("[server]\nissuer = \"https://idp.example.org\"\n", &[]).is_ok());
+        let err = load_str("[server]\nissuer = \"http://idp.example.org\"\n", &[]).unwrap_err();
+        assert_eq!(err.key, "server.issuer");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let config = load_str(
+            "[server]\nlisten = \"127.0.0.1:1\"\n",
+            &[
+                ("HABILIS_SERVER__LISTEN", "127.0.0.1:9999"),
+                ("HABILIS_DATA_DIR", "/tmp/somewhere"),
+                ("HABILIS_TOKENS__ACCESS_TOKEN_LIFETIME", "2m"),
+                ("HABILIS_KEYS__ALGORITHMS", "[\"ES256\"]"),
+                ("HABILIS_STORAGE__MAX_CONNECTIONS", "3"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 9999);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/somewhere"));
+        assert_eq!(
+            config.tokens.access_token_lifetime,
+            Duration::from_secs(120)
+        );
+        assert_eq!(config.keys.algorithms, vec![SigningAlg::ES256]);
+        assert_eq!(config.storage.max_connections, 3);
+    }
+
+    #[test]
+    fn unknown_environment_key_is_named() {
+        let err = load_str("", &[("HABILIS_SERVER__LISTN", "1")]).unwrap_err();
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn bad_environment_duration_is_named() {
+        let err = load_str("", &[("HABILIS_TOKENS__ID_TOKEN_LIFETIME", "soon")]).unwrap_err();
+        assert_eq!(err.key, "tokens.id_token_lifetime");
+    }
+
+    #[test]
+    fn the_reference_config_is_valid_and_complete() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("habilis.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Every key of the reference must be known (it is loaded with deny_unknown_fields)...
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|rest| rest.contains(" = ") && !rest.starts_with(' '))
+                    .unwrap_or(l)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ref.toml");
+        std::fs::write(&file, &uncommented).unwrap();
+        Config::load(Some(&file), Vec::new())
+            .expect("the reference config, uncommented, must load");
+        // ...and every key of the defaults must be documented there.
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        for (section, value) in defaults.as_table().unwrap() {
+            match value {
+                toml::Value::Table(keys) => {
+                    assert!(
+                        text.contains(&format!("[{section}]")),
+                        "section [{section}] is not documented"
+                    );
+                    for key in keys.keys() {
+                        assert!(
+                            text.contains(&format!("{key} =")),
+                            "{section}.{key} is not documented"
+                        );
+                    }
+                }
+                _ => assert!(
+                    text.contains(&format!("{section} =")),
+                    "{section} is not documented"
+                ),
+            }
+        }
+    }
+}

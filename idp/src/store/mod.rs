@@ -1,0 +1,207 @@
+//! Durable storage: one small seam ([`Store`]) with one SQL implementation compiled for SQLite and
+//! PostgreSQL. The backend is chosen once, at start-up ([`connect`]); nothing else in the code base
+//! knows which database it talks to.
+
+mod sql;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use sql::{Backend, connect, connect_with};
+
+/// Everything that can go wrong talking to the database, without leaking SQL to callers.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("{entity} already exists")]
+    Conflict { entity: &'static str },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Seconds since the Unix epoch. Times are stored as integers so that both backends agree exactly.
+pub type UnixTime = i64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    Professional,
+    Patient,
+    Administrator,
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Professional => "professional",
+            AccountKind::Patient => "patient",
+            AccountKind::Administrator => "administrator",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "professional" => Some(AccountKind::Professional),
+            "patient" => Some(AccountKind::Patient),
+            "administrator" => Some(AccountKind::Administrator),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    /// Created by an administrator; the owner has not yet accepted the invitation.
+    Invited,
+    Active,
+    Disabled,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Invited => "invited",
+            AccountStatus::Active => "active",
+            AccountStatus::Disabled => "disabled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "invited" => Some(AccountStatus::Invited),
+            "active" => Some(AccountStatus::Active),
+            "disabled" => Some(AccountStatus::Disabled),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Stable internal identifier (UUID); the OIDC `sub` is derived from it.
+    pub id: String,
+    pub kind: AccountKind,
+    /// What the person types to log in: the idNat for professionals, an email or chosen id otherwise.
+    pub login: String,
+    pub id_nat: Option<String>,
+    pub email: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub status: AccountStatus,
+    pub locale: Option<String>,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+    pub last_authenticated_at: Option<UnixTime>,
+}
+
+/// A factor or secret attached to an account. `secret` is always hashed (passwords, recovery codes)
+/// or encrypted (TOTP) by the caller before it reaches the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    pub id: String,
+    pub account_id: String,
+    pub kind: String,
+    pub name: Option<String>,
+    pub secret: Vec<u8>,
+    pub created_at: UnixTime,
+    pub last_used_at: Option<UnixTime>,
+}
+
+/// A single-use invitation: only the hash of the token is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invitation {
+    pub token_hash: String,
+    pub account_id: String,
+    pub expires_at: UnixTime,
+    pub created_at: UnixTime,
+}
+
+/// A registered OIDC client. `metadata` is the RFC 7591 document (JSON text) validated by the
+/// client registry; the store only keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub metadata: String,
+    /// Hash of the client secret (confidential clients using client_secret_*), never the secret.
+    pub secret_hash: Option<String>,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+/// A signing key as stored: the private part is encrypted under the master key (see `keys`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub alg: String,
+    /// Public JWK (JSON text) as published in the JWKS.
+    pub public_jwk: String,
+    /// AES-GCM sealed private JWK; see `keys::MasterKey`.
+    pub private_sealed: Vec<u8>,
+    pub created_at: UnixTime,
+    /// The key is published from creation but signs only from this time on.
+    pub activates_at: UnixTime,
+    /// Once retired a key no longer signs; it stays published until the tokens it signed expire.
+    pub retired_at: Option<UnixTime>,
+}
+
+/// The durable storage seam. Small on purpose: each method is one statement (or one transaction).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    /// A cheap round trip, used by `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // Accounts
+    async fn insert_account(&self, account: &Account) -> StoreResult<()>;
+    async fn account_by_id(&self, id: &str) -> StoreResult<Option<Account>>;
+    /// Login identifiers are unique case-insensitively; callers pass the normalised form.
+    async fn account_by_login(&self, login: &str) -> StoreResult<Option<Account>>;
+    async fn list_accounts(&self, limit: i64, offset: i64) -> StoreResult<Vec<Account>>;
+    async fn set_account_status(
+        &self,
+        id: &str,
+        status: AccountStatus,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
+
+    // Credentials
+    async fn insert_credential(&self, credential: &Credential) -> StoreResult<()>;
+    async fn credentials_of(&self, account_id: &str, kind: &str) -> StoreResult<Vec<Credential>>;
+    /// Replaces every credential of `kind` of the account by `credential` (e.g. a password change).
+    async fn replace_credentials(&self, credential: &Credential) -> StoreResult<()>;
+
+    // Invitations
+    async fn insert_invitation(&self, invitation: &Invitation) -> StoreResult<()>;
+    /// Consumes the invitation atomically: exactly one caller gets it, expired ones are never returned.
+    async fn take_invitation(
+        &self,
+        token_hash: &str,
+        now: UnixTime,
+    ) -> StoreResult<Option<Invitation>>;
+
+    // Clients
+    async fn upsert_client(&self, client: &ClientRecord) -> StoreResult<()>;
+    async fn client_by_id(&self, client_id: &str) -> StoreResult<Option<ClientRecord>>;
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>>;
+    async fn delete_client(&self, client_id: &str) -> StoreResult<bool>;
+    /// Highest `updated_at` of all clients and their count: a cheap change detector for caches.
+    async fn clients_version(&self) -> StoreResult<(i64, UnixTime)>;
+
+    // Signing keys
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
+    async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    async fn retire_signing_key(&self, kid: &str, at: UnixTime) -> StoreResult<bool>;
+    /// Deletes keys retired before `before` (they no longer verify any unexpired token).
+    async fn purge_signing_keys(&self, retired_before: UnixTime) -> StoreResult<u64>;
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,562 @@
+//! The SQL implementation of [`Store`], written once and compiled for SQLite and PostgreSQL by a
+//! macro: both backends accept `$n` placeholders, `ON CONFLICT` and `RETURNING`, and the schemas use
+//! the same column types from Rust's point of view (TEXT, 64-bit integers, bytes).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Connects to the database named by `url`, applies pending migrations and returns the store.
+pub async fn connect(config: &crate::config::Config) -> StoreResult<SharedStore> {
+    connect_with(&config.database_url(), config.storage.max_connections).await
+}
+
+pub async fn connect_with(url: &str, max_connections: u32) -> StoreResult<SharedStore> {
+    let store = open(url, max_connections).await?;
+    store.migrate().await?;
+    Ok(store.into_shared())
+}
+
+/// Opens without migrating (used by `habilis migrate --status`-like tooling and tests).
+async fn open(url: &str, max_connections: u32) -> StoreResult<AnySqlStore> {
+    if url.starts_with("sqlite:") {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            // SQLite serialises writers; a few connections serve concurrent readers.
+            .max_connections(max_connections.clamp(1, 8))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        Ok(AnySqlStore::Sqlite(SqliteStore { pool }))
+    } else {
+        let options = PgConnectOptions::from_str(url).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "invalid PostgreSQL URL: {}",
+                redact(&e.to_string())
+            ))
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        Ok(AnySqlStore::Postgres(PgStore { pool }))
+    }
+}
+
+enum AnySqlStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl AnySqlStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        let result = match self {
+            AnySqlStore::Sqlite(s) => SQLITE_MIGRATIONS.run(&s.pool).await,
+            AnySqlStore::Postgres(s) => POSTGRES_MIGRATIONS.run(&s.pool).await,
+        };
+        result.map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    fn into_shared(self) -> SharedStore {
+        match self {
+            AnySqlStore::Sqlite(s) => Arc::new(s),
+            AnySqlStore::Postgres(s) => Arc::new(s),
+        }
+    }
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(redact(&e.to_string()))
+}
+
+/// Maps a write error, turning unique violations into a typed conflict.
+fn write_error(entity: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict { entity },
+        _ => unavailable(e),
+    }
+}
+
+/// Removes a password from anything that looks like a URL before it reaches a log.
+fn redact(message: &str) -> String {
+    match (message.find("://"), message.find('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &message[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &message[..scheme_end + 3],
+                    &credentials[..colon],
+                    &message[at..]
+                ),
+                None => message.to_string(),
+            }
+        }
+        _ => message.to_string(),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    id: String,
+    kind: String,
+    login: String,
+    id_nat: Option<String>,
+    email: Option<String>,
+    given_name: Option<String>,
+    family_name: Option<String>,
+    status: String,
+    locale: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    last_authenticated_at: Option<i64>,
+}
+
+impl TryFrom<AccountRow> for Account {
+    type Error = StoreError;
+    fn try_from(r: AccountRow) -> StoreResult<Account> {
+        Ok(Account {
+            kind: AccountKind::parse(&r.kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("account {}: kind {}", r.id, r.kind)))?,
+            status: AccountStatus::parse(&r.status).ok_or_else(|| {
+                StoreError::Corrupt(format!("account {}: status {}", r.id, r.status))
+            })?,
+            id: r.id,
+            login: r.login,
+            id_nat: r.id_nat,
+            email: r.email,
+            given_name: r.given_name,
+            family_name: r.family_name,
+            locale: r.locale,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_authenticated_at: r.last_authenticated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct CredentialRow {
+    id: String,
+    account_id: String,
+    kind: String,
+    name: Option<String>,
+    secret: Vec<u8>,
+    created_at: i64,
+    last_used_at: Option<i64>,
+}
+
+impl From<CredentialRow> for Credential {
+    fn from(r: CredentialRow) -> Self {
+        Credential {
+            id: r.id,
+            account_id: r.account_id,
+            kind: r.kind,
+            name: r.name,
+            secret: r.secret,
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct InvitationRow {
+    token_hash: String,
+    account_id: String,
+    expires_at: i64,
+    created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClientRow {
+    client_id: String,
+    metadata: String,
+    secret_hash: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<ClientRow> for ClientRecord {
+    fn from(r: ClientRow) -> Self {
+        ClientRecord {
+            client_id: r.client_id,
+            metadata: r.metadata,
+            secret_hash: r.secret_hash,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SigningKeyRow {
+    kid: String,
+    alg: String,
+    public_jwk: String,
+    private_sealed: Vec<u8>,
+    created_at: i64,
+    activates_at: i64,
+    retired_at: Option<i64>,
+}
+
+impl From<SigningKeyRow> for SigningKeyRecord {
+    fn from(r: SigningKeyRow) -> Self {
+        SigningKeyRecord {
+            kid: r.kid,
+            alg: r.alg,
+            public_jwk: r.public_jwk,
+            private_sealed: r.private_sealed,
+            created_at: r.created_at,
+            activates_at: r.activates_at,
+            retired_at: r.retired_at,
+        }
+    }
+}
+
+/// The account columns, as a literal so queries stay `&'static str` (sqlx refuses dynamic SQL).
+macro_rules! account_columns {
+    () => {
+        "id, kind, login, id_nat, email, given_name, family_name, status, locale, created_at, updated_at, last_authenticated_at"
+    };
+}
+
+/// Implements [`Store`] for one backend. The body is identical for both; only the pool type differs.
+macro_rules! sql_store {
+    ($store:ident, $pool:ty, $backend:expr) => {
+        pub struct $store {
+            pool: $pool,
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> Backend {
+                $backend
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
+                Ok(())
+            }
+
+            async fn insert_account(&self, a: &Account) -> StoreResult<()> {
+                sqlx::query(concat!(
+                    "INSERT INTO accounts (",
+                    account_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                ))
+                .bind(&a.id)
+                .bind(a.kind.as_str())
+                .bind(&a.login)
+                .bind(&a.id_nat)
+                .bind(&a.email)
+                .bind(&a.given_name)
+                .bind(&a.family_name)
+                .bind(a.status.as_str())
+                .bind(&a.locale)
+                .bind(a.created_at)
+                .bind(a.updated_at)
+                .bind(a.last_authenticated_at)
+                .execute(&self.pool)
+                .await
+                .map_err(write_error("account"))?;
+                Ok(())
+            }
+
+            async fn account_by_id(&self, id: &str) -> StoreResult<Option<Account>> {
+                sqlx::query_as::<_, AccountRow>(concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?
+                    .map(Account::try_from)
+                    .transpose()
+            }
+
+            async fn account_by_login(&self, login: &str) -> StoreResult<Option<Account>> {
+                sqlx::query_as::<_, AccountRow>(concat!("SELECT ", account_columns!(), " FROM accounts WHERE login = $1"))
+                    .bind(login)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?
+                    .map(Account::try_from)
+                    .transpose()
+            }
+
+            async fn list_accounts(&self, limit: i64, offset: i64) -> StoreResult<Vec<Account>> {
+                sqlx::query_as::<_, AccountRow>(concat!(
+                    "SELECT ",
+                    account_columns!(),
+                    " FROM accounts ORDER BY created_at, id LIMIT $1 OFFSET $2"
+                ))
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(Account::try_from)
+                .collect()
+            }
+
+            async fn set_account_status(&self, id: &str, status: AccountStatus, now: UnixTime) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE accounts SET status = $1, updated_at = $2 WHERE id = $3")
+                    .bind(status.as_str())
+                    .bind(now)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_credential(&self, c: &Credential) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO credentials (id, account_id, kind, name, secret, created_at, last_used_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&c.id)
+                .bind(&c.account_id)
+                .bind(&c.kind)
+                .bind(&c.name)
+                .bind(&c.secret)
+                .bind(c.created_at)
+                .bind(c.last_used_at)
+                .execute(&self.pool)
+                .await
+                .map_err(write_error("credential"))?;
+                Ok(())
+            }
+
+            async fn credentials_of(&self, account_id: &str, kind: &str) -> StoreResult<Vec<Credential>> {
+                Ok(sqlx::query_as::<_, CredentialRow>(
+                    "SELECT id, account_id, kind, name, secret, created_at, last_used_at FROM credentials \
+                     WHERE account_id = $1 AND kind = $2 ORDER BY created_at, id",
+                )
+                .bind(account_id)
+                .bind(kind)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(Credential::from)
+                .collect())
+            }
+
+            async fn replace_credentials(&self, c: &Credential) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                sqlx::query("DELETE FROM credentials WHERE account_id = $1 AND kind = $2")
+                    .bind(&c.account_id)
+                    .bind(&c.kind)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                sqlx::query(
+                    "INSERT INTO credentials (id, account_id, kind, name, secret, created_at, last_used_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&c.id)
+                .bind(&c.account_id)
+                .bind(&c.kind)
+                .bind(&c.name)
+                .bind(&c.secret)
+                .bind(c.created_at)
+                .bind(c.last_used_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error("credential"))?;
+                tx.commit().await.map_err(unavailable)
+            }
+
+            async fn insert_invitation(&self, i: &Invitation) -> StoreResult<()> {
+                sqlx::query("INSERT INTO invitations (token_hash, account_id, expires_at, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&i.token_hash)
+                    .bind(&i.account_id)
+                    .bind(i.expires_at)
+                    .bind(i.created_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(write_error("invitation"))?;
+                Ok(())
+            }
+
+            async fn take_invitation(&self, token_hash: &str, now: UnixTime) -> StoreResult<Option<Invitation>> {
+                // DELETE … RETURNING is atomic on both backends: two concurrent takers cannot both get a row.
+                let row = sqlx::query_as::<_, InvitationRow>(
+                    "DELETE FROM invitations WHERE token_hash = $1 RETURNING token_hash, account_id, expires_at, created_at",
+                )
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                Ok(row.filter(|r| r.expires_at > now).map(|r| Invitation {
+                    token_hash: r.token_hash,
+                    account_id: r.account_id,
+                    expires_at: r.expires_at,
+                    created_at: r.created_at,
+                }))
+            }
+
+            async fn upsert_client(&self, c: &ClientRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO clients (client_id, metadata, secret_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (client_id) DO UPDATE SET metadata = excluded.metadata, \
+                     secret_hash = excluded.secret_hash, updated_at = excluded.updated_at",
+                )
+                .bind(&c.client_id)
+                .bind(&c.metadata)
+                .bind(&c.secret_hash)
+                .bind(c.created_at)
+                .bind(c.updated_at)
+                .execute(&self.pool)
+                .await
+                .map_err(write_error("client"))?;
+                Ok(())
+            }
+
+            async fn client_by_id(&self, client_id: &str) -> StoreResult<Option<ClientRecord>> {
+                Ok(sqlx::query_as::<_, ClientRow>(
+                    "SELECT client_id, metadata, secret_hash, created_at, updated_at FROM clients WHERE client_id = $1",
+                )
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .map(ClientRecord::from))
+            }
+
+            async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>> {
+                Ok(sqlx::query_as::<_, ClientRow>(
+                    "SELECT client_id, metadata, secret_hash, created_at, updated_at FROM clients ORDER BY client_id",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(ClientRecord::from)
+                .collect())
+            }
+
+            async fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM clients WHERE client_id = $1")
+                    .bind(client_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn clients_version(&self) -> StoreResult<(i64, UnixTime)> {
+                let (count, latest): (i64, Option<i64>) =
+                    sqlx::query_as("SELECT COUNT(*), MAX(updated_at) FROM clients")
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(unavailable)?;
+                Ok((count, latest.unwrap_or(0)))
+            }
+
+            async fn insert_signing_key(&self, k: &SigningKeyRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, created_at, activates_at, retired_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&k.kid)
+                .bind(&k.alg)
+                .bind(&k.public_jwk)
+                .bind(&k.private_sealed)
+                .bind(k.created_at)
+                .bind(k.activates_at)
+                .bind(k.retired_at)
+                .execute(&self.pool)
+                .await
+                .map_err(write_error("signing key"))?;
+                Ok(())
+            }
+
+            async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
+                Ok(sqlx::query_as::<_, SigningKeyRow>(
+                    "SELECT kid, alg, public_jwk, private_sealed, created_at, activates_at, retired_at \
+                     FROM signing_keys ORDER BY activates_at, kid",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(SigningKeyRecord::from)
+                .collect())
+            }
+
+            async fn retire_signing_key(&self, kid: &str, at: UnixTime) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL")
+                    .bind(at)
+                    .bind(kid)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn purge_signing_keys(&self, retired_before: UnixTime) -> StoreResult<u64> {
+                let done = sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
+                    .bind(retired_before)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(done.rows_affected())
+            }
+        }
+    };
+}
+
+sql_store!(SqliteStore, SqlitePool, Backend::Sqlite);
+sql_store!(PgStore, PgPool, Backend::Postgres);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_passwords() {
+        assert_eq!(
+            redact("error connecting to postgres://u:secret@h/db"),
+            "error connecting to postgres://u:***@h/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("plain message"), "plain message");
+    }
+}

@@ -1,0 +1,271 @@
+//! The same storage tests run against SQLite and PostgreSQL (each test in its own database file or
+//! schema, so they run in parallel).
+
+use super::*;
+
+/// A fresh SQLite store and, when reachable (always under CI), a fresh PostgreSQL one.
+pub(crate) async fn test_stores() -> Vec<(SharedStore, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let mut stores = vec![(
+        connect_with(&url, 4).await.expect("SQLite store"),
+        Some(dir),
+    )];
+    if let Some(url) = crate::testing::postgres_schema_url().await {
+        stores.push((connect_with(&url, 4).await.expect("PostgreSQL store"), None));
+    }
+    stores
+}
+
+fn account(login: &str, id_nat: Option<&str>) -> Account {
+    Account {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind: AccountKind::Professional,
+        login: login.into(),
+        id_nat: id_nat.map(str::to_string),
+        email: Some(format!("{login}@example.org")),
+        given_name: Some("Kit".into()),
+        family_name: Some("Doc".into()),
+        status: AccountStatus::Active,
+        locale: Some("fr".into()),
+        created_at: 1_700_000_000,
+        updated_at: 1_700_000_000,
+        last_authenticated_at: None,
+    }
+}
+
+#[tokio::test]
+async fn migrations_apply_from_empty_and_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    connect_with(&url, 2).await.unwrap();
+    // Applying again on an up-to-date database is a no-op.
+    connect_with(&url, 2).await.unwrap();
+    if let Some(pg) = crate::testing::postgres_schema_url().await {
+        connect_with(&pg, 2).await.unwrap();
+        connect_with(&pg, 2).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn accounts_round_trip_and_unique_logins() {
+    for (store, _guard) in test_stores().await {
+        let backend = store.backend().as_str();
+        store.ping().await.unwrap();
+        let a = account("899700427885", Some("899700427885"));
+        store.insert_account(&a).await.unwrap();
+        assert_eq!(
+            store.account_by_id(&a.id).await.unwrap().as_ref(),
+            Some(&a),
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .account_by_login("899700427885")
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(&a),
+            "{backend}"
+        );
+        assert!(store.account_by_login("nobody").await.unwrap().is_none());
+        let duplicate = account("899700427885", None);
+        assert!(
+            matches!(
+                store.insert_account(&duplicate).await,
+                Err(StoreError::Conflict { .. })
+            ),
+            "{backend}"
+        );
+        let same_idnat = account("other", Some("899700427885"));
+        assert!(
+            matches!(
+                store.insert_account(&same_idnat).await,
+                Err(StoreError::Conflict { .. })
+            ),
+            "{backend}"
+        );
+        assert!(
+            store
+                .set_account_status(&a.id, AccountStatus::Disabled, 1_700_000_100)
+                .await
+                .unwrap()
+        );
+        let updated = store.account_by_id(&a.id).await.unwrap().unwrap();
+        assert_eq!(updated.status, AccountStatus::Disabled);
+        assert_eq!(updated.updated_at, 1_700_000_100);
+        assert!(
+            !store
+                .set_account_status("missing", AccountStatus::Active, 0)
+                .await
+                .unwrap()
+        );
+        store
+            .insert_account(&account("second", None))
+            .await
+            .unwrap();
+        let listed = store.list_accounts(10, 0).await.unwrap();
+        assert_eq!(listed.len(), 2, "{backend}");
+        assert_eq!(store.list_accounts(1, 1).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn credentials_replace_and_cascade() {
+    for (store, _guard) in test_stores().await {
+        let a = account("patient@example.org", None);
+        store.insert_account(&a).await.unwrap();
+        let cred = |id: &str, secret: &[u8]| Credential {
+            id: id.into(),
+            account_id: a.id.clone(),
+            kind: "password".into(),
+            name: None,
+            secret: secret.to_vec(),
+            created_at: 1,
+            last_used_at: None,
+        };
+        store
+            .insert_credential(&cred("c1", b"hash-1"))
+            .await
+            .unwrap();
+        store
+            .replace_credentials(&cred("c2", b"hash-2\x00\xff"))
+            .await
+            .unwrap();
+        let creds = store.credentials_of(&a.id, "password").await.unwrap();
+        assert_eq!(creds.len(), 1);
+        assert_eq!(
+            creds[0].secret,
+            b"hash-2\x00\xff".to_vec(),
+            "binary secrets survive both backends"
+        );
+        assert!(
+            store
+                .credentials_of(&a.id, "totp")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(matches!(
+            store
+                .insert_credential(&Credential {
+                    account_id: "no-such-account".into(),
+                    ..cred("c3", b"x")
+                })
+                .await,
+            Err(_)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn invitations_are_single_use_and_expire() {
+    for (store, _guard) in test_stores().await {
+        let a = account("invited@example.org", None);
+        store.insert_account(&a).await.unwrap();
+        let inv = Invitation {
+            token_hash: "h1".into(),
+            account_id: a.id.clone(),
+            expires_at: 2_000,
+            created_at: 1_000,
+        };
+        store.insert_invitation(&inv).await.unwrap();
+        store
+            .insert_invitation(&Invitation {
+                token_hash: "h2".into(),
+                ..inv.clone()
+            })
+            .await
+            .unwrap();
+        // Concurrent takers: exactly one wins.
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.take_invitation("h1", 1_500).await.unwrap()
+            }));
+        }
+        let mut winners = 0;
+        for t in tasks {
+            if t.await.unwrap().is_some() {
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1, "{}", store.backend().as_str());
+        // Expired: consumed but not returned.
+        assert!(store.take_invitation("h2", 2_500).await.unwrap().is_none());
+        assert!(store.take_invitation("h2", 1_500).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn clients_upsert_list_delete_and_version() {
+    for (store, _guard) in test_stores().await {
+        assert_eq!(store.clients_version().await.unwrap(), (0, 0));
+        let c = ClientRecord {
+            client_id: "teleconsult".into(),
+            metadata: r#"{"redirect_uris":["https://app.example/cb"]}"#.into(),
+            secret_hash: Some("abc".into()),
+            created_at: 10,
+            updated_at: 10,
+        };
+        store.upsert_client(&c).await.unwrap();
+        assert_eq!(
+            store.client_by_id("teleconsult").await.unwrap(),
+            Some(c.clone())
+        );
+        let changed = ClientRecord {
+            metadata: "{}".into(),
+            secret_hash: None,
+            updated_at: 20,
+            ..c.clone()
+        };
+        store.upsert_client(&changed).await.unwrap();
+        let got = store.client_by_id("teleconsult").await.unwrap().unwrap();
+        assert_eq!(got.metadata, "{}");
+        assert_eq!(got.secret_hash, None);
+        assert_eq!(got.created_at, 10, "creation time is kept on update");
+        assert_eq!(store.clients_version().await.unwrap(), (1, 20));
+        assert_eq!(store.list_clients().await.unwrap().len(), 1);
+        assert!(store.delete_client("teleconsult").await.unwrap());
+        assert!(!store.delete_client("teleconsult").await.unwrap());
+        assert!(store.client_by_id("teleconsult").await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn signing_keys_retire_and_purge() {
+    for (store, _guard) in test_stores().await {
+        let key = |kid: &str, activates_at| SigningKeyRecord {
+            kid: kid.into(),
+            alg: "ES256".into(),
+            public_jwk: "{}".into(),
+            private_sealed: vec![1, 2, 3],
+            created_at: 100,
+            activates_at,
+            retired_at: None,
+        };
+        store.insert_signing_key(&key("b", 200)).await.unwrap();
+        store.insert_signing_key(&key("a", 100)).await.unwrap();
+        assert!(matches!(
+            store.insert_signing_key(&key("a", 100)).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        let kids: Vec<String> = store
+            .list_signing_keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.kid)
+            .collect();
+        assert_eq!(kids, vec!["a", "b"], "ordered by activation");
+        assert!(store.retire_signing_key("a", 300).await.unwrap());
+        assert!(
+            !store.retire_signing_key("a", 400).await.unwrap(),
+            "retiring twice keeps the first time"
+        );
+        assert_eq!(store.purge_signing_keys(300).await.unwrap(), 0);
+        assert_eq!(store.purge_signing_keys(301).await.unwrap(), 1);
+        assert_eq!(store.list_signing_keys().await.unwrap().len(), 1);
+    }
+}
