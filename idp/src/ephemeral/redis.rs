@@ -340,10 +340,7 @@ mod tests {
                         let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
                     });
                     let mut buffer = vec![0u8; 16 * 1024];
-                    loop {
-                        let Ok(n) = client_read.read(&mut buffer).await else {
-                            break;
-                        };
+                    while let Ok(n) = client_read.read(&mut buffer).await {
                         if n == 0 {
                             break;
                         }

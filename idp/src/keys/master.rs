@@ -234,10 +234,19 @@ fn create_key_file(path: &Path) -> Result<(MasterKey, MasterKeySource), KeyError
         }
         Err(e) => return Err(file_error(path)(e)),
     };
-    let mut text = key.to_base64();
-    text.push('\n');
-    file.write_all(text.as_bytes()).map_err(file_error(path))?;
-    file.sync_all().map_err(file_error(path))?;
+    // Two writes rather than pushing '\n' onto the text: a reallocation would leave a copy of the
+    // key in freed memory.
+    let text = key.to_base64();
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        // Nothing has been sealed with this key yet: remove the partial file rather than leave one
+        // that the next start would reject as damaged.
+        let _ = std::fs::remove_file(path);
+        return Err(file_error(path)(e));
+    }
     tracing::warn!(
         path = %path.display(),
         "generated a new master key; back this file up with the database: without it, sealed keys and secrets are lost"

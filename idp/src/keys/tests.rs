@@ -23,8 +23,10 @@ struct Fixture {
 
 async fn fixture(algorithms: &[SigningAlg]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().join("data");
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
     std::fs::create_dir_all(&config.data_dir).unwrap();
     config.keys.algorithms = algorithms.to_vec();
     config.keys.default_algorithm = algorithms[0];
@@ -177,8 +179,10 @@ fn debug_prints_nothing_secret() {
 #[test]
 fn load_or_create_generates_a_0600_file() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().join("fresh").join("data");
+    let config = Config {
+        data_dir: dir.path().join("fresh").join("data"),
+        ..Config::default()
+    };
     let (key, source) = MasterKey::load_or_create(&config, false).unwrap();
     let path = config.master_key_file();
     assert_eq!(source, MasterKeySource::Generated(path.clone()));
@@ -202,8 +206,10 @@ fn load_or_create_generates_a_0600_file() {
 #[test]
 fn load_or_create_refuses_to_generate_when_store_has_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
     let err = MasterKey::load_or_create(&config, true).unwrap_err();
     assert!(matches!(err, KeyError::MasterKeyMissing { .. }), "{err:?}");
     let message = err.to_string();
@@ -219,8 +225,10 @@ fn load_or_create_refuses_to_generate_when_store_has_keys() {
 #[test]
 fn load_or_create_reads_an_existing_file() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
     let original = MasterKey::generate();
     let path = dir.path().join("elsewhere.key");
     std::fs::write(&path, format!("{}\n", *original.to_base64())).unwrap();
@@ -242,8 +250,10 @@ fn load_or_create_reads_an_existing_file() {
 #[test]
 fn load_or_create_prefers_the_configured_key() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
     let configured = MasterKey::generate();
     config.keys.master_key = Some(configured.to_base64().to_string());
     let (key, source) = MasterKey::load_or_create(&config, true).unwrap();

@@ -1,0 +1,1 @@
+//! See benches/ and the scripts in this folder.
