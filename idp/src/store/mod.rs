@@ -150,6 +150,53 @@ pub struct SigningKeyRecord {
     pub retired_at: Option<UnixTime>,
 }
 
+/// A grant: what one authorization (a code redemption) gave one client for one account. Refresh
+/// tokens belong to a grant; revoking the grant revokes every token issued from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub id: String,
+    pub account_id: String,
+    pub client_id: String,
+    pub session_id: Option<String>,
+    pub scope: String,
+    /// JSON: acr, amr, auth_time and other claims fixed at authorization time.
+    pub claims: String,
+    pub auth_time: UnixTime,
+    pub created_at: UnixTime,
+    /// Absolute end of the refresh-token family.
+    pub expires_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+}
+
+/// A refresh token, stored as the SHA-256 of its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub token_hash: String,
+    pub grant_id: String,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub used_at: Option<UnixTime>,
+}
+
+/// What happened when a refresh token was presented.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// First use: the token is now spent; the caller issues its successor.
+    Fresh(RefreshToken),
+    /// Already spent: a sign of theft. The caller revokes the grant.
+    Reused(RefreshToken),
+    Unknown,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consent {
+    pub account_id: String,
+    pub client_id: String,
+    pub scope: String,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
 /// The durable storage seam. Small on purpose: each method is one statement (or one transaction).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -199,6 +246,28 @@ pub trait Store: Send + Sync + 'static {
     async fn retire_signing_key(&self, kid: &str, at: UnixTime) -> StoreResult<bool>;
     /// Deletes keys retired before `before` (they no longer verify any unexpired token).
     async fn purge_signing_keys(&self, retired_before: UnixTime) -> StoreResult<u64>;
+
+    // Grants and refresh tokens
+    async fn insert_grant(&self, grant: &Grant) -> StoreResult<()>;
+    async fn grant_by_id(&self, id: &str) -> StoreResult<Option<Grant>>;
+    /// Revokes a grant (and so its refresh tokens and the access tokens tied to it). Returns whether
+    /// it was active.
+    async fn revoke_grant(&self, id: &str, at: UnixTime) -> StoreResult<bool>;
+    /// Revokes every grant of a browser session (logout). Returns the revoked grants.
+    async fn revoke_session_grants(
+        &self,
+        session_id: &str,
+        at: UnixTime,
+    ) -> StoreResult<Vec<Grant>>;
+    async fn insert_refresh_token(&self, token: &RefreshToken) -> StoreResult<()>;
+    /// Spends a refresh token atomically: of concurrent callers exactly one gets `Fresh`.
+    async fn use_refresh_token(&self, token_hash: &str, at: UnixTime) -> StoreResult<RefreshUse>;
+    async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>>;
+
+    // Consents
+    async fn consent(&self, account_id: &str, client_id: &str) -> StoreResult<Option<Consent>>;
+    async fn upsert_consent(&self, consent: &Consent) -> StoreResult<()>;
+    async fn delete_consent(&self, account_id: &str, client_id: &str) -> StoreResult<bool>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

@@ -256,6 +256,73 @@ macro_rules! account_columns {
     };
 }
 
+#[derive(sqlx::FromRow)]
+struct GrantRow {
+    id: String,
+    account_id: String,
+    client_id: String,
+    session_id: Option<String>,
+    scope: String,
+    claims: String,
+    auth_time: i64,
+    created_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl From<GrantRow> for Grant {
+    fn from(r: GrantRow) -> Self {
+        Grant {
+            id: r.id,
+            account_id: r.account_id,
+            client_id: r.client_id,
+            session_id: r.session_id,
+            scope: r.scope,
+            claims: r.claims,
+            auth_time: r.auth_time,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RefreshRow {
+    token_hash: String,
+    grant_id: String,
+    created_at: i64,
+    expires_at: i64,
+    used_at: Option<i64>,
+}
+
+impl From<RefreshRow> for RefreshToken {
+    fn from(r: RefreshRow) -> Self {
+        RefreshToken {
+            token_hash: r.token_hash,
+            grant_id: r.grant_id,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            used_at: r.used_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ConsentRow {
+    account_id: String,
+    client_id: String,
+    scope: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+macro_rules! grant_columns {
+    () => {
+        "id, account_id, client_id, session_id, scope, claims, auth_time, created_at, expires_at, revoked_at"
+    };
+}
+
 /// Implements [`Store`] for one backend. The body is identical for both; only the pool type differs.
 macro_rules! sql_store {
     ($store:ident, $pool:ty, $backend:expr) => {
@@ -538,6 +605,152 @@ macro_rules! sql_store {
                     .await
                     .map_err(unavailable)?;
                 Ok(done.rows_affected())
+            }
+
+            async fn insert_grant(&self, g: &Grant) -> StoreResult<()> {
+                sqlx::query(concat!(
+                    "INSERT INTO grants (",
+                    grant_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                ))
+                .bind(&g.id)
+                .bind(&g.account_id)
+                .bind(&g.client_id)
+                .bind(&g.session_id)
+                .bind(&g.scope)
+                .bind(&g.claims)
+                .bind(g.auth_time)
+                .bind(g.created_at)
+                .bind(g.expires_at)
+                .bind(g.revoked_at)
+                .execute(&self.pool)
+                .await
+                .map_err(write_error("grant"))?;
+                Ok(())
+            }
+
+            async fn grant_by_id(&self, id: &str) -> StoreResult<Option<Grant>> {
+                Ok(sqlx::query_as::<_, GrantRow>(concat!("SELECT ", grant_columns!(), " FROM grants WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?
+                    .map(Grant::from))
+            }
+
+            async fn revoke_grant(&self, id: &str, at: UnixTime) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                    .bind(at)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn revoke_session_grants(&self, session_id: &str, at: UnixTime) -> StoreResult<Vec<Grant>> {
+                Ok(sqlx::query_as::<_, GrantRow>(concat!(
+                    "UPDATE grants SET revoked_at = $1 WHERE session_id = $2 AND revoked_at IS NULL RETURNING ",
+                    grant_columns!()
+                ))
+                .bind(at)
+                .bind(session_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(Grant::from)
+                .collect())
+            }
+
+            async fn insert_refresh_token(&self, t: &RefreshToken) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&t.token_hash)
+                .bind(&t.grant_id)
+                .bind(t.created_at)
+                .bind(t.expires_at)
+                .bind(t.used_at)
+                .execute(&self.pool)
+                .await
+                .map_err(write_error("refresh token"))?;
+                Ok(())
+            }
+
+            async fn use_refresh_token(&self, token_hash: &str, at: UnixTime) -> StoreResult<RefreshUse> {
+                // The conditional UPDATE is the atomic step: only one caller flips used_at from NULL.
+                let spent = sqlx::query_as::<_, RefreshRow>(
+                    "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
+                     RETURNING token_hash, grant_id, created_at, expires_at, used_at",
+                )
+                .bind(at)
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                if let Some(row) = spent {
+                    return Ok(RefreshUse::Fresh(row.into()));
+                }
+                Ok(match self.refresh_token(token_hash).await? {
+                    Some(token) => RefreshUse::Reused(token),
+                    None => RefreshUse::Unknown,
+                })
+            }
+
+            async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>> {
+                Ok(sqlx::query_as::<_, RefreshRow>(
+                    "SELECT token_hash, grant_id, created_at, expires_at, used_at FROM refresh_tokens WHERE token_hash = $1",
+                )
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .map(RefreshToken::from))
+            }
+
+            async fn consent(&self, account_id: &str, client_id: &str) -> StoreResult<Option<Consent>> {
+                Ok(sqlx::query_as::<_, ConsentRow>(
+                    "SELECT account_id, client_id, scope, created_at, updated_at FROM consents WHERE account_id = $1 AND client_id = $2",
+                )
+                .bind(account_id)
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .map(|r| Consent {
+                    account_id: r.account_id,
+                    client_id: r.client_id,
+                    scope: r.scope,
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                }))
+            }
+
+            async fn upsert_consent(&self, c: &Consent) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO consents (account_id, client_id, scope, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (account_id, client_id) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at",
+                )
+                .bind(&c.account_id)
+                .bind(&c.client_id)
+                .bind(&c.scope)
+                .bind(c.created_at)
+                .bind(c.updated_at)
+                .execute(&self.pool)
+                .await
+                .map_err(write_error("consent"))?;
+                Ok(())
+            }
+
+            async fn delete_consent(&self, account_id: &str, client_id: &str) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM consents WHERE account_id = $1 AND client_id = $2")
+                    .bind(account_id)
+                    .bind(client_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(done.rows_affected() == 1)
             }
         }
     };

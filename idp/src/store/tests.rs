@@ -269,3 +269,128 @@ async fn signing_keys_retire_and_purge() {
         assert_eq!(store.list_signing_keys().await.unwrap().len(), 1);
     }
 }
+
+#[tokio::test]
+async fn refresh_tokens_are_spent_once_and_grants_revoke() {
+    for (store, _guard) in test_stores().await {
+        let backend = store.backend().as_str();
+        let a = account("refresh@example.org", None);
+        store.insert_account(&a).await.unwrap();
+        store
+            .upsert_client(&ClientRecord {
+                client_id: "app".into(),
+                metadata: "{}".into(),
+                secret_hash: None,
+                created_at: 1,
+                updated_at: 1,
+            })
+            .await
+            .unwrap();
+        let grant = Grant {
+            id: "g1".into(),
+            account_id: a.id.clone(),
+            client_id: "app".into(),
+            session_id: Some("s1".into()),
+            scope: "openid offline_access".into(),
+            claims: r#"{"acr":"eidas1"}"#.into(),
+            auth_time: 100,
+            created_at: 100,
+            expires_at: 10_000,
+            revoked_at: None,
+        };
+        store.insert_grant(&grant).await.unwrap();
+        store
+            .insert_grant(&Grant {
+                id: "g2".into(),
+                ..grant.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.grant_by_id("g1").await.unwrap(), Some(grant.clone()));
+        let rt = RefreshToken {
+            token_hash: "t1".into(),
+            grant_id: "g1".into(),
+            created_at: 100,
+            expires_at: 2_000,
+            used_at: None,
+        };
+        store.insert_refresh_token(&rt).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.use_refresh_token("t1", 200).await.unwrap()
+            }));
+        }
+        let (mut fresh, mut reused) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                RefreshUse::Fresh(_) => fresh += 1,
+                RefreshUse::Reused(token) => {
+                    assert_eq!(token.used_at, Some(200));
+                    reused += 1
+                }
+                RefreshUse::Unknown => panic!("known token reported unknown"),
+            }
+        }
+        assert_eq!((fresh, reused), (1, 19), "{backend}");
+        assert_eq!(
+            store.use_refresh_token("nope", 200).await.unwrap(),
+            RefreshUse::Unknown
+        );
+        assert!(store.revoke_grant("g1", 300).await.unwrap());
+        assert!(!store.revoke_grant("g1", 400).await.unwrap());
+        assert_eq!(
+            store.grant_by_id("g1").await.unwrap().unwrap().revoked_at,
+            Some(300)
+        );
+        let revoked = store.revoke_session_grants("s1", 500).await.unwrap();
+        assert_eq!(
+            revoked.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(),
+            vec!["g2"],
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn consents_upsert_and_delete() {
+    for (store, _guard) in test_stores().await {
+        let a = account("consent@example.org", None);
+        store.insert_account(&a).await.unwrap();
+        store
+            .upsert_client(&ClientRecord {
+                client_id: "third".into(),
+                metadata: "{}".into(),
+                secret_hash: None,
+                created_at: 1,
+                updated_at: 1,
+            })
+            .await
+            .unwrap();
+        assert!(store.consent(&a.id, "third").await.unwrap().is_none());
+        let c = Consent {
+            account_id: a.id.clone(),
+            client_id: "third".into(),
+            scope: "openid".into(),
+            created_at: 1,
+            updated_at: 1,
+        };
+        store.upsert_consent(&c).await.unwrap();
+        store
+            .upsert_consent(&Consent {
+                scope: "openid email".into(),
+                updated_at: 2,
+                ..c.clone()
+            })
+            .await
+            .unwrap();
+        let got = store.consent(&a.id, "third").await.unwrap().unwrap();
+        assert_eq!(
+            (got.scope.as_str(), got.created_at, got.updated_at),
+            ("openid email", 1, 2)
+        );
+        assert!(store.delete_consent(&a.id, "third").await.unwrap());
+        assert!(!store.delete_consent(&a.id, "third").await.unwrap());
+    }
+}
