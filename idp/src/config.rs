@@ -37,6 +37,7 @@ pub struct Config {
     pub mail: MailConfig,
     pub keys: KeysConfig,
     pub tokens: TokensConfig,
+    pub session: SessionConfig,
     pub password: PasswordConfig,
     pub log: LogConfig,
 }
@@ -143,6 +144,30 @@ pub struct TokensConfig {
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// A browser session unused for this long ends (Pro Santé Connect: 30 min).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A browser session ends this long after its login, however active (Pro Santé Connect: 4 h).
+    #[serde(with = "humantime_serde")]
+    pub absolute_timeout: Duration,
+    /// How long a login page (an interaction) may stay open.
+    #[serde(with = "humantime_serde")]
+    pub interaction_lifetime: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(4 * 3600),
+            interaction_lifetime: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct PasswordConfig {
     /// argon2id memory cost in KiB (OWASP: 19456 with 2 iterations).
     pub argon2_memory_kib: u32,
@@ -175,6 +200,7 @@ impl Default for Config {
             mail: MailConfig::default(),
             keys: KeysConfig::default(),
             tokens: TokensConfig::default(),
+            session: SessionConfig::default(),
             password: PasswordConfig::default(),
             log: LogConfig::default(),
         }
@@ -414,6 +440,9 @@ impl Config {
                 30 * 24 * 3600,
             ),
             ("keys.reload_interval", self.keys.reload_interval, 3600),
+            ("session.idle_timeout", self.session.idle_timeout, 24 * 3600),
+            ("session.absolute_timeout", self.session.absolute_timeout, 7 * 24 * 3600),
+            ("session.interaction_lifetime", self.session.interaction_lifetime, 24 * 3600),
         ];
         for (key, value, max_secs) in lifetimes {
             if value.is_zero() {

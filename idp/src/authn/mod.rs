@@ -2,3 +2,4 @@
 //! step-up) composes them.
 
 pub mod password;
+pub mod session;

@@ -3,3 +3,5 @@
 
 pub mod discovery;
 pub mod jwks;
+pub mod params;
+pub mod tokens;

@@ -1,4 +1,8 @@
-//! HTTP concerns shared by every route: security headers, conditional GETs for cached documents.
+//! HTTP concerns shared by every route: security headers, conditional GETs for cached documents,
+//! pages and their strings.
+
+pub mod i18n;
+pub mod pages;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

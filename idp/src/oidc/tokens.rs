@@ -1,0 +1,244 @@
+//! Minting and checking the tokens Habilis signs: ID tokens (OIDC Core §2) and JWT access tokens
+//! (RFC 9068), plus the revocation markers that make introspection and userinfo see a revocation at
+//! once (kept in the ephemeral store, shared by every instance, for as long as a token can live).
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::Digest;
+
+use crate::app::AppState;
+use crate::config::SigningAlg;
+use crate::error::{OAuthError, OAuthErrorCode};
+
+/// How a user authenticated, as carried into tokens.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuthContext {
+    pub auth_time: i64,
+    /// Absent when the login reached no level of the ladder (e.g. password only).
+    pub acr: Option<String>,
+    pub amr: Vec<String>,
+    pub sid: Option<String>,
+}
+
+/// The claims of a Habilis access token.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: Value,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Habilis: the grant this token comes from (revoking the grant revokes the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<String>,
+    /// Habilis: the account behind `sub` (differs from `sub` for pairwise clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+impl AccessClaims {
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.split(' ').filter(|s| !s.is_empty())
+    }
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes().any(|s| s == scope)
+    }
+}
+
+/// What to put in a new access token.
+pub struct AccessTokenRequest<'a> {
+    pub client_id: &'a str,
+    pub subject: &'a str,
+    pub account_id: Option<&'a str>,
+    pub scope: &'a str,
+    pub audience: Vec<String>,
+    pub auth: Option<&'a AuthContext>,
+    pub grant_id: Option<&'a str>,
+    pub lifetime: i64,
+}
+
+pub struct MintedAccessToken {
+    pub token: String,
+    pub claims: AccessClaims,
+    pub expires_in: i64,
+}
+
+fn signing_error(e: crate::keys::KeyError) -> OAuthError {
+    tracing::error!(error = %e, "signing failed");
+    OAuthError::server_error()
+}
+
+pub fn new_jti() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+pub fn mint_access_token(state: &AppState, request: AccessTokenRequest<'_>, now: i64) -> Result<MintedAccessToken, OAuthError> {
+    let aud = match request.audience.len() {
+        0 => Value::String(state.config.issuer_string()),
+        1 => Value::String(request.audience[0].clone()),
+        _ => json!(request.audience),
+    };
+    let claims = AccessClaims {
+        iss: state.config.issuer_string(),
+        sub: request.subject.to_string(),
+        aud,
+        client_id: request.client_id.to_string(),
+        scope: request.scope.to_string(),
+        jti: new_jti(),
+        iat: now,
+        exp: now + request.lifetime,
+        auth_time: request.auth.map(|a| a.auth_time),
+        acr: request.auth.and_then(|a| a.acr.clone()),
+        amr: request.auth.map(|a| a.amr.clone()).filter(|amr| !amr.is_empty()),
+        sid: request.auth.and_then(|a| a.sid.clone()),
+        gid: request.grant_id.map(str::to_string),
+        uid: request.account_id.filter(|id| *id != request.subject).map(str::to_string),
+    };
+    let map = to_map(&claims)?;
+    let token = state.keys.sign(None, "at+jwt", &map).map_err(signing_error)?;
+    Ok(MintedAccessToken { token, claims, expires_in: request.lifetime })
+}
+
+pub struct IdTokenRequest<'a> {
+    pub client_id: &'a str,
+    pub subject: &'a str,
+    pub nonce: Option<&'a str>,
+    pub auth: &'a AuthContext,
+    pub access_token: Option<&'a str>,
+    pub alg: Option<SigningAlg>,
+    pub lifetime: i64,
+    /// Claims requested for the ID token (e.g. through the `claims` parameter).
+    pub extra: Map<String, Value>,
+}
+
+pub fn mint_id_token(state: &AppState, request: IdTokenRequest<'_>, now: i64) -> Result<String, OAuthError> {
+    let alg = request.alg.unwrap_or(state.keys.default_alg());
+    let mut claims = request.extra;
+    claims.insert("iss".into(), json!(state.config.issuer_string()));
+    claims.insert("sub".into(), json!(request.subject));
+    claims.insert("aud".into(), json!(request.client_id));
+    claims.insert("azp".into(), json!(request.client_id));
+    claims.insert("iat".into(), json!(now));
+    claims.insert("exp".into(), json!(now + request.lifetime));
+    claims.insert("auth_time".into(), json!(request.auth.auth_time));
+    if let Some(nonce) = request.nonce {
+        claims.insert("nonce".into(), json!(nonce));
+    }
+    if let Some(acr) = &request.auth.acr {
+        claims.insert("acr".into(), json!(acr));
+    }
+    if !request.auth.amr.is_empty() {
+        claims.insert("amr".into(), json!(request.auth.amr));
+    }
+    if let Some(sid) = &request.auth.sid {
+        claims.insert("sid".into(), json!(sid));
+    }
+    if let Some(at) = request.access_token {
+        claims.insert("at_hash".into(), json!(left_half_hash(alg, at)));
+    }
+    state.keys.sign(Some(alg), "JWT", &claims).map_err(signing_error)
+}
+
+/// OIDC Core §3.1.3.6: base64url of the left half of the hash used by the signing algorithm.
+pub fn left_half_hash(alg: SigningAlg, value: &str) -> String {
+    let digest: Vec<u8> = match alg {
+        SigningAlg::ES256 | SigningAlg::RS256 => sha2::Sha256::digest(value.as_bytes()).to_vec(),
+        // Ed25519 signs with SHA-512 internally; the OpenID Foundation's guidance is SHA-512 here.
+        SigningAlg::EdDSA => sha2::Sha512::digest(value.as_bytes()).to_vec(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
+}
+
+fn to_map<T: Serialize>(value: &T) -> Result<Map<String, Value>, OAuthError> {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(OAuthError::server_error()),
+    }
+}
+
+fn jti_key(jti: &str) -> String {
+    format!("revoked:jti:{jti}")
+}
+
+fn grant_key(gid: &str) -> String {
+    format!("revoked:grant:{gid}")
+}
+
+/// Marks one access token revoked until it would have expired anyway.
+pub async fn revoke_access_token(state: &AppState, claims: &AccessClaims, now: i64) -> Result<(), OAuthError> {
+    let remaining = (claims.exp - now).max(1) as u64;
+    state.ephemeral.put(&jti_key(&claims.jti), b"1", std::time::Duration::from_secs(remaining + 60)).await?;
+    Ok(())
+}
+
+/// Marks every access token of a grant revoked (the grant row itself is revoked in the store by
+/// the caller; this makes the revocation visible without a database read on the hot path).
+pub async fn mark_grant_revoked(state: &AppState, grant_id: &str) -> Result<(), OAuthError> {
+    let ttl = state.config.tokens.access_token_lifetime + std::time::Duration::from_secs(120);
+    state.ephemeral.put(&grant_key(grant_id), b"1", ttl).await?;
+    Ok(())
+}
+
+/// Why an access token is not acceptable (for introspection: all of them mean `active: false`).
+pub fn invalid_token(description: &'static str) -> OAuthError {
+    OAuthError::new(OAuthErrorCode::InvalidToken, description).with_challenge("Bearer")
+}
+
+/// Verifies signature, type, issuer, expiry and revocation of an access token.
+pub async fn verify_access_token(state: &AppState, token: &str, now: i64) -> Result<AccessClaims, OAuthError> {
+    if token.len() > 8192 || token.split('.').count() != 3 {
+        return Err(invalid_token("the access token is malformed"));
+    }
+    let typ_ok = token
+        .split('.')
+        .next()
+        .and_then(|h| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).ok())
+        .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+        .and_then(|h| h.get("typ").and_then(Value::as_str).map(|t| t.eq_ignore_ascii_case("at+jwt")))
+        .unwrap_or(false);
+    if !typ_ok {
+        return Err(invalid_token("not an access token (typ must be at+jwt)"));
+    }
+    let map = state.keys.verify(token).map_err(|_| invalid_token("the access token signature does not verify"))?;
+    let claims: AccessClaims =
+        serde_json::from_value(Value::Object(map)).map_err(|_| invalid_token("the access token is missing required claims"))?;
+    if claims.iss != state.config.issuer_string() {
+        return Err(invalid_token("the access token was issued by another issuer"));
+    }
+    if claims.exp <= now {
+        return Err(invalid_token("the access token has expired"));
+    }
+    if state.ephemeral.get(&jti_key(&claims.jti)).await?.is_some() {
+        return Err(invalid_token("the access token has been revoked"));
+    }
+    if let Some(gid) = &claims.gid
+        && state.ephemeral.get(&grant_key(gid)).await?.is_some()
+    {
+        return Err(invalid_token("the access token has been revoked"));
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_hash_matches_the_oidc_example() {
+        // OIDC Core Appendix A.3: access token "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y", RS256.
+        assert_eq!(left_half_hash(SigningAlg::RS256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
+    }
+}

@@ -1,0 +1,182 @@
+//! Interface strings in French and English. The language comes from `ui_locales`, then the
+//! browser's `Accept-Language`, then French (the service's users are in France).
+
+use axum::http::{HeaderMap, header};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Lang {
+    Fr,
+    En,
+}
+
+impl Lang {
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::Fr => "fr",
+            Lang::En => "en",
+        }
+    }
+
+    fn from_tag(tag: &str) -> Option<Lang> {
+        let primary = tag.trim().split(['-', '_', ';']).next()?.to_ascii_lowercase();
+        match primary.as_str() {
+            "fr" => Some(Lang::Fr),
+            "en" => Some(Lang::En),
+            _ => None,
+        }
+    }
+
+    /// First supported language of `ui_locales` (space separated), else of `Accept-Language`.
+    pub fn negotiate(ui_locales: Option<&str>, headers: &HeaderMap) -> Lang {
+        if let Some(lang) = ui_locales.and_then(|l| l.split(' ').find_map(Lang::from_tag)) {
+            return lang;
+        }
+        let accept = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mut candidates: Vec<(f32, Lang)> = accept
+            .split(',')
+            .filter_map(|item| {
+                let mut parts = item.split(';');
+                let lang = Lang::from_tag(parts.next()?)?;
+                let q = parts.find_map(|p| p.trim().strip_prefix("q=")).and_then(|q| q.parse().ok()).unwrap_or(1.0);
+                Some((q, lang))
+            })
+            .collect();
+        candidates.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
+        candidates.first().map(|c| c.1).unwrap_or(Lang::Fr)
+    }
+}
+
+/// The strings of one language, passed to templates as `t`.
+#[derive(Serialize)]
+pub struct Texts {
+    pub brand: &'static str,
+    pub for_app: &'static str,
+    pub login_title: &'static str,
+    pub login_label: &'static str,
+    pub login_hint: &'static str,
+    pub password_label: &'static str,
+    pub continue_: &'static str,
+    #[serde(rename = "continue")]
+    pub continue_alias: &'static str,
+    pub bad_credentials: &'static str,
+    pub too_many_attempts: &'static str,
+    pub session_expired: &'static str,
+    pub consent_title: &'static str,
+    pub consent_intro: &'static str,
+    pub allow: &'static str,
+    pub deny: &'static str,
+    pub error_title: &'static str,
+    pub error_next: &'static str,
+    pub error_code: &'static str,
+    pub request_id: &'static str,
+    pub logout_title: &'static str,
+    pub logout_question: &'static str,
+    pub logout_yes: &'static str,
+    pub logout_no: &'static str,
+    pub logged_out: &'static str,
+    pub scope_openid: &'static str,
+    pub scope_profile: &'static str,
+    pub scope_email: &'static str,
+    pub scope_phone: &'static str,
+    pub scope_offline_access: &'static str,
+}
+
+pub fn texts(lang: Lang) -> &'static Texts {
+    match lang {
+        Lang::Fr => &FR,
+        Lang::En => &EN,
+    }
+}
+
+static FR: Texts = Texts {
+    brand: "Habilis",
+    for_app: "pour",
+    login_title: "Connexion",
+    login_label: "Identifiant",
+    login_hint: "Professionnel de santé : votre identifiant national (idNat, par exemple 8 suivi du RPPS).",
+    password_label: "Mot de passe",
+    continue_: "Continuer",
+    continue_alias: "Continuer",
+    bad_credentials: "Identifiant ou mot de passe incorrect. Vérifiez-les puis réessayez.",
+    too_many_attempts: "Trop de tentatives. Patientez quelques minutes avant de réessayer.",
+    session_expired: "Cette page a expiré. Retournez à l'application et recommencez la connexion.",
+    consent_title: "Autoriser l'accès",
+    consent_intro: "Les informations suivantes seront communiquées à",
+    allow: "Autoriser",
+    deny: "Refuser",
+    error_title: "Connexion impossible",
+    error_next: "Retournez à l'application et recommencez. Si le problème persiste, contactez son support en indiquant le code ci-dessous.",
+    error_code: "Code",
+    request_id: "Référence",
+    logout_title: "Déconnexion",
+    logout_question: "Voulez-vous vous déconnecter de Habilis et des applications de cette session ?",
+    logout_yes: "Me déconnecter",
+    logout_no: "Rester connecté",
+    logged_out: "Vous êtes déconnecté. Vous pouvez fermer cette page.",
+    scope_openid: "votre identifiant",
+    scope_profile: "vos nom et prénom",
+    scope_email: "votre adresse électronique",
+    scope_phone: "votre numéro de téléphone",
+    scope_offline_access: "un accès prolongé sans nouvelle connexion",
+};
+
+static EN: Texts = Texts {
+    brand: "Habilis",
+    for_app: "for",
+    login_title: "Log in",
+    login_label: "Login",
+    login_hint: "Health professionals: your national identifier (idNat, e.g. 8 followed by your RPPS).",
+    password_label: "Password",
+    continue_: "Continue",
+    continue_alias: "Continue",
+    bad_credentials: "Incorrect login or password. Check them and try again.",
+    too_many_attempts: "Too many attempts. Wait a few minutes before trying again.",
+    session_expired: "This page has expired. Go back to the application and start logging in again.",
+    consent_title: "Allow access",
+    consent_intro: "The following will be shared with",
+    allow: "Allow",
+    deny: "Deny",
+    error_title: "Cannot log in",
+    error_next: "Go back to the application and start again. If it keeps failing, contact its support with the code below.",
+    error_code: "Code",
+    request_id: "Reference",
+    logout_title: "Log out",
+    logout_question: "Do you want to log out of Habilis and of the applications of this session?",
+    logout_yes: "Log me out",
+    logout_no: "Stay logged in",
+    logged_out: "You are logged out. You may close this page.",
+    scope_openid: "your identifier",
+    scope_profile: "your name",
+    scope_email: "your email address",
+    scope_phone: "your phone number",
+    scope_offline_access: "lasting access without logging in again",
+};
+
+impl Texts {
+    pub fn scope_label(&self, scope: &str) -> Option<&'static str> {
+        match scope {
+            "openid" => Some(self.scope_openid),
+            "profile" => Some(self.scope_profile),
+            "email" => Some(self.scope_email),
+            "phone" => Some(self.scope_phone),
+            "offline_access" => Some(self.scope_offline_access),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn negotiation() {
+        let mut h = HeaderMap::new();
+        assert_eq!(Lang::negotiate(None, &h), Lang::Fr);
+        h.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("de-DE, en-GB;q=0.8, fr;q=0.5"));
+        assert_eq!(Lang::negotiate(None, &h), Lang::En);
+        assert_eq!(Lang::negotiate(Some("es fr-CA"), &h), Lang::Fr);
+    }
+}

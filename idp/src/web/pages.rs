@@ -1,0 +1,133 @@
+//! Server-rendered pages: templates from the theme (embedded at build time, autoescaped because
+//! their names end in `.html`), a page CSP that allows only the theme's own stylesheet, and the
+//! stylesheet itself.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use minijinja::Environment;
+use serde::Serialize;
+
+use super::i18n::{Lang, Texts, texts};
+
+macro_rules! theme_file {
+    ($name:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../themes/default/", $name))
+    };
+}
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", theme_file!("templates/base.html")),
+    ("login.html", theme_file!("templates/login.html")),
+    ("consent.html", theme_file!("templates/consent.html")),
+    ("error.html", theme_file!("templates/error.html")),
+    ("form_post.html", theme_file!("templates/form_post.html")),
+    ("logout.html", theme_file!("templates/logout.html")),
+    ("message.html", theme_file!("templates/message.html")),
+];
+
+const STYLESHEET: &str = theme_file!("static/style.css");
+
+/// The page CSP: nothing but our stylesheet, forms posting back to us only.
+pub const PAGE_CSP: &str =
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+pub struct Pages {
+    env: Environment<'static>,
+}
+
+impl Default for Pages {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pages {
+    pub fn new() -> Pages {
+        let mut env = Environment::new();
+        for (name, source) in TEMPLATES {
+            // The templates are part of the binary; a syntax error is caught by the tests below.
+            if let Err(e) = env.add_template(name, source) {
+                tracing::error!(template = name, error = %e, "invalid template");
+            }
+        }
+        Pages { env }
+    }
+
+    /// Renders `name` with `context` merged with the language and its strings (`lang`, `t`).
+    pub fn render<C: Serialize>(&self, name: &str, lang: Lang, context: C) -> Result<String, minijinja::Error> {
+        let template = self.env.get_template(name)?;
+        template.render(minijinja::context! { lang => lang.code(), t => minijinja::value::Serde(texts(lang)), ..minijinja::Value::from(minijinja::value::Serde(&context)) })
+    }
+
+    /// A complete HTML response with the page security headers.
+    pub fn page<C: Serialize>(&self, status: StatusCode, name: &str, lang: Lang, context: C) -> Response {
+        match self.render(name, lang, context) {
+            Ok(html) => with_page_headers((status, Html(html)).into_response(), PAGE_CSP),
+            Err(e) => {
+                tracing::error!(template = name, error = %e, "page rendering failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+            }
+        }
+    }
+
+    /// The readable error page shown when an authorization request cannot be redirected back.
+    pub fn error_page(&self, status: StatusCode, lang: Lang, message: &str, code: &str, client_name: Option<&str>) -> Response {
+        self.page(
+            status,
+            "error.html",
+            lang,
+            minijinja::context! { message => message, code => code, client_name => client_name },
+        )
+    }
+
+    pub fn texts(&self, lang: Lang) -> &'static Texts {
+        texts(lang)
+    }
+}
+
+/// Pages must never be cached (they carry CSRF tokens and personal data) nor framed.
+pub fn with_page_headers(mut response: Response, csp: &str) -> Response {
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_compiles_and_escapes() {
+        let pages = Pages::new();
+        for (name, _) in TEMPLATES {
+            assert!(pages.env.get_template(name).is_ok(), "{name} does not compile");
+        }
+        let html = pages
+            .render(
+                "login.html",
+                Lang::En,
+                minijinja::context! { interaction => "i", csrf => "c", login_hint => "<script>x</script>", error => "" },
+            )
+            .unwrap();
+        assert!(html.contains("&lt;script&gt;x") && !html.contains("<script>x"), "values must be escaped");
+        assert!(html.contains("autocomplete=\"username\"") && html.contains("autocomplete=\"current-password\""));
+        assert!(html.contains("<label for=\"login\">"));
+        let fr = pages.render("error.html", Lang::Fr, minijinja::context! { message => "m", code => "invalid_request" }).unwrap();
+        assert!(fr.contains("lang=\"fr\"") && fr.contains("Connexion impossible"));
+    }
+}
