@@ -14,21 +14,24 @@ bin="$CARGO_TARGET_DIR/release/habilis"
 data="$(mktemp -d)"
 port=18080
 base="http://127.0.0.1:$port"
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
+pid=""
+trap 'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "$data"' EXIT
 
-ready_ms() { # start, then poll /readyz every millisecond until 200; prints elapsed ms
+start_server() { # starts the server, polls /readyz every millisecond; sets pid and elapsed_ms
   local t0 t1
   t0=$(date +%s%N)
   HABILIS_LOG__LEVEL=warn taskset -c 0 "$bin" serve --data-dir "$data" --listen "127.0.0.1:$port" >/dev/null 2>&1 &
   pid=$!
   until curl -sf -o /dev/null "$base/readyz"; do sleep 0.001; done
   t1=$(date +%s%N)
-  echo $(( (t1 - t0) / 1000000 ))
+  elapsed_ms=$(( (t1 - t0) / 1000000 ))
 }
 
-first=$(ready_ms)
+start_server
+first=$elapsed_ms
 kill -TERM "$pid"; wait "$pid" || true
-warm=$(ready_ms)
+start_server
+warm=$elapsed_ms
 sleep 2
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 echo "start-to-ready: first start (empty dir, key generation) ${first} ms; later start ${warm} ms"

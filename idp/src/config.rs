@@ -441,8 +441,16 @@ impl Config {
             ),
             ("keys.reload_interval", self.keys.reload_interval, 3600),
             ("session.idle_timeout", self.session.idle_timeout, 24 * 3600),
-            ("session.absolute_timeout", self.session.absolute_timeout, 7 * 24 * 3600),
-            ("session.interaction_lifetime", self.session.interaction_lifetime, 24 * 3600),
+            (
+                "session.absolute_timeout",
+                self.session.absolute_timeout,
+                7 * 24 * 3600,
+            ),
+            (
+                "session.interaction_lifetime",
+                self.session.interaction_lifetime,
+                24 * 3600,
+            ),
         ];
         for (key, value, max_secs) in lifetimes {
             if value.is_zero() {

@@ -548,8 +548,10 @@ async fn readiness_follows_postgres_and_redis_and_recovers_without_restart() {
         "the database URL goes through the proxy"
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut config = habilis_idp::config::Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = habilis_idp::config::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
     config.storage.database_url = Some(proxied_pg);
     config.storage.redis_url = Some(format!("redis://{}", redis_proxy.addr));
     config.storage.redis_prefix = format!("{}:", habilis_idp::testing::unique_name("ready"));

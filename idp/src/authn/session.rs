@@ -69,7 +69,11 @@ impl SessionSettings {
     pub fn from_config(config: &crate::config::Config) -> SessionSettings {
         let secure = config.issuer().scheme() == "https";
         SessionSettings {
-            cookie_name: if secure { "__Host-habilis-session" } else { "habilis-session" },
+            cookie_name: if secure {
+                "__Host-habilis-session"
+            } else {
+                "habilis-session"
+            },
             secure,
             idle: config.session.idle_timeout,
             absolute: config.session.absolute_timeout,
@@ -78,13 +82,19 @@ impl SessionSettings {
 
     pub fn set_cookie(&self, session_id: &str) -> HeaderValue {
         let secure = if self.secure { "; Secure" } else { "" };
-        let value = format!("{}={session_id}; Path=/; HttpOnly; SameSite=Lax{secure}", self.cookie_name);
+        let value = format!(
+            "{}={session_id}; Path=/; HttpOnly; SameSite=Lax{secure}",
+            self.cookie_name
+        );
         HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
     pub fn clear_cookie(&self) -> HeaderValue {
         let secure = if self.secure { "; Secure" } else { "" };
-        let value = format!("{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}", self.cookie_name);
+        let value = format!(
+            "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}",
+            self.cookie_name
+        );
         HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
@@ -113,10 +123,21 @@ fn key(id: &str) -> String {
 
 /// Loads the session if it exists and has not passed its absolute or idle limit, and refreshes
 /// its idle timer.
-pub async fn load(store: &dyn EphemeralStore, settings: &SessionSettings, id: &str, now: i64) -> Result<Option<Session>, OAuthError> {
-    let Some(bytes) = store.get(&key(id)).await? else { return Ok(None) };
-    let Ok(mut session) = serde_json::from_slice::<Session>(&bytes) else { return Ok(None) };
-    if now - session.created_at > settings.absolute.as_secs() as i64 || now - session.last_seen > settings.idle.as_secs() as i64 {
+pub async fn load(
+    store: &dyn EphemeralStore,
+    settings: &SessionSettings,
+    id: &str,
+    now: i64,
+) -> Result<Option<Session>, OAuthError> {
+    let Some(bytes) = store.get(&key(id)).await? else {
+        return Ok(None);
+    };
+    let Ok(mut session) = serde_json::from_slice::<Session>(&bytes) else {
+        return Ok(None);
+    };
+    if now - session.created_at > settings.absolute.as_secs() as i64
+        || now - session.last_seen > settings.idle.as_secs() as i64
+    {
         store.delete(&key(id)).await?;
         return Ok(None);
     }
@@ -127,7 +148,11 @@ pub async fn load(store: &dyn EphemeralStore, settings: &SessionSettings, id: &s
     Ok(Some(session))
 }
 
-pub async fn save(store: &dyn EphemeralStore, settings: &SessionSettings, session: &Session) -> Result<(), OAuthError> {
+pub async fn save(
+    store: &dyn EphemeralStore,
+    settings: &SessionSettings,
+    session: &Session,
+) -> Result<(), OAuthError> {
     let bytes = serde_json::to_vec(session).map_err(|_| OAuthError::server_error())?;
     store.put(&key(&session.id), &bytes, settings.idle).await?;
     Ok(())
@@ -148,20 +173,29 @@ mod tests {
             id: "s".into(),
             account_id: "a".into(),
             auth_time: 1,
-            factors: vec![FactorRecord { method: "pwd".into(), at: 1 }],
+            factors: vec![FactorRecord {
+                method: "pwd".into(),
+                at: 1,
+            }],
             created_at: 1,
             last_seen: 1,
             clients: vec![],
         };
         assert_eq!(s.amr(), vec!["pwd"]);
-        s.factors.push(FactorRecord { method: "otp".into(), at: 2 });
+        s.factors.push(FactorRecord {
+            method: "otp".into(),
+            at: 2,
+        });
         assert_eq!(s.amr(), vec!["pwd", "otp", "mfa"]);
     }
 
     #[test]
     fn cookie_parsing() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; habilis-session=abc; b=2"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; habilis-session=abc; b=2"),
+        );
         assert_eq!(cookie(&h, "habilis-session").as_deref(), Some("abc"));
         assert_eq!(cookie(&h, "missing"), None);
     }
@@ -169,14 +203,39 @@ mod tests {
     #[tokio::test]
     async fn idle_and_absolute_limits() {
         let store = crate::ephemeral::MemoryStore::new(1000);
-        let settings = SessionSettings { cookie_name: "habilis-session", secure: false, idle: Duration::from_secs(100), absolute: Duration::from_secs(1000) };
-        let s = Session { id: "x".into(), account_id: "a".into(), auth_time: 0, factors: vec![], created_at: 0, last_seen: 0, clients: vec![] };
+        let settings = SessionSettings {
+            cookie_name: "habilis-session",
+            secure: false,
+            idle: Duration::from_secs(100),
+            absolute: Duration::from_secs(1000),
+        };
+        let s = Session {
+            id: "x".into(),
+            account_id: "a".into(),
+            auth_time: 0,
+            factors: vec![],
+            created_at: 0,
+            last_seen: 0,
+            clients: vec![],
+        };
         save(&store, &settings, &s).await.unwrap();
         assert!(load(&store, &settings, "x", 50).await.unwrap().is_some());
-        assert!(load(&store, &settings, "x", 140).await.unwrap().is_some(), "activity at 50 extended the idle window");
-        assert!(load(&store, &settings, "x", 300).await.unwrap().is_none(), "idle too long");
-        let s = Session { last_seen: 990, ..s };
+        assert!(
+            load(&store, &settings, "x", 140).await.unwrap().is_some(),
+            "activity at 50 extended the idle window"
+        );
+        assert!(
+            load(&store, &settings, "x", 300).await.unwrap().is_none(),
+            "idle too long"
+        );
+        let s = Session {
+            last_seen: 990,
+            ..s
+        };
         save(&store, &settings, &s).await.unwrap();
-        assert!(load(&store, &settings, "x", 1001).await.unwrap().is_none(), "past the absolute limit");
+        assert!(
+            load(&store, &settings, "x", 1001).await.unwrap().is_none(),
+            "past the absolute limit"
+        );
     }
 }

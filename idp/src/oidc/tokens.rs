@@ -85,7 +85,11 @@ pub fn new_jti() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-pub fn mint_access_token(state: &AppState, request: AccessTokenRequest<'_>, now: i64) -> Result<MintedAccessToken, OAuthError> {
+pub fn mint_access_token(
+    state: &AppState,
+    request: AccessTokenRequest<'_>,
+    now: i64,
+) -> Result<MintedAccessToken, OAuthError> {
     let aud = match request.audience.len() {
         0 => Value::String(state.config.issuer_string()),
         1 => Value::String(request.audience[0].clone()),
@@ -102,14 +106,27 @@ pub fn mint_access_token(state: &AppState, request: AccessTokenRequest<'_>, now:
         exp: now + request.lifetime,
         auth_time: request.auth.map(|a| a.auth_time),
         acr: request.auth.and_then(|a| a.acr.clone()),
-        amr: request.auth.map(|a| a.amr.clone()).filter(|amr| !amr.is_empty()),
+        amr: request
+            .auth
+            .map(|a| a.amr.clone())
+            .filter(|amr| !amr.is_empty()),
         sid: request.auth.and_then(|a| a.sid.clone()),
         gid: request.grant_id.map(str::to_string),
-        uid: request.account_id.filter(|id| *id != request.subject).map(str::to_string),
+        uid: request
+            .account_id
+            .filter(|id| *id != request.subject)
+            .map(str::to_string),
     };
     let map = to_map(&claims)?;
-    let token = state.keys.sign(None, "at+jwt", &map).map_err(signing_error)?;
-    Ok(MintedAccessToken { token, claims, expires_in: request.lifetime })
+    let token = state
+        .keys
+        .sign(None, "at+jwt", &map)
+        .map_err(signing_error)?;
+    Ok(MintedAccessToken {
+        token,
+        claims,
+        expires_in: request.lifetime,
+    })
 }
 
 pub struct IdTokenRequest<'a> {
@@ -124,7 +141,11 @@ pub struct IdTokenRequest<'a> {
     pub extra: Map<String, Value>,
 }
 
-pub fn mint_id_token(state: &AppState, request: IdTokenRequest<'_>, now: i64) -> Result<String, OAuthError> {
+pub fn mint_id_token(
+    state: &AppState,
+    request: IdTokenRequest<'_>,
+    now: i64,
+) -> Result<String, OAuthError> {
     let alg = request.alg.unwrap_or(state.keys.default_alg());
     let mut claims = request.extra;
     claims.insert("iss".into(), json!(state.config.issuer_string()));
@@ -149,7 +170,10 @@ pub fn mint_id_token(state: &AppState, request: IdTokenRequest<'_>, now: i64) ->
     if let Some(at) = request.access_token {
         claims.insert("at_hash".into(), json!(left_half_hash(alg, at)));
     }
-    state.keys.sign(Some(alg), "JWT", &claims).map_err(signing_error)
+    state
+        .keys
+        .sign(Some(alg), "JWT", &claims)
+        .map_err(signing_error)
 }
 
 /// OIDC Core §3.1.3.6: base64url of the left half of the hash used by the signing algorithm.
@@ -178,9 +202,20 @@ fn grant_key(gid: &str) -> String {
 }
 
 /// Marks one access token revoked until it would have expired anyway.
-pub async fn revoke_access_token(state: &AppState, claims: &AccessClaims, now: i64) -> Result<(), OAuthError> {
+pub async fn revoke_access_token(
+    state: &AppState,
+    claims: &AccessClaims,
+    now: i64,
+) -> Result<(), OAuthError> {
     let remaining = (claims.exp - now).max(1) as u64;
-    state.ephemeral.put(&jti_key(&claims.jti), b"1", std::time::Duration::from_secs(remaining + 60)).await?;
+    state
+        .ephemeral
+        .put(
+            &jti_key(&claims.jti),
+            b"1",
+            std::time::Duration::from_secs(remaining + 60),
+        )
+        .await?;
     Ok(())
 }
 
@@ -198,25 +233,42 @@ pub fn invalid_token(description: &'static str) -> OAuthError {
 }
 
 /// Verifies signature, type, issuer, expiry and revocation of an access token.
-pub async fn verify_access_token(state: &AppState, token: &str, now: i64) -> Result<AccessClaims, OAuthError> {
+pub async fn verify_access_token(
+    state: &AppState,
+    token: &str,
+    now: i64,
+) -> Result<AccessClaims, OAuthError> {
     if token.len() > 8192 || token.split('.').count() != 3 {
         return Err(invalid_token("the access token is malformed"));
     }
     let typ_ok = token
         .split('.')
         .next()
-        .and_then(|h| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).ok())
+        .and_then(|h| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(h)
+                .ok()
+        })
         .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
-        .and_then(|h| h.get("typ").and_then(Value::as_str).map(|t| t.eq_ignore_ascii_case("at+jwt")))
+        .and_then(|h| {
+            h.get("typ")
+                .and_then(Value::as_str)
+                .map(|t| t.eq_ignore_ascii_case("at+jwt"))
+        })
         .unwrap_or(false);
     if !typ_ok {
         return Err(invalid_token("not an access token (typ must be at+jwt)"));
     }
-    let map = state.keys.verify(token).map_err(|_| invalid_token("the access token signature does not verify"))?;
-    let claims: AccessClaims =
-        serde_json::from_value(Value::Object(map)).map_err(|_| invalid_token("the access token is missing required claims"))?;
+    let map = state
+        .keys
+        .verify(token)
+        .map_err(|_| invalid_token("the access token signature does not verify"))?;
+    let claims: AccessClaims = serde_json::from_value(Value::Object(map))
+        .map_err(|_| invalid_token("the access token is missing required claims"))?;
     if claims.iss != state.config.issuer_string() {
-        return Err(invalid_token("the access token was issued by another issuer"));
+        return Err(invalid_token(
+            "the access token was issued by another issuer",
+        ));
     }
     if claims.exp <= now {
         return Err(invalid_token("the access token has expired"));
@@ -239,6 +291,12 @@ mod tests {
     #[test]
     fn at_hash_matches_the_oidc_example() {
         // OIDC Core Appendix A.3: access token "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y", RS256.
-        assert_eq!(left_half_hash(SigningAlg::RS256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), "77QmUPtjPfzWtF2AnpK9RQ");
+        assert_eq!(
+            left_half_hash(
+                SigningAlg::RS256,
+                "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
+            ),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
     }
 }

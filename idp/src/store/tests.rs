@@ -146,15 +146,14 @@ async fn credentials_replace_and_cascade() {
                 .unwrap()
                 .is_empty()
         );
-        assert!(matches!(
-            store
-                .insert_credential(&Credential {
-                    account_id: "no-such-account".into(),
-                    ..cred("c3", b"x")
-                })
-                .await,
-            Err(_)
-        ));
+        let orphan = Credential {
+            account_id: "no-such-account".into(),
+            ..cred("c3", b"x")
+        };
+        assert!(
+            store.insert_credential(&orphan).await.is_err(),
+            "foreign keys are enforced"
+        );
     }
 }
 
