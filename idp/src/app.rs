@@ -17,36 +17,34 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::authn::password::PasswordHasher;
+use crate::authn::session::{SessionSettings, Sessions};
+use crate::clients::ClientRegistry;
 use crate::config::Config;
 use crate::ephemeral::SharedEphemeral;
 use crate::keys::{KeyManager, MasterKey};
 use crate::oidc::discovery::DiscoveryDocument;
 use crate::store::SharedStore;
 use crate::telemetry::Metrics;
+use crate::web::pages::Pages;
 
 /// Why Habilis could not start. Each message says what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(
-        "cannot create the data directory {path}: {source}; choose another with --data-dir or HABILIS_DATA_DIR"
-    )]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot create the data directory {path}: {source}; choose another with --data-dir or HABILIS_DATA_DIR")]
+    DataDir { path: String, source: std::io::Error },
     #[error("database: {0}; check storage.database_url and that the database is running")]
     Store(#[from] crate::store::StoreError),
     #[error("ephemeral store: {0}; check storage.redis_url and that Redis is running")]
     Ephemeral(#[from] crate::ephemeral::EphemeralError),
     #[error("signing keys: {0}")]
     Keys(#[from] crate::keys::KeyError),
-    #[error(
-        "cannot listen on {addr}: {source}; is another process using it? choose another with --listen"
-    )]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error("password hashing parameters: {0}; check the [password] section")]
+    Password(#[from] crate::authn::password::PasswordError),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+    #[error("cannot listen on {addr}: {source}; is another process using it? choose another with --listen")]
+    Listen { addr: SocketAddr, source: std::io::Error },
 }
 
 /// Everything a handler may need, cheap to clone (all shared behind `Arc`s).
@@ -58,15 +56,37 @@ pub struct AppState {
     pub keys: Arc<KeyManager>,
     pub metrics: Arc<Metrics>,
     pub discovery: Arc<DiscoveryDocument>,
+    pub clients: Arc<ClientRegistry>,
+    pub pages: Arc<Pages>,
+    pub sessions: Sessions,
+    pub passwords: PasswordHasher,
+    /// An argon2 hash verified for unknown accounts so that they cost the same as known ones.
+    dummy_hash: Arc<tokio::sync::OnceCell<String>>,
+    /// Outgoing HTTP (back-channel logout, remote JWKS).
+    pub http: reqwest::Client,
+    pub grants: Arc<crate::oidc::token::GrantRegistry>,
+}
+
+impl AppState {
+    pub async fn dummy_password_hash(&self) -> String {
+        let hasher = self.passwords.clone();
+        self.dummy_hash
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    hasher.hash_blocking("habilis-dummy-password-for-equal-timing").unwrap_or_default()
+                })
+                .await
+                .unwrap_or_default()
+            })
+            .await
+            .clone()
+    }
 }
 
 /// Creates the data directory (owner-only: it holds the master key and the embedded database).
 pub fn ensure_data_dir(config: &Config) -> Result<(), StartError> {
     let path = &config.data_dir;
-    let err = |source| StartError::DataDir {
-        path: path.display().to_string(),
-        source,
-    };
+    let err = |source| StartError::DataDir { path: path.display().to_string(), source };
     if !path.exists() {
         std::fs::create_dir_all(path).map_err(err)?;
         #[cfg(unix)]
@@ -92,19 +112,30 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     let (master, _source) = MasterKey::load_or_create(&config, store_has_keys)?;
     let keys = KeyManager::start(store.clone(), master, &config).await?;
     keys.spawn_reloader(config.keys.reload_interval);
-    let algs: Vec<&str> = keys
-        .signing_algs()
-        .into_iter()
-        .map(|a| a.as_str())
-        .collect();
+    let algs: Vec<&str> = keys.signing_algs().into_iter().map(|a| a.as_str()).collect();
     let discovery = Arc::new(DiscoveryDocument::build(&config, &algs));
+    let clients = ClientRegistry::start(store.clone()).await?;
+    clients.spawn_refresher(crate::clients::DEFAULT_REFRESH_INTERVAL);
+    let passwords = PasswordHasher::new(&config.password)?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| StartError::Http(e.to_string()))?;
     Ok(AppState {
+        sessions: Sessions { settings: SessionSettings::from_config(&config) },
         config: Arc::new(config),
         store,
         ephemeral,
         keys,
         metrics: Arc::new(Metrics::new()),
         discovery,
+        clients,
+        pages: Arc::new(Pages::new()),
+        passwords,
+        dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
+        http,
+        grants: Arc::new(crate::oidc::token::GrantRegistry::standard()),
     })
 }
 
@@ -113,19 +144,22 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let https = state.config.issuer().scheme() == "https";
     let mut router = Router::new()
-        .route(
-            crate::oidc::discovery::PATH,
-            get(crate::oidc::discovery::discovery),
-        )
+        .route(crate::oidc::discovery::PATH, get(crate::oidc::discovery::discovery))
         .route(crate::oidc::jwks::PATH, get(crate::oidc::jwks::jwks))
+        .route(
+            crate::oidc::authorize::PATH,
+            get(crate::oidc::authorize::authorize_get).post(crate::oidc::authorize::authorize_post),
+        )
+        .route(crate::oidc::token::PATH, axum::routing::post(crate::oidc::token::token))
+        .route(crate::oidc::authorize::RESUME_PATH, get(crate::oidc::authorize::resume))
+        .route("/login", get(crate::authn::login::page).post(crate::authn::login::submit))
+        .route("/consent", get(crate::oidc::consent::page).post(crate::oidc::consent::submit))
+        .route("/static/style.css", get(crate::web::pages::stylesheet))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            crate::telemetry::track_http,
-        ));
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::telemetry::track_http));
     for layer in crate::web::security_headers(https) {
         router = router.layer(layer);
     }
@@ -173,29 +207,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
         tracing::warn!(%ephemeral, "not ready: ephemeral store");
     }
     let ready = database == "ok" && ephemeral == "ok";
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if ready { "ready" } else { "unready" },
         "database": { "backend": state.store.backend().as_str(), "status": database },
         "ephemeral": { "backend": state.ephemeral.kind(), "status": ephemeral },
     });
-    (
-        status,
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        axum::Json(body),
-    )
-        .into_response()
+    (status, [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], axum::Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    state
-        .metrics
-        .signing_keys_published
-        .set(state.keys.published_kids().len() as i64);
+    state.metrics.signing_keys_published.set(state.keys.published_kids().len() as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -279,16 +301,9 @@ impl RunningServer {
     /// Binds 127.0.0.1:0, sets the issuer to the bound address (unless configured) and serves.
     pub async fn start(mut config: Config) -> Result<RunningServer, StartError> {
         let requested = SocketAddr::from(([127, 0, 0, 1], 0));
-        let listener = TcpListener::bind(requested)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: requested,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: requested,
-            source,
-        })?;
+        let listener =
+            TcpListener::bind(requested).await.map_err(|source| StartError::Listen { addr: requested, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: requested, source })?;
         config.server.listen = addr;
         let state = build_state(config).await?;
         let base_url = state.config.issuer_string();
@@ -296,13 +311,7 @@ impl RunningServer {
         let handle = tokio::spawn(serve(state.clone(), listener, async move {
             let _ = rx.await;
         }));
-        Ok(RunningServer {
-            addr,
-            base_url,
-            state,
-            shutdown: Some(tx),
-            handle: Some(handle),
-        })
+        Ok(RunningServer { addr, base_url, state, shutdown: Some(tx), handle: Some(handle) })
     }
 
     pub async fn stop(mut self) {

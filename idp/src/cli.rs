@@ -25,13 +25,7 @@ use crate::unix_now;
 )]
 pub struct Cli {
     /// Configuration file (TOML). Environment variables HABILIS_<SECTION>__<KEY> override it.
-    #[arg(
-        long,
-        short = 'c',
-        global = true,
-        env = "HABILIS_CONFIG",
-        value_name = "FILE"
-    )]
+    #[arg(long, short = 'c', global = true, env = "HABILIS_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Data directory of the embedded mode (SQLite database, master key, mail outbox).
     #[arg(long, global = true, value_name = "DIR")]
@@ -197,10 +191,7 @@ pub fn load_config(
         env.push(("HABILIS_DATA_DIR".into(), dir.display().to_string()));
     }
     env.extend(extra);
-    Config::load(
-        file_override.or(cli.config.as_ref()).map(|p| p.as_path()),
-        env,
-    )
+    Config::load(file_override.or(cli.config.as_ref()).map(|p| p.as_path()), env)
 }
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -279,12 +270,7 @@ async fn serve(config: Config) -> Result<(), CliError> {
     let requested = config.server.listen;
     let listener = tokio::net::TcpListener::bind(requested)
         .await
-        .map_err(|source| {
-            failed(crate::app::StartError::Listen {
-                addr: requested,
-                source,
-            })
-        })?;
+        .map_err(|source| failed(crate::app::StartError::Listen { addr: requested, source }))?;
     // `--listen 127.0.0.1:0` picks a free port: use the one bound (and derive the issuer from it).
     let listen = listener.local_addr().map_err(failed)?;
     config.server.listen = listen;
@@ -308,9 +294,7 @@ async fn serve(config: Config) -> Result<(), CliError> {
         state.config.data_dir.display()
     );
     let _ = std::io::stdout().flush();
-    crate::app::serve(state, listener, crate::app::shutdown_signal())
-        .await
-        .map_err(failed)?;
+    crate::app::serve(state, listener, crate::app::shutdown_signal()).await.map_err(failed)?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -324,15 +308,10 @@ async fn keys_command(config: Config, command: &KeysCommand) -> Result<(), CliEr
         KeysCommand::List => {
             let records = store.list_signing_keys().await.map_err(failed)?;
             if records.is_empty() {
-                println!(
-                    "no signing keys yet: they are generated when `habilis serve` first starts"
-                );
+                println!("no signing keys yet: they are generated when `habilis serve` first starts");
                 return Ok(());
             }
-            println!(
-                "{:<45} {:<6} {:<18} {:<20} {:<20}",
-                "KID", "ALG", "STATE", "SIGNS FROM", "RETIRED"
-            );
+            println!("{:<45} {:<6} {:<18} {:<20} {:<20}", "KID", "ALG", "STATE", "SIGNS FROM", "RETIRED");
             for status in crate::keys::describe(&records, now, retention) {
                 println!(
                     "{:<45} {:<6} {:<18} {:<20} {:<20}",
@@ -340,27 +319,17 @@ async fn keys_command(config: Config, command: &KeysCommand) -> Result<(), CliEr
                     status.alg,
                     status.state.as_str(),
                     format_time(status.activates_at),
-                    status
-                        .retired_at
-                        .map(format_time)
-                        .unwrap_or_else(|| "-".into())
+                    status.retired_at.map(format_time).unwrap_or_else(|| "-".into())
                 );
             }
             Ok(())
         }
         KeysCommand::Rotate { alg, activate_now } => {
             let has_keys = !store.list_signing_keys().await.map_err(failed)?.is_empty();
-            let (master, _) =
-                crate::keys::MasterKey::load_or_create(&config, has_keys).map_err(failed)?;
-            let activates_at = if *activate_now {
-                now
-            } else {
-                now + config.keys.activation_delay.as_secs() as i64
-            };
+            let (master, _) = crate::keys::MasterKey::load_or_create(&config, has_keys).map_err(failed)?;
+            let activates_at = if *activate_now { now } else { now + config.keys.activation_delay.as_secs() as i64 };
             let record =
-                crate::keys::rotate(store.as_ref(), &master, (*alg).into(), activates_at, now)
-                    .await
-                    .map_err(failed)?;
+                crate::keys::rotate(store.as_ref(), &master, (*alg).into(), activates_at, now).await.map_err(failed)?;
             println!(
                 "new {} key {} published now; it signs from {} (running servers pick it up within {})",
                 record.alg,
@@ -371,9 +340,7 @@ async fn keys_command(config: Config, command: &KeysCommand) -> Result<(), CliEr
             Ok(())
         }
         KeysCommand::Retire { kid } => {
-            crate::keys::retire(store.as_ref(), kid, now, &config.keys.algorithms)
-                .await
-                .map_err(failed)?;
+            crate::keys::retire(store.as_ref(), kid, now, &config.keys.algorithms).await.map_err(failed)?;
             println!(
                 "key {kid} no longer signs; it stays in the JWKS until {} so the tokens it signed still verify",
                 format_time(now + retention.as_secs() as i64)
@@ -386,10 +353,7 @@ async fn keys_command(config: Config, command: &KeysCommand) -> Result<(), CliEr
 fn format_time(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| t.to_string())
 }
 
@@ -399,23 +363,14 @@ async fn user_command(config: Config, command: &UserCommand) -> Result<(), CliEr
     match command {
         UserCommand::List { limit, offset } => {
             let accounts = store.list_accounts(*limit, *offset).await.map_err(failed)?;
-            println!(
-                "{:<36} {:<13} {:<30} {:<9} NAME",
-                "ID", "KIND", "LOGIN", "STATUS"
-            );
+            println!("{:<36} {:<13} {:<30} {:<9} NAME", "ID", "KIND", "LOGIN", "STATUS");
             for a in accounts {
                 let name = [a.given_name.as_deref(), a.family_name.as_deref()]
                     .into_iter()
                     .flatten()
                     .collect::<Vec<_>>()
                     .join(" ");
-                println!(
-                    "{:<36} {:<13} {:<30} {:<9} {name}",
-                    a.id,
-                    a.kind.as_str(),
-                    a.login,
-                    a.status.as_str()
-                );
+                println!("{:<36} {:<13} {:<30} {:<9} {name}", a.id, a.kind.as_str(), a.login, a.status.as_str());
             }
             Ok(())
         }
@@ -423,11 +378,7 @@ async fn user_command(config: Config, command: &UserCommand) -> Result<(), CliEr
     }
 }
 
-async fn add_user(
-    config: &Config,
-    store: &crate::store::SharedStore,
-    args: &UserAddArgs,
-) -> Result<(), CliError> {
+async fn add_user(config: &Config, store: &crate::store::SharedStore, args: &UserAddArgs) -> Result<(), CliError> {
     let kind = match args.kind {
         KindArg::Professional => AccountKind::Professional,
         KindArg::Patient => AccountKind::Patient,
@@ -435,42 +386,32 @@ async fn add_user(
     };
     let email = match &args.email {
         Some(e) if !looks_like_email(e) => {
-            return Err(CliError::Usage(format!(
-                "--email `{e}` is not an email address"
-            )));
+            return Err(CliError::Usage(format!("--email `{e}` is not an email address")));
         }
         Some(e) => Some(e.trim().to_ascii_lowercase()),
         None => None,
     };
     let (login, id_nat) = match kind {
         AccountKind::Professional => {
-            let raw = args.id_nat.as_deref().ok_or_else(|| {
-                CliError::Usage("a professional needs --id-nat (8 + RPPS, or 0 + ADELI)".into())
-            })?;
-            let id =
-                IdNat::parse(raw).map_err(|e| CliError::Usage(format!("--id-nat {raw}: {e}")))?;
+            let raw = args
+                .id_nat
+                .as_deref()
+                .ok_or_else(|| CliError::Usage("a professional needs --id-nat (8 + RPPS, or 0 + ADELI)".into()))?;
+            let id = IdNat::parse(raw).map_err(|e| CliError::Usage(format!("--id-nat {raw}: {e}")))?;
             (id.as_str().to_string(), Some(id.as_str().to_string()))
         }
         _ => {
             if args.id_nat.is_some() {
                 return Err(CliError::Usage("--id-nat is for professionals only".into()));
             }
-            let login = args
-                .login
-                .clone()
-                .or_else(|| email.clone())
-                .ok_or_else(|| {
-                    CliError::Usage(
-                        "give --login or --email: it is what the person types to log in".into(),
-                    )
-                })?;
+            let login = args.login.clone().or_else(|| email.clone()).ok_or_else(|| {
+                CliError::Usage("give --login or --email: it is what the person types to log in".into())
+            })?;
             (login.trim().to_ascii_lowercase(), None)
         }
     };
     if login.is_empty() || login.len() > 254 {
-        return Err(CliError::Usage(
-            "the login must have between 1 and 254 characters".into(),
-        ));
+        return Err(CliError::Usage("the login must have between 1 and 254 characters".into()));
     }
     if let Some(locale) = &args.locale
         && locale != "fr"
@@ -480,14 +421,8 @@ async fn add_user(
     }
     let password_hash = if args.password_stdin {
         let password = read_password_line()?;
-        let hasher =
-            crate::authn::password::PasswordHasher::new(&config.password).map_err(failed)?;
-        Some(
-            hasher
-                .hash(password)
-                .await
-                .map_err(|e| CliError::Usage(e.to_string()))?,
-        )
+        let hasher = crate::authn::password::PasswordHasher::new(&config.password).map_err(failed)?;
+        Some(hasher.hash(password).await.map_err(|e| CliError::Usage(e.to_string()))?)
     } else {
         None
     };
@@ -500,11 +435,7 @@ async fn add_user(
         email,
         given_name: args.given_name.clone(),
         family_name: args.family_name.clone(),
-        status: if password_hash.is_some() {
-            AccountStatus::Active
-        } else {
-            AccountStatus::Invited
-        },
+        status: if password_hash.is_some() { AccountStatus::Active } else { AccountStatus::Invited },
         locale: args.locale.clone(),
         created_at: now,
         updated_at: now,
@@ -529,11 +460,7 @@ async fn add_user(
             })
             .await
             .map_err(failed)?;
-        println!(
-            "created {} account {} (login {login}) with the given password",
-            kind.as_str(),
-            account.id
-        );
+        println!("created {} account {} (login {login}) with the given password", kind.as_str(), account.id);
     } else {
         let token = random_token();
         let expires_at = now + config.tokens.invitation_lifetime.as_secs() as i64;
@@ -566,9 +493,7 @@ fn read_password_line() -> Result<zeroize::Zeroizing<String>, CliError> {
     stdin.lock().read_line(&mut line).map_err(failed)?;
     let trimmed = zeroize::Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_string());
     if trimmed.is_empty() {
-        return Err(CliError::Usage(
-            "--password-stdin: no password on standard input".into(),
-        ));
+        return Err(CliError::Usage("--password-stdin: no password on standard input".into()));
     }
     Ok(trimmed)
 }
@@ -577,10 +502,7 @@ fn looks_like_email(s: &str) -> bool {
     let s = s.trim();
     match s.split_once('@') {
         Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !s.contains(char::is_whitespace)
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !s.contains(char::is_whitespace)
         }
         None => false,
     }

@@ -20,10 +20,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            reason: reason.into(),
-        }
+        ConfigError { key: key.into(), reason: reason.into() }
     }
 }
 
@@ -38,6 +35,7 @@ pub struct Config {
     pub keys: KeysConfig,
     pub tokens: TokensConfig,
     pub session: SessionConfig,
+    pub oidc: OidcConfig,
     pub password: PasswordConfig,
     pub log: LogConfig,
 }
@@ -144,6 +142,29 @@ pub struct TokensConfig {
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct OidcConfig {
+    /// Require every client to use pushed authorization requests (RFC 9126), not only those that
+    /// registered `require_pushed_authorization_requests`.
+    pub require_pushed_authorization_requests: bool,
+    /// Lifetime of a `request_uri` returned by the PAR endpoint.
+    #[serde(with = "humantime_serde")]
+    pub par_lifetime: Duration,
+    /// How often a back-channel logout is attempted before giving up.
+    pub backchannel_logout_attempts: u32,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        OidcConfig {
+            require_pushed_authorization_requests: false,
+            par_lifetime: Duration::from_secs(60),
+            backchannel_logout_attempts: 3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
     /// A browser session unused for this long ends (Pro Santé Connect: 30 min).
     #[serde(with = "humantime_serde")]
@@ -201,6 +222,7 @@ impl Default for Config {
             keys: KeysConfig::default(),
             tokens: TokensConfig::default(),
             session: SessionConfig::default(),
+            oidc: OidcConfig::default(),
             password: PasswordConfig::default(),
             log: LogConfig::default(),
         }
@@ -233,11 +255,7 @@ impl Default for StorageConfig {
 
 impl Default for MailConfig {
     fn default() -> Self {
-        MailConfig {
-            smtp_url: None,
-            from: "Habilis <no-reply@localhost>".into(),
-            outbox_dir: None,
-        }
+        MailConfig { smtp_url: None, from: "Habilis <no-reply@localhost>".into(), outbox_dir: None }
     }
 }
 
@@ -270,21 +288,13 @@ impl Default for TokensConfig {
 
 impl Default for PasswordConfig {
     fn default() -> Self {
-        PasswordConfig {
-            argon2_memory_kib: 19_456,
-            argon2_iterations: 2,
-            argon2_parallelism: 1,
-            min_length: 12,
-        }
+        PasswordConfig { argon2_memory_kib: 19_456, argon2_iterations: 2, argon2_parallelism: 1, min_length: 12 }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            level: "info".into(),
-        }
+        LogConfig { format: LogFormat::Text, level: "info".into() }
     }
 }
 
@@ -296,40 +306,23 @@ const NON_CONFIG_ENV: &[&str] = &["HABILIS_CONFIG"];
 
 impl Config {
     /// Loads defaults ← file ← the given environment, then validates.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut root = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::new(
-                        path.display().to_string(),
-                        format!("cannot read the configuration file: {e}"),
-                    )
+                    ConfigError::new(path.display().to_string(), format!("cannot read the configuration file: {e}"))
                 })?;
                 text.parse::<toml::Table>().map_err(|e| {
-                    ConfigError::new(
-                        path.display().to_string(),
-                        format!("not valid TOML: {}", e.message()),
-                    )
+                    ConfigError::new(path.display().to_string(), format!("not valid TOML: {}", e.message()))
                 })?
             }
             None => toml::Table::new(),
         };
         apply_env(&mut root, env)?;
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
-                let key = e.path().to_string();
-                ConfigError::new(
-                    if key == "." {
-                        "(root)".to_string()
-                    } else {
-                        key
-                    },
-                    e.into_inner().to_string(),
-                )
-            })?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::new(if key == "." { "(root)".to_string() } else { key }, e.into_inner().to_string())
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -346,9 +339,7 @@ impl Config {
         let issuer = self.issuer();
         validate_issuer(&issuer)?;
         if let Some(url) = &self.storage.database_url {
-            let ok = url.starts_with("sqlite:")
-                || url.starts_with("postgres://")
-                || url.starts_with("postgresql://");
+            let ok = url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://");
             if !ok {
                 return Err(ConfigError::new(
                     "storage.database_url",
@@ -357,100 +348,47 @@ impl Config {
             }
         }
         if self.storage.max_connections == 0 {
-            return Err(ConfigError::new(
-                "storage.max_connections",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new("storage.max_connections", "must be at least 1"));
         }
         if let Some(url) = &self.storage.redis_url {
-            let parsed = Url::parse(url)
-                .map_err(|e| ConfigError::new("storage.redis_url", format!("not a URL: {e}")))?;
+            let parsed =
+                Url::parse(url).map_err(|e| ConfigError::new("storage.redis_url", format!("not a URL: {e}")))?;
             if !matches!(parsed.scheme(), "redis" | "rediss") {
-                return Err(ConfigError::new(
-                    "storage.redis_url",
-                    "must start with redis:// or rediss://",
-                ));
+                return Err(ConfigError::new("storage.redis_url", "must start with redis:// or rediss://"));
             }
         }
         if self.storage.memory_max_entries < 100 {
-            return Err(ConfigError::new(
-                "storage.memory_max_entries",
-                "must be at least 100",
-            ));
+            return Err(ConfigError::new("storage.memory_max_entries", "must be at least 100"));
         }
         if let Some(url) = &self.mail.smtp_url
             && !matches!(url.scheme(), "smtp" | "smtps")
         {
-            return Err(ConfigError::new(
-                "mail.smtp_url",
-                "must start with smtp:// or smtps://",
-            ));
+            return Err(ConfigError::new("mail.smtp_url", "must start with smtp:// or smtps://"));
         }
         if !self.mail.from.contains('@') {
-            return Err(ConfigError::new(
-                "mail.from",
-                "must be an address such as `Habilis <no-reply@example.org>`",
-            ));
+            return Err(ConfigError::new("mail.from", "must be an address such as `Habilis <no-reply@example.org>`"));
         }
         if self.keys.algorithms.is_empty() {
-            return Err(ConfigError::new(
-                "keys.algorithms",
-                "needs at least one algorithm (ES256, RS256, EdDSA)",
-            ));
+            return Err(ConfigError::new("keys.algorithms", "needs at least one algorithm (ES256, RS256, EdDSA)"));
         }
         if !self.keys.algorithms.contains(&self.keys.default_algorithm) {
-            return Err(ConfigError::new(
-                "keys.default_algorithm",
-                "must be one of keys.algorithms",
-            ));
+            return Err(ConfigError::new("keys.default_algorithm", "must be one of keys.algorithms"));
         }
         if let Some(key) = &self.keys.master_key {
-            crate::keys::MasterKey::from_base64(key)
-                .map_err(|e| ConfigError::new("keys.master_key", e.to_string()))?;
+            crate::keys::MasterKey::from_base64(key).map_err(|e| ConfigError::new("keys.master_key", e.to_string()))?;
         }
         let lifetimes = [
-            (
-                "tokens.access_token_lifetime",
-                self.tokens.access_token_lifetime,
-                24 * 3600,
-            ),
-            (
-                "tokens.id_token_lifetime",
-                self.tokens.id_token_lifetime,
-                24 * 3600,
-            ),
-            (
-                "tokens.authorization_code_lifetime",
-                self.tokens.authorization_code_lifetime,
-                600,
-            ),
-            (
-                "tokens.refresh_token_idle_lifetime",
-                self.tokens.refresh_token_idle_lifetime,
-                90 * 24 * 3600,
-            ),
-            (
-                "tokens.refresh_token_absolute_lifetime",
-                self.tokens.refresh_token_absolute_lifetime,
-                365 * 24 * 3600,
-            ),
-            (
-                "tokens.invitation_lifetime",
-                self.tokens.invitation_lifetime,
-                30 * 24 * 3600,
-            ),
+            ("tokens.access_token_lifetime", self.tokens.access_token_lifetime, 24 * 3600),
+            ("tokens.id_token_lifetime", self.tokens.id_token_lifetime, 24 * 3600),
+            ("tokens.authorization_code_lifetime", self.tokens.authorization_code_lifetime, 600),
+            ("tokens.refresh_token_idle_lifetime", self.tokens.refresh_token_idle_lifetime, 90 * 24 * 3600),
+            ("tokens.refresh_token_absolute_lifetime", self.tokens.refresh_token_absolute_lifetime, 365 * 24 * 3600),
+            ("tokens.invitation_lifetime", self.tokens.invitation_lifetime, 30 * 24 * 3600),
             ("keys.reload_interval", self.keys.reload_interval, 3600),
             ("session.idle_timeout", self.session.idle_timeout, 24 * 3600),
-            (
-                "session.absolute_timeout",
-                self.session.absolute_timeout,
-                7 * 24 * 3600,
-            ),
-            (
-                "session.interaction_lifetime",
-                self.session.interaction_lifetime,
-                24 * 3600,
-            ),
+            ("oidc.par_lifetime", self.oidc.par_lifetime, 600),
+            ("session.absolute_timeout", self.session.absolute_timeout, 7 * 24 * 3600),
+            ("session.interaction_lifetime", self.session.interaction_lifetime, 24 * 3600),
         ];
         for (key, value, max_secs) in lifetimes {
             if value.is_zero() {
@@ -459,10 +397,7 @@ impl Config {
             if value.as_secs() > max_secs {
                 return Err(ConfigError::new(
                     key,
-                    format!(
-                        "must be at most {}",
-                        humantime::format_duration(Duration::from_secs(max_secs))
-                    ),
+                    format!("must be at most {}", humantime::format_duration(Duration::from_secs(max_secs))),
                 ));
             }
         }
@@ -486,10 +421,7 @@ impl Config {
             ));
         }
         if p.min_length < 12 {
-            return Err(ConfigError::new(
-                "password.min_length",
-                "must be at least 12",
-            ));
+            return Err(ConfigError::new("password.min_length", "must be at least 12"));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", format!("not a valid filter: {e}")))?;
@@ -502,18 +434,9 @@ impl Config {
             Some(url) => url.clone(),
             None => {
                 let listen = self.server.listen;
-                let host = if listen.ip().is_unspecified() {
-                    "127.0.0.1".to_string()
-                } else {
-                    listen.ip().to_string()
-                };
-                let host = if listen.is_ipv6() && !listen.ip().is_unspecified() {
-                    format!("[{host}]")
-                } else {
-                    host
-                };
-                Url::parse(&format!("http://{host}:{}", listen.port()))
-                    .expect("a socket address forms a valid URL")
+                let host = if listen.ip().is_unspecified() { "127.0.0.1".to_string() } else { listen.ip().to_string() };
+                let host = if listen.is_ipv6() && !listen.ip().is_unspecified() { format!("[{host}]") } else { host };
+                Url::parse(&format!("http://{host}:{}", listen.port())).expect("a socket address forms a valid URL")
             }
         }
     }
@@ -526,33 +449,21 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.storage.database_url {
             Some(url) => url.clone(),
-            None => format!(
-                "sqlite://{}?mode=rwc",
-                self.data_dir.join("habilis.db").display()
-            ),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("habilis.db").display()),
         }
     }
 
     pub fn master_key_file(&self) -> PathBuf {
-        self.keys
-            .master_key_file
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("master.key"))
+        self.keys.master_key_file.clone().unwrap_or_else(|| self.data_dir.join("master.key"))
     }
 
     pub fn outbox_dir(&self) -> PathBuf {
-        self.mail
-            .outbox_dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("outbox"))
+        self.mail.outbox_dir.clone().unwrap_or_else(|| self.data_dir.join("outbox"))
     }
 
     /// The longest time a token signed by a key can stay valid: how long a retired key stays published.
     pub fn longest_signed_token_lifetime(&self) -> Duration {
-        self.tokens
-            .access_token_lifetime
-            .max(self.tokens.id_token_lifetime)
-            + Duration::from_secs(60)
+        self.tokens.access_token_lifetime.max(self.tokens.id_token_lifetime) + Duration::from_secs(60)
     }
 
     /// Warnings about settings that are legal but unsafe in production; printed loudly at start.
@@ -565,13 +476,13 @@ impl Config {
             ));
         }
         if self.storage.redis_url.is_none() {
-            warnings.push(
-                "ephemeral data is in memory: run a single instance, or set storage.redis_url"
-                    .into(),
-            );
+            warnings.push("ephemeral data is in memory: run a single instance, or set storage.redis_url".into());
         }
         if self.keys.master_key.is_some() {
-            warnings.push("keys.master_key is set inline: prefer keys.master_key_file or the HABILIS_KEYS__MASTER_KEY variable".into());
+            warnings.push(
+                "keys.master_key is set inline: prefer keys.master_key_file or the HABILIS_KEYS__MASTER_KEY variable"
+                    .into(),
+            );
         }
         warnings
     }
@@ -579,10 +490,7 @@ impl Config {
 
 fn validate_issuer(issuer: &Url) -> Result<(), ConfigError> {
     if issuer.cannot_be_a_base() || issuer.host().is_none() {
-        return Err(ConfigError::new(
-            "server.issuer",
-            "must be an absolute URL with a host",
-        ));
+        return Err(ConfigError::new("server.issuer", "must be an absolute URL with a host"));
     }
     if issuer.query().is_some() || issuer.fragment().is_some() {
         return Err(ConfigError::new(
@@ -595,14 +503,9 @@ fn validate_issuer(issuer: &Url) -> Result<(), ConfigError> {
         "http" if host_is_loopback(issuer) => Ok(()),
         "http" => Err(ConfigError::new(
             "server.issuer",
-            format!(
-                "must use https unless its host is loopback (got {issuer}); put Habilis behind TLS"
-            ),
+            format!("must use https unless its host is loopback (got {issuer}); put Habilis behind TLS"),
         )),
-        other => Err(ConfigError::new(
-            "server.issuer",
-            format!("scheme `{other}` is not allowed; use https"),
-        )),
+        other => Err(ConfigError::new("server.issuer", format!("scheme `{other}` is not allowed; use https"))),
     }
 }
 
@@ -617,39 +520,23 @@ fn host_is_loopback(url: &Url) -> bool {
 
 /// Applies `HABILIS_SECTION__KEY=value` overrides onto the TOML tree. Values are read as TOML literals
 /// when they parse as one (numbers, booleans, arrays such as `["ES256"]`), otherwise as strings.
-fn apply_env(
-    root: &mut toml::Table,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
-    let mut vars: Vec<(String, String)> = env
-        .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !NON_CONFIG_ENV.contains(&k.as_str()))
-        .collect();
+fn apply_env(root: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    let mut vars: Vec<(String, String)> =
+        env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX) && !NON_CONFIG_ENV.contains(&k.as_str())).collect();
     vars.sort();
     for (name, raw) in vars {
-        let path: Vec<String> = name[ENV_PREFIX.len()..]
-            .split("__")
-            .map(|s| s.to_ascii_lowercase())
-            .collect();
+        let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
         if path.iter().any(|segment| segment.is_empty()) {
-            return Err(ConfigError::new(
-                name,
-                "malformed variable name; use HABILIS_<SECTION>__<KEY>",
-            ));
+            return Err(ConfigError::new(name, "malformed variable name; use HABILIS_<SECTION>__<KEY>"));
         }
         let value = env_value(&raw);
         let mut table = &mut *root;
         for segment in &path[..path.len() - 1] {
-            let entry = table
-                .entry(segment.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table.entry(segment.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
             table = match entry {
                 toml::Value::Table(t) => t,
                 _ => {
-                    return Err(ConfigError::new(
-                        name.clone(),
-                        format!("`{segment}` is not a section"),
-                    ));
+                    return Err(ConfigError::new(name.clone(), format!("`{segment}` is not a section")));
                 }
             };
         }
@@ -663,10 +550,7 @@ fn env_value(raw: &str) -> toml::Value {
     let looks_literal = trimmed == "true"
         || trimmed == "false"
         || trimmed.starts_with('[')
-        || (!trimmed.is_empty()
-            && trimmed
-                .chars()
-                .all(|c| c.is_ascii_digit() || c == '-' || c == '_' || c == '.'));
+        || (!trimmed.is_empty() && trimmed.chars().all(|c| c.is_ascii_digit() || c == '-' || c == '_' || c == '.'));
     if looks_literal
         && let Ok(table) = format!("v = {trimmed}").parse::<toml::Table>()
         && let Some(value) = table.get("v")
@@ -684,10 +568,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("habilis.toml");
         std::fs::write(&path, toml_text).unwrap();
-        Config::load(
-            Some(&path),
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-        )
+        Config::load(Some(&path), env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 
     #[test]
@@ -702,10 +583,7 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let err = load_str("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n", &[]).unwrap_err();
-        assert!(
-            err.key.contains("lisen") || err.reason.contains("lisen"),
-            "{err}"
-        );
+        assert!(err.key.contains("lisen") || err.reason.contains("lisen"), "{err}");
         let err = load_str("[nonsense]\n", &[]).unwrap_err();
         assert!(err.to_string().contains("nonsense"), "{err}");
     }
@@ -749,10 +627,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.server.listen.port(), 9999);
         assert_eq!(config.data_dir, PathBuf::from("/tmp/somewhere"));
-        assert_eq!(
-            config.tokens.access_token_lifetime,
-            Duration::from_secs(120)
-        );
+        assert_eq!(config.tokens.access_token_lifetime, Duration::from_secs(120));
         assert_eq!(config.keys.algorithms, vec![SigningAlg::ES256]);
         assert_eq!(config.storage.max_connections, 3);
     }
@@ -776,38 +651,24 @@ mod tests {
         // Every key of the reference must be known (it is loaded with deny_unknown_fields)...
         let uncommented: String = text
             .lines()
-            .map(|l| {
-                l.strip_prefix("# ")
-                    .filter(|rest| rest.contains(" = ") && !rest.starts_with(' '))
-                    .unwrap_or(l)
-            })
+            .map(|l| l.strip_prefix("# ").filter(|rest| rest.contains(" = ") && !rest.starts_with(' ')).unwrap_or(l))
             .collect::<Vec<_>>()
             .join("\n");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ref.toml");
         std::fs::write(&file, &uncommented).unwrap();
-        Config::load(Some(&file), Vec::new())
-            .expect("the reference config, uncommented, must load");
+        Config::load(Some(&file), Vec::new()).expect("the reference config, uncommented, must load");
         // ...and every key of the defaults must be documented there.
         let defaults = toml::Value::try_from(Config::default()).unwrap();
         for (section, value) in defaults.as_table().unwrap() {
             match value {
                 toml::Value::Table(keys) => {
-                    assert!(
-                        text.contains(&format!("[{section}]")),
-                        "section [{section}] is not documented"
-                    );
+                    assert!(text.contains(&format!("[{section}]")), "section [{section}] is not documented");
                     for key in keys.keys() {
-                        assert!(
-                            text.contains(&format!("{key} =")),
-                            "{section}.{key} is not documented"
-                        );
+                        assert!(text.contains(&format!("{key} =")), "{section}.{key} is not documented");
                     }
                 }
-                _ => assert!(
-                    text.contains(&format!("{section} =")),
-                    "{section} is not documented"
-                ),
+                _ => assert!(text.contains(&format!("{section} =")), "{section} is not documented"),
             }
         }
     }

@@ -31,6 +31,9 @@ pub enum OAuthErrorCode {
     InvalidAuthorizationDetails,
     InsufficientUserAuthentication,
     UnsupportedTokenType,
+    RequestNotSupported,
+    RegistrationNotSupported,
+    InvalidTarget,
     NotFound,
 }
 
@@ -59,6 +62,9 @@ impl OAuthErrorCode {
             InvalidAuthorizationDetails => "invalid_authorization_details",
             InsufficientUserAuthentication => "insufficient_user_authentication",
             UnsupportedTokenType => "unsupported_token_type",
+            RequestNotSupported => "request_not_supported",
+            RegistrationNotSupported => "registration_not_supported",
+            InvalidTarget => "invalid_target",
             NotFound => "not_found",
         }
     }
@@ -89,20 +95,13 @@ pub struct OAuthError {
 
 impl OAuthError {
     pub fn new(code: OAuthErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
-        OAuthError {
-            code,
-            description: description.into(),
-            challenge: None,
-        }
+        OAuthError { code, description: description.into(), challenge: None }
     }
     pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
         Self::new(OAuthErrorCode::InvalidRequest, description)
     }
     pub fn server_error() -> Self {
-        Self::new(
-            OAuthErrorCode::ServerError,
-            "an internal error occurred; it has been logged with the request id",
-        )
+        Self::new(OAuthErrorCode::ServerError, "an internal error occurred; it has been logged with the request id")
     }
     pub fn with_challenge(mut self, scheme: &'static str) -> Self {
         self.challenge = Some(scheme);
@@ -113,20 +112,14 @@ impl OAuthError {
 impl From<crate::store::StoreError> for OAuthError {
     fn from(e: crate::store::StoreError) -> Self {
         tracing::error!(error = %e, "storage failure");
-        OAuthError::new(
-            OAuthErrorCode::TemporarilyUnavailable,
-            "the service is temporarily unavailable; retry shortly",
-        )
+        OAuthError::new(OAuthErrorCode::TemporarilyUnavailable, "the service is temporarily unavailable; retry shortly")
     }
 }
 
 impl From<crate::ephemeral::EphemeralError> for OAuthError {
     fn from(e: crate::ephemeral::EphemeralError) -> Self {
         tracing::error!(error = %e, "ephemeral store failure");
-        OAuthError::new(
-            OAuthErrorCode::TemporarilyUnavailable,
-            "the service is temporarily unavailable; retry shortly",
-        )
+        OAuthError::new(OAuthErrorCode::TemporarilyUnavailable, "the service is temporarily unavailable; retry shortly")
     }
 }
 
@@ -139,10 +132,7 @@ impl IntoResponse for OAuthError {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if status == StatusCode::UNAUTHORIZED {
             let scheme = self.challenge.unwrap_or("Bearer");
-            let value = format!(
-                "{scheme} realm=\"habilis\", error=\"{}\"",
-                self.code.as_str()
-            );
+            let value = format!("{scheme} realm=\"habilis\", error=\"{}\"", self.code.as_str());
             if let Ok(v) = HeaderValue::from_str(&value) {
                 headers.insert(header::WWW_AUTHENTICATE, v);
             }

@@ -11,9 +11,7 @@ pub enum IdNatError {
     Shape,
     #[error("the RPPS number {0} fails its Luhn check digit: check for a typing error")]
     Luhn(String),
-    #[error(
-        "idNat type prefix `{0}` is not accepted for a professional account: use 8 (RPPS) or 0 (ADELI)"
-    )]
+    #[error("idNat type prefix `{0}` is not accepted for a professional account: use 8 (RPPS) or 0 (ADELI)")]
     Prefix(char),
 }
 
@@ -47,19 +45,13 @@ impl IdNat {
                 if !luhn_valid(number) {
                     return Err(IdNatError::Luhn(number.to_string()));
                 }
-                Ok(IdNat {
-                    value: value.to_string(),
-                    kind: IdNatKind::Rpps,
-                })
+                Ok(IdNat { value: value.to_string(), kind: IdNatKind::Rpps })
             }
             '0' => {
                 if number.len() != 9 || !number.bytes().all(|b| b.is_ascii_alphanumeric()) {
                     return Err(IdNatError::Shape);
                 }
-                Ok(IdNat {
-                    value: value.to_ascii_uppercase(),
-                    kind: IdNatKind::Adeli,
-                })
+                Ok(IdNat { value: value.to_ascii_uppercase(), kind: IdNatKind::Adeli })
             }
             c if c.is_ascii_digit() => Err(IdNatError::Prefix(c)),
             _ => Err(IdNatError::Shape),
@@ -123,10 +115,7 @@ mod tests {
 
     #[test]
     fn wrong_check_digit_is_refused() {
-        assert_eq!(
-            IdNat::parse("899700427886"),
-            Err(IdNatError::Luhn("99700427886".into()))
-        );
+        assert_eq!(IdNat::parse("899700427886"), Err(IdNatError::Luhn("99700427886".into())));
     }
 
     #[test]

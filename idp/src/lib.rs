@@ -8,6 +8,7 @@
 pub mod app;
 pub mod authn;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod ephemeral;
 pub mod error;
@@ -21,8 +22,5 @@ pub mod web;
 
 /// Current time as Unix seconds: the unit every stored time uses.
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

@@ -22,16 +22,9 @@ pub fn init_logging(config: &LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match config.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),
     };
 }
@@ -49,6 +42,11 @@ pub struct RouteOnly {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrantLabels {
+    pub grant_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DependencyLabels {
     pub dependency: String,
 }
@@ -60,6 +58,7 @@ pub struct Metrics {
     pub http_duration: Family<RouteOnly, Histogram>,
     pub dependency_errors: Family<DependencyLabels, Counter>,
     pub signing_keys_published: Gauge,
+    pub tokens_issued: Family<GrantLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -72,21 +71,11 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("habilis");
         let http_requests = Family::<RouteLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests by route, method and status",
-            http_requests.clone(),
-        );
+        registry.register("http_requests", "HTTP requests by route, method and status", http_requests.clone());
         let http_duration = Family::<RouteOnly, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ])
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
         });
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by route",
-            http_duration.clone(),
-        );
+        registry.register("http_request_duration_seconds", "HTTP request latency by route", http_duration.clone());
         let dependency_errors = Family::<DependencyLabels, Counter>::default();
         registry.register(
             "dependency_errors",
@@ -99,30 +88,30 @@ impl Metrics {
             "Keys currently published in the JWKS",
             signing_keys_published.clone(),
         );
+        let tokens_issued = Family::<GrantLabels, Counter>::default();
+        registry.register("tokens_issued", "Token responses by grant type", tokens_issued.clone());
         Metrics {
             registry: Mutex::new(registry),
             http_requests,
             http_duration,
             dependency_errors,
             signing_keys_published,
+            tokens_issued,
         }
     }
 
+    pub fn token_issued(&self, grant_type: &str) {
+        self.tokens_issued.get_or_create(&GrantLabels { grant_type: grant_type.to_string() }).inc();
+    }
+
     pub fn dependency_error(&self, dependency: &str) {
-        self.dependency_errors
-            .get_or_create(&DependencyLabels {
-                dependency: dependency.to_string(),
-            })
-            .inc();
+        self.dependency_errors.get_or_create(&DependencyLabels { dependency: dependency.to_string() }).inc();
     }
 
     /// Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        let registry = self
-            .registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let registry = self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
@@ -131,11 +120,7 @@ impl Metrics {
 
 /// Middleware: counts requests and observes latency per matched route (never per raw path, which
 /// would let a scanner explode the label set).
-pub async fn track_http(
-    State(metrics): State<std::sync::Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn track_http(State(metrics): State<std::sync::Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_string();
     let route = request
@@ -145,19 +130,7 @@ pub async fn track_http(
         .unwrap_or_else(|| "unmatched".to_string());
     let response = next.run(request).await;
     let status = response.status().as_u16();
-    metrics
-        .http_duration
-        .get_or_create(&RouteOnly {
-            route: route.clone(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .http_requests
-        .get_or_create(&RouteLabels {
-            method,
-            route,
-            status,
-        })
-        .inc();
+    metrics.http_duration.get_or_create(&RouteOnly { route: route.clone() }).observe(started.elapsed().as_secs_f64());
+    metrics.http_requests.get_or_create(&RouteLabels { method, route, status }).inc();
     response
 }

@@ -9,9 +9,7 @@ pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 pub fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| !v.is_empty() && v != "false" && v != "0")
-        .unwrap_or(false)
+    std::env::var("CI").map(|v| !v.is_empty() && v != "false" && v != "0").unwrap_or(false)
 }
 
 pub fn pg_url() -> String {
@@ -48,11 +46,7 @@ pub fn unique_name(prefix: &str) -> String {
 pub async fn postgres_schema_url() -> Option<String> {
     use sqlx::{Connection, Executor};
     let url = pg_url();
-    let connect = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        sqlx::PgConnection::connect(&url),
-    )
-    .await;
+    let connect = tokio::time::timeout(std::time::Duration::from_secs(5), sqlx::PgConnection::connect(&url)).await;
     let mut conn = match connect {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
@@ -64,10 +58,7 @@ pub async fn postgres_schema_url() -> Option<String> {
             return None;
         }
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let stale: Vec<(String,)> = sqlx::query_as(
         "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'hab\\_t\\_%' AND split_part(nspname, '_', 3)::bigint < $1",
     )
@@ -76,18 +67,10 @@ pub async fn postgres_schema_url() -> Option<String> {
     .await
     .unwrap_or_default();
     for (schema,) in stale {
-        let _ = conn
-            .execute(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-            )))
-            .await;
+        let _ = conn.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))).await;
     }
     let schema = format!("hab_t_{now}_{}", uuid::Uuid::new_v4().simple());
-    conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
-        .await
-        .expect("create a test schema");
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\""))).await.expect("create a test schema");
     let separator = if url.contains('?') { '&' } else { '?' };
-    Some(format!(
-        "{url}{separator}options=-c%20search_path%3D{schema}"
-    ))
+    Some(format!("{url}{separator}options=-c%20search_path%3D{schema}"))
 }

@@ -23,10 +23,7 @@ pub fn habilis_binary() -> PathBuf {
             assert!(status.success(), "building the habilis binary failed");
             // This test executable lives in <target>/<profile>/deps/.
             let exe = std::env::current_exe().expect("current test executable");
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("target profile dir");
+            let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
             let binary = profile_dir.join("habilis");
             assert!(binary.exists(), "no habilis binary at {}", binary.display());
             binary
@@ -35,17 +32,9 @@ pub fn habilis_binary() -> PathBuf {
 }
 
 /// Runs `habilis ARGS` to completion with a clean `HABILIS_*` environment plus `env`.
-pub fn run_habilis(
-    args: &[&str],
-    env: &[(&str, &str)],
-    stdin: Option<&str>,
-) -> std::process::Output {
+pub fn run_habilis(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> std::process::Output {
     let mut command = Command::new(habilis_binary());
-    command.args(args).stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
+    command.args(args).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     clean_env(&mut command);
     for (k, v) in env {
         command.env(k, v);
@@ -54,12 +43,7 @@ pub fn run_habilis(
     let mut child = command.spawn().expect("spawn habilis");
     if let Some(input) = stdin {
         use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     }
     child.wait_with_output().expect("wait for habilis")
 }
@@ -83,27 +67,14 @@ pub struct HabilisProcess {
 
 impl HabilisProcess {
     /// Starts `habilis serve --listen 127.0.0.1:0 EXTRA_ARGS` and waits for its ready line.
-    pub fn start(
-        data_dir: &Path,
-        extra_args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Result<HabilisProcess, String> {
+    pub fn start(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Result<HabilisProcess, String> {
         let mut command = Command::new(habilis_binary());
-        command
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra_args);
+        command.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir).args(extra_args);
         clean_env(&mut command);
         for (k, v) in env {
             command.env(k, v);
         }
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().map_err(|e| e.to_string())?;
         let stderr = Arc::new(Mutex::new(Vec::new()));
         {
@@ -158,13 +129,7 @@ impl HabilisProcess {
                 stderr.lock().unwrap().join("\n")
             ));
         };
-        Ok(HabilisProcess {
-            child,
-            addr,
-            base_url: format!("http://{addr}"),
-            startup_output: lines,
-            stderr,
-        })
+        Ok(HabilisProcess { child, addr, base_url: format!("http://{addr}"), startup_output: lines, stderr })
     }
 
     pub fn stderr(&self) -> String {
@@ -173,10 +138,7 @@ impl HabilisProcess {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -194,10 +156,7 @@ impl HabilisProcess {
 impl Drop for HabilisProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(self.child.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
             std::thread::sleep(Duration::from_millis(100));
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -250,11 +209,7 @@ impl TcpProxy {
                 });
             }
         });
-        TcpProxy {
-            addr,
-            enabled,
-            generation,
-        }
+        TcpProxy { addr, enabled, generation }
     }
 
     /// Cuts every open connection and refuses new ones.

@@ -25,17 +25,9 @@ pub struct PasswordHasher {
 
 impl PasswordHasher {
     pub fn new(config: &PasswordConfig) -> Result<PasswordHasher, PasswordError> {
-        let params = Params::new(
-            config.argon2_memory_kib,
-            config.argon2_iterations,
-            config.argon2_parallelism,
-            None,
-        )
-        .map_err(|e| PasswordError::Hashing(e.to_string()))?;
-        Ok(PasswordHasher {
-            params,
-            min_length: config.min_length,
-        })
+        let params = Params::new(config.argon2_memory_kib, config.argon2_iterations, config.argon2_parallelism, None)
+            .map_err(|e| PasswordError::Hashing(e.to_string()))?;
+        Ok(PasswordHasher { params, min_length: config.min_length })
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -62,10 +54,7 @@ impl PasswordHasher {
             .map_err(|e| PasswordError::Hashing(e.to_string()))
     }
 
-    pub async fn hash(
-        &self,
-        password: zeroize::Zeroizing<String>,
-    ) -> Result<String, PasswordError> {
+    pub async fn hash(&self, password: zeroize::Zeroizing<String>) -> Result<String, PasswordError> {
         let hasher = self.clone();
         tokio::task::spawn_blocking(move || hasher.hash_blocking(&password))
             .await
@@ -75,12 +64,15 @@ impl PasswordHasher {
     /// Constant-time verification (argon2 compares digests in constant time).
     pub fn verify_blocking(&self, phc: &str, password: &str) -> bool {
         match PasswordHash::new(phc) {
-            Ok(parsed) => self
-                .argon2()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok(),
+            Ok(parsed) => self.argon2().verify_password(password.as_bytes(), &parsed).is_ok(),
             Err(_) => false,
         }
+    }
+
+    /// Verification on the blocking pool (argon2 takes tens of milliseconds of CPU).
+    pub async fn verify(&self, phc: String, password: zeroize::Zeroizing<String>) -> bool {
+        let hasher = self.clone();
+        tokio::task::spawn_blocking(move || hasher.verify_blocking(&phc, &password)).await.unwrap_or(false)
     }
 
     /// Whether a stored hash was made with other parameters than the configured ones.
@@ -127,14 +119,8 @@ mod tests {
     #[test]
     fn policy() {
         let h = hasher();
-        assert!(matches!(
-            h.hash_blocking("short"),
-            Err(PasswordError::TooShort(12))
-        ));
-        assert!(matches!(
-            h.check_policy(&"x".repeat(2000)),
-            Err(PasswordError::TooLong)
-        ));
+        assert!(matches!(h.hash_blocking("short"), Err(PasswordError::TooShort(12))));
+        assert!(matches!(h.check_policy(&"x".repeat(2000)), Err(PasswordError::TooLong)));
         // 12 characters, more bytes: counted as characters.
         assert!(h.check_policy("éééééééééééé").is_ok());
     }

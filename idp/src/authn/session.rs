@@ -69,11 +69,7 @@ impl SessionSettings {
     pub fn from_config(config: &crate::config::Config) -> SessionSettings {
         let secure = config.issuer().scheme() == "https";
         SessionSettings {
-            cookie_name: if secure {
-                "__Host-habilis-session"
-            } else {
-                "habilis-session"
-            },
+            cookie_name: if secure { "__Host-habilis-session" } else { "habilis-session" },
             secure,
             idle: config.session.idle_timeout,
             absolute: config.session.absolute_timeout,
@@ -82,25 +78,40 @@ impl SessionSettings {
 
     pub fn set_cookie(&self, session_id: &str) -> HeaderValue {
         let secure = if self.secure { "; Secure" } else { "" };
-        let value = format!(
-            "{}={session_id}; Path=/; HttpOnly; SameSite=Lax{secure}",
-            self.cookie_name
-        );
+        let value = format!("{}={session_id}; Path=/; HttpOnly; SameSite=Lax{secure}", self.cookie_name);
         HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
     pub fn clear_cookie(&self) -> HeaderValue {
         let secure = if self.secure { "; Secure" } else { "" };
-        let value = format!(
-            "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}",
-            self.cookie_name
-        );
+        let value = format!("{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}", self.cookie_name);
         HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
     /// The session id carried by the request's cookie, if any.
     pub fn cookie_value(&self, headers: &HeaderMap) -> Option<String> {
         cookie(headers, self.cookie_name)
+    }
+}
+
+/// The session service held in the application state.
+#[derive(Clone, Debug)]
+pub struct Sessions {
+    pub settings: SessionSettings,
+}
+
+impl Sessions {
+    /// The session of the request's cookie, if it is still valid.
+    pub async fn current(
+        &self,
+        state: &crate::app::AppState,
+        headers: &HeaderMap,
+        now: i64,
+    ) -> Result<Option<Session>, OAuthError> {
+        match self.settings.cookie_value(headers) {
+            Some(id) => load(state.ephemeral.as_ref(), &self.settings, &id, now).await,
+            None => Ok(None),
+        }
     }
 }
 
@@ -148,11 +159,7 @@ pub async fn load(
     Ok(Some(session))
 }
 
-pub async fn save(
-    store: &dyn EphemeralStore,
-    settings: &SessionSettings,
-    session: &Session,
-) -> Result<(), OAuthError> {
+pub async fn save(store: &dyn EphemeralStore, settings: &SessionSettings, session: &Session) -> Result<(), OAuthError> {
     let bytes = serde_json::to_vec(session).map_err(|_| OAuthError::server_error())?;
     store.put(&key(&session.id), &bytes, settings.idle).await?;
     Ok(())
@@ -173,29 +180,20 @@ mod tests {
             id: "s".into(),
             account_id: "a".into(),
             auth_time: 1,
-            factors: vec![FactorRecord {
-                method: "pwd".into(),
-                at: 1,
-            }],
+            factors: vec![FactorRecord { method: "pwd".into(), at: 1 }],
             created_at: 1,
             last_seen: 1,
             clients: vec![],
         };
         assert_eq!(s.amr(), vec!["pwd"]);
-        s.factors.push(FactorRecord {
-            method: "otp".into(),
-            at: 2,
-        });
+        s.factors.push(FactorRecord { method: "otp".into(), at: 2 });
         assert_eq!(s.amr(), vec!["pwd", "otp", "mfa"]);
     }
 
     #[test]
     fn cookie_parsing() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; habilis-session=abc; b=2"),
-        );
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; habilis-session=abc; b=2"));
         assert_eq!(cookie(&h, "habilis-session").as_deref(), Some("abc"));
         assert_eq!(cookie(&h, "missing"), None);
     }
@@ -220,22 +218,10 @@ mod tests {
         };
         save(&store, &settings, &s).await.unwrap();
         assert!(load(&store, &settings, "x", 50).await.unwrap().is_some());
-        assert!(
-            load(&store, &settings, "x", 140).await.unwrap().is_some(),
-            "activity at 50 extended the idle window"
-        );
-        assert!(
-            load(&store, &settings, "x", 300).await.unwrap().is_none(),
-            "idle too long"
-        );
-        let s = Session {
-            last_seen: 990,
-            ..s
-        };
+        assert!(load(&store, &settings, "x", 140).await.unwrap().is_some(), "activity at 50 extended the idle window");
+        assert!(load(&store, &settings, "x", 300).await.unwrap().is_none(), "idle too long");
+        let s = Session { last_seen: 990, ..s };
         save(&store, &settings, &s).await.unwrap();
-        assert!(
-            load(&store, &settings, "x", 1001).await.unwrap().is_none(),
-            "past the absolute limit"
-        );
+        assert!(load(&store, &settings, "x", 1001).await.unwrap().is_none(), "past the absolute limit");
     }
 }

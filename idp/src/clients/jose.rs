@@ -8,9 +8,8 @@ use josekit::jws::{self, JwsVerifier};
 /// asymmetric only. HMAC (`client_secret_jwt`) would need the secret in clear on the server, and
 /// `none` is no signature at all. Also what discovery should advertise as
 /// `token_endpoint_auth_signing_alg_values_supported`.
-pub const ASSERTION_SIGNING_ALGS: &[&str] = &[
-    "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512", "EdDSA",
-];
+pub const ASSERTION_SIGNING_ALGS: &[&str] =
+    &["ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512", "EdDSA"];
 
 /// JWK members that only a private (or symmetric) key has. A client that publishes one of them has
 /// leaked its key: such keys are refused rather than used.
@@ -45,9 +44,7 @@ pub(crate) fn default_alg_of(jwk: &Jwk) -> Option<&'static str> {
 pub(crate) fn verifier_for(alg: &str, jwk: &Jwk) -> Result<Box<dyn JwsVerifier>, String> {
     macro_rules! build {
         ($algorithm:expr) => {{
-            let mut verifier = $algorithm
-                .verifier_from_jwk(jwk)
-                .map_err(|e| e.to_string())?;
+            let mut verifier = $algorithm.verifier_from_jwk(jwk).map_err(|e| e.to_string())?;
             verifier.remove_key_id();
             Ok(Box::new(verifier) as Box<dyn JwsVerifier>)
         }};

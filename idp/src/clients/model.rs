@@ -74,16 +74,10 @@ pub struct ClientMetadataError {
 
 impl ClientMetadataError {
     pub(crate) fn metadata(description: impl Into<String>) -> Self {
-        ClientMetadataError {
-            code: MetadataErrorCode::InvalidClientMetadata,
-            description: description.into(),
-        }
+        ClientMetadataError { code: MetadataErrorCode::InvalidClientMetadata, description: description.into() }
     }
     fn redirect(description: impl Into<String>) -> Self {
-        ClientMetadataError {
-            code: MetadataErrorCode::InvalidRedirectUri,
-            description: description.into(),
-        }
+        ClientMetadataError { code: MetadataErrorCode::InvalidRedirectUri, description: description.into() }
     }
 }
 
@@ -100,11 +94,8 @@ pub enum GrantType {
 }
 
 impl GrantType {
-    pub const ALL: [GrantType; 3] = [
-        GrantType::AuthorizationCode,
-        GrantType::RefreshToken,
-        GrantType::ClientCredentials,
-    ];
+    pub const ALL: [GrantType; 3] =
+        [GrantType::AuthorizationCode, GrantType::RefreshToken, GrantType::ClientCredentials];
     pub fn as_str(self) -> &'static str {
         match self {
             GrantType::AuthorizationCode => "authorization_code",
@@ -145,16 +136,11 @@ impl TokenEndpointAuthMethod {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        TokenEndpointAuthMethod::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
+        TokenEndpointAuthMethod::ALL.into_iter().find(|m| m.as_str() == s)
     }
     /// Methods that prove possession of a client secret (whose hash the store keeps).
     pub fn uses_secret(self) -> bool {
-        matches!(
-            self,
-            TokenEndpointAuthMethod::ClientSecretBasic | TokenEndpointAuthMethod::ClientSecretPost
-        )
+        matches!(self, TokenEndpointAuthMethod::ClientSecretBasic | TokenEndpointAuthMethod::ClientSecretPost)
     }
 }
 
@@ -344,9 +330,8 @@ pub(crate) fn is_unreserved(b: u8) -> bool {
 impl Client {
     /// Parses and validates a stored (or submitted) metadata document for `client_id`.
     pub fn from_metadata(client_id: &str, metadata: &str) -> MetadataResult<Client> {
-        let value: Value = serde_json::from_str(metadata).map_err(|e| {
-            ClientMetadataError::metadata(format!("the client metadata is not valid JSON: {e}"))
-        })?;
+        let value: Value = serde_json::from_str(metadata)
+            .map_err(|e| ClientMetadataError::metadata(format!("the client metadata is not valid JSON: {e}")))?;
         Client::from_value(client_id, value)
     }
 
@@ -356,15 +341,12 @@ impl Client {
     pub fn from_value(client_id: &str, value: Value) -> MetadataResult<Client> {
         validate_client_id(client_id)?;
         let Value::Object(mut document) = value else {
-            return Err(ClientMetadataError::metadata(
-                "the client metadata must be a JSON object",
-            ));
+            return Err(ClientMetadataError::metadata("the client metadata must be a JSON object"));
         };
-        let raw: RawMetadata = serde_path_to_error::deserialize(Value::Object(document.clone()))
-            .map_err(|e| {
-                let path = e.path().to_string();
-                ClientMetadataError::metadata(format!("`{path}`: {}", e.into_inner()))
-            })?;
+        let raw: RawMetadata = serde_path_to_error::deserialize(Value::Object(document.clone())).map_err(|e| {
+            let path = e.path().to_string();
+            ClientMetadataError::metadata(format!("`{path}`: {}", e.into_inner()))
+        })?;
         if let Some(inner) = &raw.client_id
             && inner != client_id
         {
@@ -528,10 +510,7 @@ impl Client {
         let Some(requested) = split_loopback_port(uri) else {
             return false;
         };
-        self.redirect_uris
-            .iter()
-            .filter_map(|r| split_loopback_port(r))
-            .any(|registered| registered == requested)
+        self.redirect_uris.iter().filter_map(|r| split_loopback_port(r)).any(|registered| registered == requested)
     }
 
     /// Whether `uri` may receive the user after logout: exact string comparison only.
@@ -545,16 +524,11 @@ impl Client {
 /// the rest is compared exactly, byte for byte. `None` for anything else, including a port outside
 /// 1–65535 or a host that merely starts like a loopback address (`http://127.0.0.1.evil.example`).
 fn split_loopback_port(uri: &str) -> Option<(&str, &str)> {
-    let prefix_len = ["http://127.0.0.1", "http://[::1]"]
-        .into_iter()
-        .find(|p| uri.starts_with(p))?
-        .len();
+    let prefix_len = ["http://127.0.0.1", "http://[::1]"].into_iter().find(|p| uri.starts_with(p))?.len();
     let (host, after_host) = uri.split_at(prefix_len);
     let rest = match after_host.strip_prefix(':') {
         Some(port_and_rest) => {
-            let end = port_and_rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(port_and_rest.len());
+            let end = port_and_rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(port_and_rest.len());
             let port: u16 = port_and_rest[..end].parse().ok()?;
             if port == 0 {
                 return None;
@@ -570,11 +544,7 @@ fn split_loopback_port(uri: &str) -> Option<(&str, &str)> {
     Some((host, rest))
 }
 
-fn build(
-    client_id: &str,
-    raw: RawMetadata,
-    metadata: Map<String, Value>,
-) -> MetadataResult<Client> {
+fn build(client_id: &str, raw: RawMetadata, metadata: Map<String, Value>) -> MetadataResult<Client> {
     let grant_types = parse_grant_types(raw.grant_types.as_deref())?;
     let has_code = grant_types.contains(&GrantType::AuthorizationCode);
     let response_types = parse_response_types(raw.response_types.as_deref(), has_code)?;
@@ -632,11 +602,7 @@ fn build(
     }
     let post_logout_redirect_uris = dedup(raw.post_logout_redirect_uris.unwrap_or_default());
     for (i, uri) in post_logout_redirect_uris.iter().enumerate() {
-        validate_redirect_uri(
-            &format!("post_logout_redirect_uris[{i}]"),
-            uri,
-            application_type,
-        )?;
+        validate_redirect_uri(&format!("post_logout_redirect_uris[{i}]"), uri, application_type)?;
     }
 
     let scopes = parse_scope(raw.scope.as_deref())?;
@@ -658,10 +624,7 @@ fn build(
         }
     };
     let keys = match (raw.jwks, raw.jwks_uri) {
-        (Some(jwks), _) => ClientKeys::Inline(parse_jwks(
-            jwks,
-            token_endpoint_auth_signing_alg.as_deref(),
-        )?),
+        (Some(jwks), _) => ClientKeys::Inline(parse_jwks(jwks, token_endpoint_auth_signing_alg.as_deref())?),
         (None, Some(uri)) => ClientKeys::Remote(parse_https_url("jwks_uri", &uri, false)?),
         (None, None) => ClientKeys::None,
     };
@@ -687,10 +650,8 @@ fn build(
     let userinfo_signed_response_alg =
         parse_signing_alg("userinfo_signed_response_alg", raw.userinfo_signed_response_alg)?;
 
-    let backchannel_logout_uri = raw
-        .backchannel_logout_uri
-        .map(|u| parse_https_url("backchannel_logout_uri", &u, false))
-        .transpose()?;
+    let backchannel_logout_uri =
+        raw.backchannel_logout_uri.map(|u| parse_https_url("backchannel_logout_uri", &u, false)).transpose()?;
 
     let subject_type = match raw.subject_type.as_deref() {
         None | Some("public") => SubjectType::Public,
@@ -720,9 +681,7 @@ fn build(
 
     let contacts = raw.contacts.unwrap_or_default();
     if let Some(i) = contacts.iter().position(|c| c.trim().is_empty()) {
-        return Err(ClientMetadataError::metadata(format!(
-            "contacts[{i}] is empty; list e-mail addresses"
-        )));
+        return Err(ClientMetadataError::metadata(format!("contacts[{i}] is empty; list e-mail addresses")));
     }
 
     let minimum_acr = match raw.minimum_acr.as_deref() {
@@ -746,23 +705,16 @@ fn build(
         )));
     }
 
-    let access_token_lifetime = lifetime(
-        "access_token_lifetime",
-        raw.access_token_lifetime,
-        MAX_ACCESS_TOKEN_LIFETIME,
-    )?;
-    let refresh_token_idle_lifetime = lifetime(
-        "refresh_token_idle_lifetime",
-        raw.refresh_token_idle_lifetime,
-        MAX_REFRESH_IDLE_LIFETIME,
-    )?;
+    let access_token_lifetime =
+        lifetime("access_token_lifetime", raw.access_token_lifetime, MAX_ACCESS_TOKEN_LIFETIME)?;
+    let refresh_token_idle_lifetime =
+        lifetime("refresh_token_idle_lifetime", raw.refresh_token_idle_lifetime, MAX_REFRESH_IDLE_LIFETIME)?;
     let refresh_token_absolute_lifetime = lifetime(
         "refresh_token_absolute_lifetime",
         raw.refresh_token_absolute_lifetime,
         MAX_REFRESH_ABSOLUTE_LIFETIME,
     )?;
-    if let (Some(idle), Some(absolute)) =
-        (refresh_token_idle_lifetime, refresh_token_absolute_lifetime)
+    if let (Some(idle), Some(absolute)) = (refresh_token_idle_lifetime, refresh_token_absolute_lifetime)
         && idle > absolute
     {
         return Err(ClientMetadataError::metadata(
@@ -785,12 +737,8 @@ fn build(
         userinfo_signed_response_alg,
         token_endpoint_auth_signing_alg,
         backchannel_logout_uri,
-        backchannel_logout_session_required: raw
-            .backchannel_logout_session_required
-            .unwrap_or(false),
-        require_pushed_authorization_requests: raw
-            .require_pushed_authorization_requests
-            .unwrap_or(false),
+        backchannel_logout_session_required: raw.backchannel_logout_session_required.unwrap_or(false),
+        require_pushed_authorization_requests: raw.require_pushed_authorization_requests.unwrap_or(false),
         subject_type,
         sector_identifier,
         logo_uri,
@@ -811,10 +759,7 @@ fn build(
 /// Removes duplicates, keeping the first occurrence (order matters for display only).
 fn dedup(items: Vec<String>) -> Vec<String> {
     let mut seen = BTreeSet::new();
-    items
-        .into_iter()
-        .filter(|i| seen.insert(i.clone()))
-        .collect()
+    items.into_iter().filter(|i| seen.insert(i.clone())).collect()
 }
 
 fn parse_grant_types(grant_types: Option<&[String]>) -> MetadataResult<Vec<GrantType>> {
@@ -845,16 +790,9 @@ fn parse_grant_types(grant_types: Option<&[String]>) -> MetadataResult<Vec<Grant
 
 /// Only `code` exists here (no implicit or hybrid flows: OAuth 2.0 Security BCP §2.1.2). The
 /// default follows the grant types, as RFC 7591 §2.1 ties `code` to `authorization_code`.
-fn parse_response_types(
-    response_types: Option<&[String]>,
-    has_code: bool,
-) -> MetadataResult<Vec<String>> {
+fn parse_response_types(response_types: Option<&[String]>, has_code: bool) -> MetadataResult<Vec<String>> {
     let Some(types) = response_types else {
-        return Ok(if has_code {
-            vec!["code".to_string()]
-        } else {
-            Vec::new()
-        });
+        return Ok(if has_code { vec!["code".to_string()] } else { Vec::new() });
     };
     if let Some(other) = types.iter().find(|t| t.as_str() != "code") {
         return Err(ClientMetadataError::metadata(format!(
@@ -870,11 +808,7 @@ fn parse_response_types(
             "response_types `code` needs the authorization_code grant in grant_types"
         }));
     }
-    Ok(if wants_code {
-        vec!["code".to_string()]
-    } else {
-        Vec::new()
-    })
+    Ok(if wants_code { vec!["code".to_string()] } else { Vec::new() })
 }
 
 /// RFC 6749 §3.3: space-delimited tokens of NQCHAR (`%x21 / %x23-5B / %x5D-7E`).
@@ -882,9 +816,7 @@ fn parse_scope(scope: Option<&str>) -> MetadataResult<Vec<String>> {
     let scope = scope.unwrap_or(DEFAULT_SCOPE);
     let mut out: Vec<String> = Vec::new();
     for token in scope.split(' ').filter(|t| !t.is_empty()) {
-        let valid = token
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
+        let valid = token.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
         if !valid {
             return Err(ClientMetadataError::metadata(format!(
                 "scope: `{}` is not a valid scope token (printable ASCII without spaces, quotes or \
@@ -923,9 +855,7 @@ fn lifetime(member: &str, seconds: Option<u64>, max: u64) -> MetadataResult<Opti
         Some(0) => Err(ClientMetadataError::metadata(format!(
             "{member} must be greater than zero (in seconds), or omitted for the server default"
         ))),
-        Some(s) if s > max => Err(ClientMetadataError::metadata(format!(
-            "{member} must be at most {max} seconds"
-        ))),
+        Some(s) if s > max => Err(ClientMetadataError::metadata(format!("{member} must be at most {max} seconds"))),
         Some(s) => Ok(Some(Duration::from_secs(s))),
     }
 }
@@ -960,15 +890,10 @@ fn check_raw(member: &str, raw: &str, redirect: bool) -> MetadataResult<()> {
 fn validate_redirect_uri(member: &str, raw: &str, app: ApplicationType) -> MetadataResult<()> {
     check_raw(member, raw, true)?;
     let shown = raw.escape_debug();
-    let url = Url::parse(raw).map_err(|e| {
-        ClientMetadataError::redirect(format!(
-            "{member} `{shown}` is not an absolute URI ({e})"
-        ))
-    })?;
+    let url = Url::parse(raw)
+        .map_err(|e| ClientMetadataError::redirect(format!("{member} `{shown}` is not an absolute URI ({e})")))?;
     if url.fragment().is_some() {
-        return Err(ClientMetadataError::redirect(format!(
-            "{member} `{shown}` must not contain a fragment (#…)"
-        )));
+        return Err(ClientMetadataError::redirect(format!("{member} `{shown}` must not contain a fragment (#…)")));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ClientMetadataError::redirect(format!(
@@ -1003,9 +928,8 @@ fn validate_redirect_uri(member: &str, raw: &str, app: ApplicationType) -> Metad
 fn parse_https_url(member: &str, raw: &str, fragment_ok: bool) -> MetadataResult<Url> {
     check_raw(member, raw, false)?;
     let shown = raw.escape_debug();
-    let url = Url::parse(raw).map_err(|e| {
-        ClientMetadataError::metadata(format!("{member} `{shown}` is not an absolute URL ({e})"))
-    })?;
+    let url = Url::parse(raw)
+        .map_err(|e| ClientMetadataError::metadata(format!("{member} `{shown}` is not an absolute URL ({e})")))?;
     let secure = url.scheme() == "https" || (url.scheme() == "http" && is_loopback_host(url.host()));
     if !secure {
         return Err(ClientMetadataError::metadata(format!(
@@ -1013,9 +937,7 @@ fn parse_https_url(member: &str, raw: &str, fragment_ok: bool) -> MetadataResult
         )));
     }
     if !fragment_ok && url.fragment().is_some() {
-        return Err(ClientMetadataError::metadata(format!(
-            "{member} `{shown}` must not contain a fragment (#…)"
-        )));
+        return Err(ClientMetadataError::metadata(format!("{member} `{shown}` must not contain a fragment (#…)")));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ClientMetadataError::metadata(format!(
@@ -1061,14 +983,11 @@ fn sector_of(redirect_uris: &[String]) -> MetadataResult<String> {
 /// Parses an inline JWK set: public keys only, each usable (for signing keys: a verifier can be
 /// built for its algorithm — and for `token_endpoint_auth_signing_alg` when that is set).
 fn parse_jwks(jwks: Map<String, Value>, required_alg: Option<&str>) -> MetadataResult<Vec<Jwk>> {
-    let set = JwkSet::from_map(jwks).map_err(|e| {
-        ClientMetadataError::metadata(format!("jwks is not a valid JWK set: {e}"))
-    })?;
+    let set = JwkSet::from_map(jwks)
+        .map_err(|e| ClientMetadataError::metadata(format!("jwks is not a valid JWK set: {e}")))?;
     let keys: Vec<Jwk> = set.keys().into_iter().cloned().collect();
     if keys.is_empty() {
-        return Err(ClientMetadataError::metadata(
-            "jwks has no keys; add the client's public signing key(s)",
-        ));
+        return Err(ClientMetadataError::metadata("jwks has no keys; add the client's public signing key(s)"));
     }
     let mut usable_for_required = required_alg.is_none();
     for (i, jwk) in keys.iter().enumerate() {
@@ -1096,9 +1015,8 @@ fn parse_jwks(jwks: Map<String, Value>, required_alg: Option<&str>) -> MetadataR
                 ))
             })?,
         };
-        jose::verifier_for(alg, jwk).map_err(|e| {
-            ClientMetadataError::metadata(format!("{name} is not a usable {alg} key: {e}"))
-        })?;
+        jose::verifier_for(alg, jwk)
+            .map_err(|e| ClientMetadataError::metadata(format!("{name} is not a usable {alg} key: {e}")))?;
         if let Some(required) = required_alg
             && jose::verifier_for(required, jwk).is_ok()
         {
@@ -1140,11 +1058,7 @@ mod tests {
             Ok(_) => panic!("accepted, expected {} mentioning `{needle}`", code.as_str()),
             Err(e) => {
                 assert_eq!(e.code, code, "{e}");
-                assert!(
-                    e.description.contains(needle),
-                    "`{}` does not mention `{needle}`",
-                    e.description
-                );
+                assert!(e.description.contains(needle), "`{}` does not mention `{needle}`", e.description);
             }
         }
     }
@@ -1162,15 +1076,9 @@ mod tests {
         assert_eq!(client.client_id(), "app");
         assert_eq!(client.grant_types(), &[GrantType::AuthorizationCode]);
         assert_eq!(client.response_types(), &["code".to_string()]);
-        assert_eq!(
-            client.token_endpoint_auth_method(),
-            TokenEndpointAuthMethod::ClientSecretBasic
-        );
+        assert_eq!(client.token_endpoint_auth_method(), TokenEndpointAuthMethod::ClientSecretBasic);
         assert_eq!(client.application_type(), ApplicationType::Web);
-        assert_eq!(
-            client.allowed_scopes(),
-            &["openid", "profile", "email", "phone", "offline_access"]
-        );
+        assert_eq!(client.allowed_scopes(), &["openid", "profile", "email", "phone", "offline_access"]);
         assert_eq!(client.subject_type(), SubjectType::Public);
         assert!(!client.is_public());
         assert!(!client.first_party());
@@ -1240,16 +1148,8 @@ mod tests {
             MetadataErrorCode::InvalidClientMetadata,
             "redirect_uris",
         );
-        refused(
-            json!({ "redirect_uris": [3] }),
-            MetadataErrorCode::InvalidClientMetadata,
-            "redirect_uris[0]",
-        );
-        refused(
-            with(web(), "first_party", json!("yes")),
-            MetadataErrorCode::InvalidClientMetadata,
-            "first_party",
-        );
+        refused(json!({ "redirect_uris": [3] }), MetadataErrorCode::InvalidClientMetadata, "redirect_uris[0]");
+        refused(with(web(), "first_party", json!("yes")), MetadataErrorCode::InvalidClientMetadata, "first_party");
         refused(
             with(web(), "access_token_lifetime", json!(-5)),
             MetadataErrorCode::InvalidClientMetadata,
@@ -1273,11 +1173,7 @@ mod tests {
         assert!(Client::from_value("a b", web()).is_err());
         assert!(Client::from_value(&"a".repeat(129), web()).is_err());
         assert!(Client::from_value("a-B.c_d~9", web()).is_ok());
-        refused(
-            with(web(), "client_id", json!("other")),
-            MetadataErrorCode::InvalidClientMetadata,
-            "differs",
-        );
+        refused(with(web(), "client_id", json!("other")), MetadataErrorCode::InvalidClientMetadata, "differs");
     }
 
     #[test]
@@ -1285,31 +1181,11 @@ mod tests {
         let uri = |u: &str| json!({ "redirect_uris": [u] });
         refused(uri("/cb"), MetadataErrorCode::InvalidRedirectUri, "absolute");
         refused(uri("app.example.org/cb"), MetadataErrorCode::InvalidRedirectUri, "absolute");
-        refused(
-            uri("https://app.example.org/cb#x"),
-            MetadataErrorCode::InvalidRedirectUri,
-            "fragment",
-        );
-        refused(
-            uri("https://app.example.org/cb#"),
-            MetadataErrorCode::InvalidRedirectUri,
-            "fragment",
-        );
-        refused(
-            uri("https://user@app.example.org/cb"),
-            MetadataErrorCode::InvalidRedirectUri,
-            "user information",
-        );
-        refused(
-            uri(" https://app.example.org/cb"),
-            MetadataErrorCode::InvalidRedirectUri,
-            "spaces",
-        );
-        refused(
-            uri("https://app.example.org/c\nb"),
-            MetadataErrorCode::InvalidRedirectUri,
-            "control",
-        );
+        refused(uri("https://app.example.org/cb#x"), MetadataErrorCode::InvalidRedirectUri, "fragment");
+        refused(uri("https://app.example.org/cb#"), MetadataErrorCode::InvalidRedirectUri, "fragment");
+        refused(uri("https://user@app.example.org/cb"), MetadataErrorCode::InvalidRedirectUri, "user information");
+        refused(uri(" https://app.example.org/cb"), MetadataErrorCode::InvalidRedirectUri, "spaces");
+        refused(uri("https://app.example.org/c\nb"), MetadataErrorCode::InvalidRedirectUri, "control");
         assert!(parse(uri("https://app.example.org/cb?tenant=1")).is_ok());
     }
 
@@ -1328,16 +1204,8 @@ mod tests {
             assert!(parse(uri(ok)).is_ok(), "{ok}");
         }
         // Loopback means these exact hosts, not look-alikes.
-        refused(
-            uri("http://127.0.0.2/cb"),
-            MetadataErrorCode::InvalidRedirectUri,
-            "https",
-        );
-        refused(
-            uri("http://localhost.example.org/cb"),
-            MetadataErrorCode::InvalidRedirectUri,
-            "https",
-        );
+        refused(uri("http://127.0.0.2/cb"), MetadataErrorCode::InvalidRedirectUri, "https");
+        refused(uri("http://localhost.example.org/cb"), MetadataErrorCode::InvalidRedirectUri, "https");
     }
 
     #[test]
@@ -1353,22 +1221,10 @@ mod tests {
         ] {
             assert!(parse(native(ok)).is_ok(), "{ok}");
         }
-        refused(
-            native("http://app.example.org/cb"),
-            MetadataErrorCode::InvalidRedirectUri,
-            "loopback",
-        );
+        refused(native("http://app.example.org/cb"), MetadataErrorCode::InvalidRedirectUri, "loopback");
         refused(native("myapp:/cb"), MetadataErrorCode::InvalidRedirectUri, "reverse domain");
-        refused(
-            native("javascript:alert(1)"),
-            MetadataErrorCode::InvalidRedirectUri,
-            "reverse domain",
-        );
-        refused(
-            native("com.example.app:/cb#frag"),
-            MetadataErrorCode::InvalidRedirectUri,
-            "fragment",
-        );
+        refused(native("javascript:alert(1)"), MetadataErrorCode::InvalidRedirectUri, "reverse domain");
+        refused(native("com.example.app:/cb#frag"), MetadataErrorCode::InvalidRedirectUri, "fragment");
         refused(
             json!({ "application_type": "desktop", "redirect_uris": ["https://a.example/cb"] }),
             MetadataErrorCode::InvalidClientMetadata,
@@ -1383,20 +1239,13 @@ mod tests {
             MetadataErrorCode::InvalidRedirectUri,
             "post_logout_redirect_uris[0]",
         );
-        assert!(
-            parse(with(web(), "post_logout_redirect_uris", json!(["https://app.example.org/bye"])))
-                .is_ok()
-        );
+        assert!(parse(with(web(), "post_logout_redirect_uris", json!(["https://app.example.org/bye"]))).is_ok());
     }
 
     #[test]
     fn authorization_code_needs_a_redirect_uri() {
         refused(json!({}), MetadataErrorCode::InvalidRedirectUri, "at least one");
-        refused(
-            json!({ "redirect_uris": [] }),
-            MetadataErrorCode::InvalidRedirectUri,
-            "at least one",
-        );
+        refused(json!({ "redirect_uris": [] }), MetadataErrorCode::InvalidRedirectUri, "at least one");
         // A machine-to-machine client needs none.
         let m2m = parse(json!({ "grant_types": ["client_credentials"] })).unwrap();
         assert!(m2m.response_types().is_empty());
@@ -1405,16 +1254,8 @@ mod tests {
 
     #[test]
     fn grant_and_response_types() {
-        refused(
-            with(web(), "grant_types", json!(["implicit"])),
-            MetadataErrorCode::InvalidClientMetadata,
-            "implicit",
-        );
-        refused(
-            with(web(), "grant_types", json!([])),
-            MetadataErrorCode::InvalidClientMetadata,
-            "empty",
-        );
+        refused(with(web(), "grant_types", json!(["implicit"])), MetadataErrorCode::InvalidClientMetadata, "implicit");
+        refused(with(web(), "grant_types", json!([])), MetadataErrorCode::InvalidClientMetadata, "empty");
         refused(
             with(web(), "grant_types", json!(["refresh_token"])),
             MetadataErrorCode::InvalidClientMetadata,
@@ -1466,9 +1307,7 @@ mod tests {
             MetadataErrorCode::InvalidClientMetadata,
             "client_credentials",
         );
-        assert!(
-            parse(with(web(), "token_endpoint_auth_method", json!("client_secret_post"))).is_ok()
-        );
+        assert!(parse(with(web(), "token_endpoint_auth_method", json!("client_secret_post"))).is_ok());
     }
 
     #[test]
@@ -1489,11 +1328,7 @@ mod tests {
             MetadataErrorCode::InvalidClientMetadata,
             "https",
         );
-        refused(
-            with(pkj.clone(), "jwks", json!({ "keys": [] })),
-            MetadataErrorCode::InvalidClientMetadata,
-            "no keys",
-        );
+        refused(with(pkj.clone(), "jwks", json!({ "keys": [] })), MetadataErrorCode::InvalidClientMetadata, "no keys");
         refused(
             with(pkj.clone(), "jwks", json!({ "keys": "nope" })),
             MetadataErrorCode::InvalidClientMetadata,
@@ -1547,16 +1382,8 @@ mod tests {
             "userinfo_signed_response_alg",
         );
         refused(with(web(), "scope", json!("")), MetadataErrorCode::InvalidClientMetadata, "empty");
-        refused(
-            with(web(), "scope", json!("openid \"x\"")),
-            MetadataErrorCode::InvalidClientMetadata,
-            "scope token",
-        );
-        refused(
-            with(web(), "minimum_acr", json!("eidas4")),
-            MetadataErrorCode::InvalidClientMetadata,
-            "minimum_acr",
-        );
+        refused(with(web(), "scope", json!("openid \"x\"")), MetadataErrorCode::InvalidClientMetadata, "scope token");
+        refused(with(web(), "minimum_acr", json!("eidas4")), MetadataErrorCode::InvalidClientMetadata, "minimum_acr");
         refused(
             with(web(), "access_token_lifetime", json!(0)),
             MetadataErrorCode::InvalidClientMetadata,
@@ -1575,11 +1402,7 @@ mod tests {
             MetadataErrorCode::InvalidClientMetadata,
             "access_token_audience[1]",
         );
-        refused(
-            with(web(), "contacts", json!([""])),
-            MetadataErrorCode::InvalidClientMetadata,
-            "contacts[0]",
-        );
+        refused(with(web(), "contacts", json!([""])), MetadataErrorCode::InvalidClientMetadata, "contacts[0]");
     }
 
     #[test]
@@ -1590,11 +1413,7 @@ mod tests {
                 MetadataErrorCode::InvalidClientMetadata,
                 member,
             );
-            refused(
-                with(web(), member, json!("not a url")),
-                MetadataErrorCode::InvalidClientMetadata,
-                member,
-            );
+            refused(with(web(), member, json!("not a url")), MetadataErrorCode::InvalidClientMetadata, member);
             assert!(parse(with(web(), member, json!("https://app.example.org/x"))).is_ok());
         }
         refused(
@@ -1624,11 +1443,7 @@ mod tests {
             MetadataErrorCode::InvalidClientMetadata,
             "sector_identifier_uri",
         );
-        refused(
-            with(web(), "subject_type", json!("secret")),
-            MetadataErrorCode::InvalidClientMetadata,
-            "subject_type",
-        );
+        refused(with(web(), "subject_type", json!("secret")), MetadataErrorCode::InvalidClientMetadata, "subject_type");
         let client = parse(json!({
             "subject_type": "pairwise",
             "redirect_uris": ["https://App.example.org/cb", "https://app.example.org:8443/other"],
@@ -1661,10 +1476,8 @@ mod tests {
 
     #[test]
     fn native_loopback_ip_redirects_ignore_only_the_port() {
-        let client = client_with(
-            "native",
-            &["http://127.0.0.1/cb", "http://[::1]:1234/cb", "http://localhost:5000/cb"],
-        );
+        let client =
+            client_with("native", &["http://127.0.0.1/cb", "http://[::1]:1234/cb", "http://localhost:5000/cb"]);
         assert!(client.redirect_uri_allowed("http://127.0.0.1/cb"));
         assert!(client.redirect_uri_allowed("http://127.0.0.1:51234/cb"));
         assert!(client.redirect_uri_allowed("http://[::1]:9/cb"));

@@ -21,9 +21,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::model::{
-    Client, ClientMetadataError, MAX_CLIENT_ID_LEN, TokenEndpointAuthMethod, is_unreserved,
-};
+use super::model::{Client, ClientMetadataError, MAX_CLIENT_ID_LEN, TokenEndpointAuthMethod, is_unreserved};
 use super::remote_jwks::RemoteJwks;
 use crate::store::{ClientRecord, SharedStore, StoreError, UnixTime};
 use crate::unix_now;
@@ -52,22 +50,14 @@ pub enum RegistryError {
         "client `{client_id}` authenticates with {method}, which uses no client secret; a secret \
          applies only to client_secret_basic and client_secret_post"
     )]
-    NoSecretMethod {
-        client_id: String,
-        method: TokenEndpointAuthMethod,
-    },
-    #[error(
-        "the given client secret is unusable: {0}. Omit it to have a strong one generated"
-    )]
+    NoSecretMethod { client_id: String, method: TokenEndpointAuthMethod },
+    #[error("the given client secret is unusable: {0}. Omit it to have a strong one generated")]
     WeakSecret(String),
     #[error(
         "client `{client_id}` is stored with metadata that no longer validates ({error}); import \
          corrected metadata for it"
     )]
-    Broken {
-        client_id: String,
-        error: ClientMetadataError,
-    },
+    Broken { client_id: String, error: ClientMetadataError },
     #[error("stored client `{0}` has a malformed secret hash; rotate its secret")]
     CorruptSecretHash(String),
     #[error(transparent)]
@@ -164,14 +154,10 @@ fn generate_secret() -> Zeroizing<String> {
 /// or `:` would work with some client libraries and not others.
 fn check_given_secret(secret: &str) -> Result<(), RegistryError> {
     if secret.len() < MIN_SECRET_LEN {
-        return Err(RegistryError::WeakSecret(format!(
-            "it must be at least {MIN_SECRET_LEN} characters long"
-        )));
+        return Err(RegistryError::WeakSecret(format!("it must be at least {MIN_SECRET_LEN} characters long")));
     }
     if secret.len() > MAX_SECRET_LEN {
-        return Err(RegistryError::WeakSecret(format!(
-            "it must be at most {MAX_SECRET_LEN} characters long"
-        )));
+        return Err(RegistryError::WeakSecret(format!("it must be at most {MAX_SECRET_LEN} characters long")));
     }
     if !secret.bytes().all(is_unreserved) {
         return Err(RegistryError::WeakSecret(
@@ -185,9 +171,7 @@ fn check_given_secret(secret: &str) -> Result<(), RegistryError> {
 
 /// Whether `client_id` could be a registered identifier: lets lookups of garbage skip the store.
 fn plausible_client_id(client_id: &str) -> bool {
-    !client_id.is_empty()
-        && client_id.len() <= MAX_CLIENT_ID_LEN
-        && client_id.bytes().all(is_unreserved)
+    !client_id.is_empty() && client_id.len() <= MAX_CLIENT_ID_LEN && client_id.bytes().all(is_unreserved)
 }
 
 fn to_cached(record: &ClientRecord) -> Result<CachedClient, ClientMetadataError> {
@@ -202,10 +186,7 @@ fn to_cached(record: &ClientRecord) -> Result<CachedClient, ClientMetadataError>
             digest
         }
     };
-    Ok(CachedClient {
-        client: Arc::new(client),
-        secret_digest,
-    })
+    Ok(CachedClient { client: Arc::new(client), secret_digest })
 }
 
 /// A prepared registration, validated but not yet written (lets the CLI validate a whole file
@@ -227,11 +208,7 @@ impl ClientRegistry {
     pub fn new(store: SharedStore) -> Arc<ClientRegistry> {
         Arc::new(ClientRegistry {
             store,
-            cache: RwLock::new(Cache {
-                clients: HashMap::new(),
-                generation: 0,
-                version: None,
-            }),
+            cache: RwLock::new(Cache { clients: HashMap::new(), generation: 0, version: None }),
             reload_lock: tokio::sync::Mutex::new(()),
             remote_jwks: RemoteJwks::new(),
         })
@@ -256,16 +233,10 @@ impl ClientRegistry {
     /// The client `client_id`, if registered (and its stored metadata valid). The hot path: a
     /// read-locked map hit; on a miss, one store read.
     pub async fn get(&self, client_id: &str) -> Result<Option<Arc<Client>>, StoreError> {
-        Ok(self
-            .cached(client_id)
-            .await?
-            .map(|entry| Arc::clone(&entry.client)))
+        Ok(self.cached(client_id).await?.map(|entry| Arc::clone(&entry.client)))
     }
 
-    pub(crate) async fn cached(
-        &self,
-        client_id: &str,
-    ) -> Result<Option<Arc<CachedClient>>, StoreError> {
+    pub(crate) async fn cached(&self, client_id: &str) -> Result<Option<Arc<CachedClient>>, StoreError> {
         let generation = {
             let cache = self.read_cache();
             if let Some(entry) = cache.clients.get(client_id) {
@@ -288,10 +259,7 @@ impl ClientRegistry {
         };
         let mut cache = self.write_cache();
         if cache.generation == generation {
-            cache
-                .clients
-                .entry(client_id.to_string())
-                .or_insert_with(|| Arc::clone(&entry));
+            cache.clients.entry(client_id.to_string()).or_insert_with(|| Arc::clone(&entry));
         }
         Ok(Some(entry))
     }
@@ -376,9 +344,8 @@ impl ClientRegistry {
         client_id: Option<&str>,
         secret: Option<&str>,
     ) -> Result<PreparedRegistration, RegistryError> {
-        let value: Value = serde_json::from_str(metadata_json).map_err(|e| {
-            ClientMetadataError::metadata(format!("the client metadata is not valid JSON: {e}"))
-        })?;
+        let value: Value = serde_json::from_str(metadata_json)
+            .map_err(|e| ClientMetadataError::metadata(format!("the client metadata is not valid JSON: {e}")))?;
         prepare_value(value, client_id, secret)
     }
 
@@ -397,14 +364,8 @@ impl ClientRegistry {
     }
 
     /// Writes a registration validated by [`ClientRegistry::prepare`].
-    pub async fn register_prepared(
-        &self,
-        prepared: PreparedRegistration,
-    ) -> Result<Registration, RegistryError> {
-        let PreparedRegistration {
-            client,
-            given_secret,
-        } = prepared;
+    pub async fn register_prepared(&self, prepared: PreparedRegistration) -> Result<Registration, RegistryError> {
+        let PreparedRegistration { client, given_secret } = prepared;
         let client_id = client.client_id().to_string();
         let existing = self.store.client_by_id(&client_id).await?;
         let method = client.token_endpoint_auth_method();
@@ -412,19 +373,16 @@ impl ClientRegistry {
             (None, None)
         } else if let Some(given) = &given_secret {
             (Some(hash_secret(given)), None)
-        } else if let Some(hash) = existing
-            .as_ref()
-            .and_then(|r| r.secret_hash.clone())
-            .filter(|h| parse_secret_hash(h).is_some())
+        } else if let Some(hash) =
+            existing.as_ref().and_then(|r| r.secret_hash.clone()).filter(|h| parse_secret_hash(h).is_some())
         {
             (Some(hash), None)
         } else {
             let generated = generate_secret();
             (Some(hash_secret(&generated)), Some(generated))
         };
-        let metadata = serde_json::to_string(client.metadata()).map_err(|e| {
-            ClientMetadataError::metadata(format!("the metadata cannot be serialised: {e}"))
-        })?;
+        let metadata = serde_json::to_string(client.metadata())
+            .map_err(|e| ClientMetadataError::metadata(format!("the metadata cannot be serialised: {e}")))?;
         let now = unix_now();
         let record = ClientRecord {
             client_id: client_id.clone(),
@@ -435,35 +393,21 @@ impl ClientRegistry {
         };
         self.store.upsert_client(&record).await?;
         let client = Arc::new(client);
-        self.cache_local_write(&record, Some(Arc::clone(&client)));
+        self.cache_local_write(&record, Arc::clone(&client));
         tracing::info!(client_id = %client_id, created = existing.is_none(), method = method.as_str(), "client registered");
-        Ok(Registration {
-            client,
-            secret: shown_secret,
-            created: existing.is_none(),
-        })
+        Ok(Registration { client, secret: shown_secret, created: existing.is_none() })
     }
 
     /// Replaces the secret of a `client_secret_*` client and returns the new one (to show once).
     /// The old secret stops working on this instance at once and on the others within a refresh.
     pub async fn rotate_secret(&self, client_id: &str) -> Result<Zeroizing<String>, RegistryError> {
-        let record = self
-            .store
-            .client_by_id(client_id)
-            .await?
-            .ok_or_else(|| RegistryError::NotFound(client_id.to_string()))?;
-        let client = Client::from_metadata(&record.client_id, &record.metadata).map_err(|error| {
-            RegistryError::Broken {
-                client_id: client_id.to_string(),
-                error,
-            }
-        })?;
+        let record =
+            self.store.client_by_id(client_id).await?.ok_or_else(|| RegistryError::NotFound(client_id.to_string()))?;
+        let client = Client::from_metadata(&record.client_id, &record.metadata)
+            .map_err(|error| RegistryError::Broken { client_id: client_id.to_string(), error })?;
         let method = client.token_endpoint_auth_method();
         if !method.uses_secret() {
-            return Err(RegistryError::NoSecretMethod {
-                client_id: client_id.to_string(),
-                method,
-            });
+            return Err(RegistryError::NoSecretMethod { client_id: client_id.to_string(), method });
         }
         let secret = generate_secret();
         let record = ClientRecord {
@@ -472,7 +416,7 @@ impl ClientRegistry {
             ..record
         };
         self.store.upsert_client(&record).await?;
-        self.cache_local_write(&record, Some(Arc::new(client)));
+        self.cache_local_write(&record, Arc::new(client));
         tracing::info!(client_id, "client secret rotated");
         Ok(secret)
     }
@@ -500,12 +444,7 @@ impl ClientRegistry {
 
     /// One stored client, fresh from the store (see [`ClientRegistry::list`]).
     pub async fn describe(&self, client_id: &str) -> Result<Option<ClientEntry>, RegistryError> {
-        Ok(self
-            .store
-            .client_by_id(client_id)
-            .await?
-            .as_ref()
-            .map(entry_of))
+        Ok(self.store.client_by_id(client_id).await?.as_ref().map(entry_of))
     }
 
     /// `updated_at` for a write: above every stored `updated_at`, so the store's version (count,
@@ -517,23 +456,28 @@ impl ClientRegistry {
         Ok(now.max(latest.saturating_add(1)))
     }
 
-    fn cache_local_write(&self, record: &ClientRecord, client: Option<Arc<Client>>) {
-        let entry = client.map(|client| {
-            Arc::new(CachedClient {
-                client,
-                secret_digest: record.secret_hash.as_deref().and_then(parse_secret_hash),
-            })
-        });
+    /// Puts a client this instance just wrote into its cache (the other instances learn of it
+    /// from the store's version).
+    fn cache_local_write(&self, record: &ClientRecord, client: Arc<Client>) {
+        let entry =
+            Arc::new(CachedClient { client, secret_digest: record.secret_hash.as_deref().and_then(parse_secret_hash) });
         let mut cache = self.write_cache();
-        match entry {
-            Some(entry) => {
-                cache.clients.insert(record.client_id.clone(), entry);
-            }
-            None => {
-                cache.clients.remove(&record.client_id);
-            }
-        }
+        cache.clients.insert(record.client_id.clone(), entry);
         cache.generation += 1;
+    }
+
+    /// A registry whose `jwks_uri` cache uses shorter timings, for tests.
+    #[cfg(test)]
+    pub(crate) fn with_jwks_timings(store: SharedStore, ttl: Duration, min_refetch: Duration) -> Arc<ClientRegistry> {
+        let mut remote_jwks = RemoteJwks::new();
+        remote_jwks.ttl = ttl;
+        remote_jwks.min_refetch = min_refetch;
+        Arc::new(ClientRegistry {
+            store,
+            cache: RwLock::new(Cache { clients: HashMap::new(), generation: 0, version: None }),
+            reload_lock: tokio::sync::Mutex::new(()),
+            remote_jwks,
+        })
     }
 }
 
@@ -588,10 +532,7 @@ fn prepare_value(
         }
         check_given_secret(given)?;
     }
-    Ok(PreparedRegistration {
-        client,
-        given_secret,
-    })
+    Ok(PreparedRegistration { client, given_secret })
 }
 
 fn entry_of(record: &ClientRecord) -> ClientEntry {

@@ -79,22 +79,17 @@ impl RemoteJwks {
         };
         let mut slot = slot.lock().await;
         let now = Instant::now();
-        let fresh = slot
-            .fetched_at
-            .is_some_and(|at| now.duration_since(at) < self.ttl);
-        if fresh && !refresh && let Some(keys) = &slot.keys {
+        let fresh = slot.fetched_at.is_some_and(|at| now.duration_since(at) < self.ttl);
+        if fresh
+            && !refresh
+            && let Some(keys) = &slot.keys
+        {
             return Ok(Arc::clone(keys));
         }
-        let may_fetch = slot
-            .last_attempt
-            .is_none_or(|at| now.duration_since(at) >= self.min_refetch);
+        let may_fetch = slot.last_attempt.is_none_or(|at| now.duration_since(at) >= self.min_refetch);
         // A refresh request is rate limited; an expired (or never loaded) set is fetched unless a
         // fetch just failed, so an unreachable host is not hammered either.
-        let fetch = if refresh {
-            may_fetch
-        } else {
-            may_fetch || slot.last_error.is_none()
-        };
+        let fetch = if refresh { may_fetch } else { may_fetch || slot.last_error.is_none() };
         if fetch {
             slot.last_attempt = Some(now);
             match self.fetch(uri).await {
@@ -111,27 +106,19 @@ impl RemoteJwks {
                 }
             }
         }
-        let usable_stale = slot
-            .fetched_at
-            .is_some_and(|at| now.duration_since(at) < self.max_stale);
+        let usable_stale = slot.fetched_at.is_some_and(|at| now.duration_since(at) < self.max_stale);
         match (&slot.keys, usable_stale) {
             (Some(keys), true) => Ok(Arc::clone(keys)),
-            _ => Err(slot.last_error.clone().unwrap_or_else(|| FetchError {
-                uri: uri.to_string(),
-                reason: "no key set could be loaded".into(),
-            })),
+            _ => Err(slot
+                .last_error
+                .clone()
+                .unwrap_or_else(|| FetchError { uri: uri.to_string(), reason: "no key set could be loaded".into() })),
         }
     }
 
     async fn fetch(&self, uri: &Url) -> Result<Vec<Jwk>, FetchError> {
-        let error = |reason: String| FetchError {
-            uri: uri.to_string(),
-            reason,
-        };
-        let http = self
-            .http
-            .as_ref()
-            .ok_or_else(|| error("no HTTP client".into()))?;
+        let error = |reason: String| FetchError { uri: uri.to_string(), reason };
+        let http = self.http.as_ref().ok_or_else(|| error("no HTTP client".into()))?;
         let mut response = http
             .get(uri.clone())
             .header(reqwest::header::ACCEPT, "application/jwk-set+json, application/json")
@@ -141,10 +128,7 @@ impl RemoteJwks {
         if !response.status().is_success() {
             return Err(error(format!("HTTP status {}", response.status())));
         }
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_BODY_BYTES as u64)
-        {
+        if response.content_length().is_some_and(|len| len > MAX_BODY_BYTES as u64) {
             return Err(error(format!("the key set is larger than {MAX_BODY_BYTES} bytes")));
         }
         let mut body = Vec::new();

@@ -95,10 +95,7 @@ struct Shard {
 
 impl Shard {
     fn note_expiry(&mut self, expires_at: Instant) {
-        self.earliest_expiry = Some(
-            self.earliest_expiry
-                .map_or(expires_at, |earliest| earliest.min(expires_at)),
-        );
+        self.earliest_expiry = Some(self.earliest_expiry.map_or(expires_at, |earliest| earliest.min(expires_at)));
     }
 
     /// Removes expired entries if any can exist; returns how many were removed.
@@ -140,20 +137,9 @@ impl MemoryStore {
     pub fn new(max_entries: usize) -> Self {
         let now = Instant::now();
         let shards = (0..SHARDS)
-            .map(|_| {
-                Mutex::new(Shard {
-                    map: HashMap::new(),
-                    earliest_expiry: None,
-                    next_sweep: now + SWEEP_INTERVAL,
-                })
-            })
+            .map(|_| Mutex::new(Shard { map: HashMap::new(), earliest_expiry: None, next_sweep: now + SWEEP_INTERVAL }))
             .collect();
-        Self {
-            shards,
-            hasher: RandomState::new(),
-            len: AtomicUsize::new(0),
-            max_entries,
-        }
+        Self { shards, hasher: RandomState::new(), len: AtomicUsize::new(0), max_entries }
     }
 
     /// Number of entries held, including expired ones not yet swept (for metrics and tests).
@@ -180,9 +166,7 @@ impl MemoryStore {
     /// mutation below leaves the map consistent at each step, so the data is still usable and a
     /// single panic must not take the whole store (and every login) down with it.
     fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn sweep_locked(&self, shard: &mut Shard, now: Instant) {
@@ -204,9 +188,7 @@ impl MemoryStore {
     /// Claims one slot for a new key, if the bound allows.
     fn try_reserve(&self) -> bool {
         self.len
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |len| {
-                (len < self.max_entries).then_some(len + 1)
-            })
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |len| (len < self.max_entries).then_some(len + 1))
             .is_ok()
     }
 
@@ -259,9 +241,7 @@ fn store(shard: &mut Shard, key: &str, value: Value, expires_at: Instant) {
 }
 
 fn expiry(now: Instant, ttl: Duration) -> Instant {
-    now.checked_add(ttl)
-        .or_else(|| now.checked_add(FAR_FUTURE))
-        .unwrap_or(now)
+    now.checked_add(ttl).or_else(|| now.checked_add(FAR_FUTURE)).unwrap_or(now)
 }
 
 /// The operations proper, with the clock passed in: the trait implementation below supplies
@@ -270,32 +250,16 @@ fn expiry(now: Instant, ttl: Duration) -> Instant {
 impl MemoryStore {
     fn put_at(&self, key: &str, value: &[u8], ttl: Duration, now: Instant) -> EphemeralResult<()> {
         let mut shard = self.lock_for_write(key, now)?;
-        store(
-            &mut shard,
-            key,
-            Value::Bytes(value.to_vec()),
-            expiry(now, ttl),
-        );
+        store(&mut shard, key, Value::Bytes(value.to_vec()), expiry(now, ttl));
         Ok(())
     }
 
-    fn put_if_absent_at(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-        now: Instant,
-    ) -> EphemeralResult<bool> {
+    fn put_if_absent_at(&self, key: &str, value: &[u8], ttl: Duration, now: Instant) -> EphemeralResult<bool> {
         let mut shard = self.lock_for_write(key, now)?;
         if shard.map.get(key).is_some_and(|entry| entry.is_live(now)) {
             return Ok(false);
         }
-        store(
-            &mut shard,
-            key,
-            Value::Bytes(value.to_vec()),
-            expiry(now, ttl),
-        );
+        store(&mut shard, key, Value::Bytes(value.to_vec()), expiry(now, ttl));
         Ok(true)
     }
 
@@ -315,9 +279,7 @@ impl MemoryStore {
 
     fn take_at(&self, key: &str, now: Instant) -> Option<Vec<u8>> {
         // Removal happens under the shard lock, so exactly one concurrent caller gets the entry.
-        self.remove(key)
-            .filter(|entry| entry.is_live(now))
-            .map(|entry| entry.value.into_bytes())
+        self.remove(key).filter(|entry| entry.is_live(now)).map(|entry| entry.value.into_bytes())
     }
 
     fn incr_at(&self, key: &str, ttl: Duration, now: Instant) -> EphemeralResult<u64> {
@@ -325,9 +287,10 @@ impl MemoryStore {
         // A live entry continues its window; an absent or expired one starts a new one from 0.
         let current = match shard.map.get(key) {
             Some(entry) if entry.is_live(now) => {
-                let count = entry.value.as_count().ok_or_else(|| {
-                    EphemeralError::Unavailable("incr on a value that is not a counter".into())
-                })?;
+                let count = entry
+                    .value
+                    .as_count()
+                    .ok_or_else(|| EphemeralError::Unavailable("incr on a value that is not a counter".into()))?;
                 Some((count, entry.expires_at))
             }
             _ => None,
@@ -424,17 +387,11 @@ mod tests {
         let store = MemoryStore::new(100);
         let t0 = Instant::now();
         store.put_at("n", b"41", TTL, t0).unwrap();
-        assert_eq!(
-            store.incr_at("n", Duration::from_secs(1000), t0).unwrap(),
-            42
-        );
+        assert_eq!(store.incr_at("n", Duration::from_secs(1000), t0).unwrap(), 42);
         // The window of the value that was put is kept.
         assert_eq!(store.get_at("n", later(t0, 10)), None);
         store.put_at("s", b"not a number", TTL, t0).unwrap();
-        assert!(matches!(
-            store.incr_at("s", TTL, t0),
-            Err(EphemeralError::Unavailable(_))
-        ));
+        assert!(matches!(store.incr_at("s", TTL, t0), Err(EphemeralError::Unavailable(_))));
         assert_eq!(store.get_at("s", t0), Some(b"not a number".to_vec()));
     }
 
@@ -443,18 +400,14 @@ mod tests {
         let store = MemoryStore::new(10_000);
         let t0 = Instant::now();
         for i in 0..1000 {
-            store
-                .put_at(&format!("old{i}"), b"v", Duration::from_millis(10), t0)
-                .unwrap();
+            store.put_at(&format!("old{i}"), b"v", Duration::from_millis(10), t0).unwrap();
         }
         assert_eq!(store.len(), 1000);
         // Entries are expired, but before the sweep interval writes do not sweep (cost control).
         let mut fresh = 0;
         let early = t0 + Duration::from_millis(500);
         for i in 0..64 {
-            store
-                .put_at(&format!("early{i}"), b"v", TTL, early)
-                .unwrap();
+            store.put_at(&format!("early{i}"), b"v", TTL, early).unwrap();
             fresh += 1;
         }
         assert_eq!(store.len(), 1000 + fresh);
@@ -479,18 +432,9 @@ mod tests {
         for i in 0..8 {
             store.put_at(&format!("k{i}"), b"v", TTL, t0).unwrap();
         }
-        assert!(matches!(
-            store.put_at("new", b"v", TTL, t0),
-            Err(EphemeralError::Full(8))
-        ));
-        assert!(matches!(
-            store.put_if_absent_at("new", b"v", TTL, t0),
-            Err(EphemeralError::Full(8))
-        ));
-        assert!(matches!(
-            store.incr_at("new", TTL, t0),
-            Err(EphemeralError::Full(8))
-        ));
+        assert!(matches!(store.put_at("new", b"v", TTL, t0), Err(EphemeralError::Full(8))));
+        assert!(matches!(store.put_if_absent_at("new", b"v", TTL, t0), Err(EphemeralError::Full(8))));
+        assert!(matches!(store.incr_at("new", TTL, t0), Err(EphemeralError::Full(8))));
         // Existing keys can still be rewritten and counted: no new slot is needed.
         store.put_at("k0", b"w", TTL, t0).unwrap();
         assert!(!store.put_if_absent_at("k1", b"w", TTL, t0).unwrap());
@@ -507,10 +451,7 @@ mod tests {
             store.put_at(&format!("after{i}"), b"v", TTL, t1).unwrap();
         }
         assert_eq!(store.len(), 8);
-        assert!(matches!(
-            store.put_at("one more", b"v", TTL, t1),
-            Err(EphemeralError::Full(8))
-        ));
+        assert!(matches!(store.put_at("one more", b"v", TTL, t1), Err(EphemeralError::Full(8))));
     }
 
     #[test]

@@ -168,10 +168,7 @@ mod tests {
         // Binary values survive unchanged.
         let binary = [0u8, 255, 10, 13, 0];
         store.put("bin", &binary, LONG).await.unwrap();
-        assert_eq!(
-            store.get("bin").await.unwrap().as_deref(),
-            Some(&binary[..])
-        );
+        assert_eq!(store.get("bin").await.unwrap().as_deref(), Some(&binary[..]));
         store.delete("k").await.unwrap();
         store.delete("bin").await.unwrap();
         assert_eq!(store.get("k").await.unwrap(), None);
@@ -198,26 +195,17 @@ mod tests {
         assert!(store.put_if_absent("jti", b"first", SHORT).await.unwrap());
         assert!(!store.put_if_absent("jti", b"second", LONG).await.unwrap());
         // The refused write changed nothing: neither the value nor the expiry.
-        assert_eq!(
-            store.get("jti").await.unwrap().as_deref(),
-            Some(&b"first"[..])
-        );
+        assert_eq!(store.get("jti").await.unwrap().as_deref(), Some(&b"first"[..]));
         tokio::time::sleep(PAST_SHORT).await;
         assert!(store.put_if_absent("jti", b"third", LONG).await.unwrap());
-        assert_eq!(
-            store.get("jti").await.unwrap().as_deref(),
-            Some(&b"third"[..])
-        );
+        assert_eq!(store.get("jti").await.unwrap().as_deref(), Some(&b"third"[..]));
         store.delete("jti").await.unwrap();
     }
 
     async fn take_returns_the_value_once(store: SharedEphemeral) {
         assert_eq!(store.take("code").await.unwrap(), None);
         store.put("code", b"grant", LONG).await.unwrap();
-        assert_eq!(
-            store.take("code").await.unwrap().as_deref(),
-            Some(&b"grant"[..])
-        );
+        assert_eq!(store.take("code").await.unwrap().as_deref(), Some(&b"grant"[..]));
         assert_eq!(store.take("code").await.unwrap(), None);
         assert_eq!(store.get("code").await.unwrap(), None);
     }
@@ -271,14 +259,8 @@ mod tests {
         store.put("n", b"41", LONG).await.unwrap();
         assert_eq!(store.incr("n", LONG).await.unwrap(), 42);
         store.put("s", b"not a number", LONG).await.unwrap();
-        assert!(matches!(
-            store.incr("s", LONG).await,
-            Err(EphemeralError::Unavailable(_))
-        ));
-        assert_eq!(
-            store.get("s").await.unwrap().as_deref(),
-            Some(&b"not a number"[..])
-        );
+        assert!(matches!(store.incr("s", LONG).await, Err(EphemeralError::Unavailable(_))));
+        assert_eq!(store.get("s").await.unwrap().as_deref(), Some(&b"not a number"[..]));
         store.delete("n").await.unwrap();
         store.delete("s").await.unwrap();
     }
@@ -297,10 +279,7 @@ mod tests {
         }
         let seen: HashSet<u64> = tasks.join_all().await.into_iter().collect();
         assert_eq!(seen, (1..=CONCURRENCY as u64).collect::<HashSet<_>>());
-        assert_eq!(
-            store.get("hits").await.unwrap().as_deref(),
-            Some(CONCURRENCY.to_string().as_bytes())
-        );
+        assert_eq!(store.get("hits").await.unwrap().as_deref(), Some(CONCURRENCY.to_string().as_bytes()));
         store.delete("hits").await.unwrap();
     }
 
@@ -316,18 +295,9 @@ mod tests {
         for key in ["a", "b", "c"] {
             store.put(key, b"v", SHORT).await.unwrap();
         }
-        assert!(matches!(
-            store.put("d", b"v", LONG).await,
-            Err(EphemeralError::Full(3))
-        ));
-        assert!(matches!(
-            store.put_if_absent("d", b"v", LONG).await,
-            Err(EphemeralError::Full(3))
-        ));
-        assert!(matches!(
-            store.incr("d", LONG).await,
-            Err(EphemeralError::Full(3))
-        ));
+        assert!(matches!(store.put("d", b"v", LONG).await, Err(EphemeralError::Full(3))));
+        assert!(matches!(store.put_if_absent("d", b"v", LONG).await, Err(EphemeralError::Full(3))));
+        assert!(matches!(store.incr("d", LONG).await, Err(EphemeralError::Full(3))));
         // Nothing live was evicted to make room.
         for key in ["a", "b", "c"] {
             assert!(store.get(key).await.unwrap().is_some());

@@ -64,9 +64,7 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
+        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
     }
 }
 
@@ -79,9 +77,7 @@ impl RedisStore {
     /// failed logins. After start-up, lost connections are re-established automatically.
     pub async fn connect(url: &str, prefix: &str) -> EphemeralResult<Self> {
         let shown = redact_url(url);
-        let describe = |e: RedisError| {
-            EphemeralError::Unavailable(format!("cannot use Redis at {shown}: {e}"))
-        };
+        let describe = |e: RedisError| EphemeralError::Unavailable(format!("cannot use Redis at {shown}: {e}"));
         let client = Client::open(url).map_err(describe)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECTION_TIMEOUT))
@@ -90,24 +86,16 @@ impl RedisStore {
             .set_max_delay(RECONNECT_MAX_DELAY);
 
         let setup = async {
-            let connection = ConnectionManager::new_with_config(client, config)
-                .await
-                .map_err(describe)?;
-            let store = Self {
-                connection,
-                prefix: prefix.to_owned(),
-                incr_script: Script::new(INCR_SCRIPT),
-            };
+            let connection = ConnectionManager::new_with_config(client, config).await.map_err(describe)?;
+            let store = Self { connection, prefix: prefix.to_owned(), incr_script: Script::new(INCR_SCRIPT) };
             store.check_capabilities().await.map_err(describe)?;
             Ok(store)
         };
-        tokio::time::timeout(CONNECT_TIMEOUT, setup)
-            .await
-            .unwrap_or_else(|_| {
-                Err(EphemeralError::Unavailable(format!(
-                    "cannot use Redis at {shown}: no answer within {CONNECT_TIMEOUT:?}"
-                )))
-            })
+        tokio::time::timeout(CONNECT_TIMEOUT, setup).await.unwrap_or_else(|_| {
+            Err(EphemeralError::Unavailable(format!(
+                "cannot use Redis at {shown}: no answer within {CONNECT_TIMEOUT:?}"
+            )))
+        })
     }
 
     /// The key prefix in use.
@@ -138,17 +126,11 @@ impl RedisStore {
     /// Runs one Redis operation under [`OPERATION_TIMEOUT`], mapping failures to `Unavailable`.
     /// `op` names the command for the message; keys and values are never included, since they
     /// can be codes or session identifiers.
-    async fn run<T>(
-        &self,
-        op: &'static str,
-        fut: impl Future<Output = Result<T, RedisError>>,
-    ) -> EphemeralResult<T> {
+    async fn run<T>(&self, op: &'static str, fut: impl Future<Output = Result<T, RedisError>>) -> EphemeralResult<T> {
         match tokio::time::timeout(OPERATION_TIMEOUT, fut).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(EphemeralError::Unavailable(format!("redis {op}: {e}"))),
-            Err(_) => Err(EphemeralError::Unavailable(format!(
-                "redis {op}: no answer within {OPERATION_TIMEOUT:?}"
-            ))),
+            Err(_) => Err(EphemeralError::Unavailable(format!("redis {op}: no answer within {OPERATION_TIMEOUT:?}"))),
         }
     }
 }
@@ -156,9 +138,7 @@ impl RedisStore {
 /// TTL in whole milliseconds for `PX`/`PEXPIRE`: at least 1 (Redis rejects 0), at most
 /// [`MAX_TTL_MS`].
 fn ttl_ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis())
-        .unwrap_or(u64::MAX)
-        .clamp(1, MAX_TTL_MS)
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).clamp(1, MAX_TTL_MS)
 }
 
 /// A form of the Redis URL safe to log: scheme, host, port (or socket path) only. The password —
@@ -178,32 +158,15 @@ pub(super) fn redact_url(url: &str) -> String {
 impl EphemeralStore for RedisStore {
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> EphemeralResult<()> {
         let mut connection = self.connection.clone();
-        let command = ::redis::cmd("SET")
-            .arg(self.key(key))
-            .arg(value)
-            .arg("PX")
-            .arg(ttl_ms(ttl))
-            .to_owned();
-        self.run("SET", command.query_async::<()>(&mut connection))
-            .await
+        let command = ::redis::cmd("SET").arg(self.key(key)).arg(value).arg("PX").arg(ttl_ms(ttl)).to_owned();
+        self.run("SET", command.query_async::<()>(&mut connection)).await
     }
 
     async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> EphemeralResult<bool> {
         let mut connection = self.connection.clone();
-        let command = ::redis::cmd("SET")
-            .arg(self.key(key))
-            .arg(value)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms(ttl))
-            .to_owned();
+        let command = ::redis::cmd("SET").arg(self.key(key)).arg(value).arg("NX").arg("PX").arg(ttl_ms(ttl)).to_owned();
         // `OK` when stored, nil when the key already existed.
-        let reply = self
-            .run(
-                "SET NX",
-                command.query_async::<Option<String>>(&mut connection),
-            )
-            .await?;
+        let reply = self.run("SET NX", command.query_async::<Option<String>>(&mut connection)).await?;
         Ok(reply.is_some())
     }
 
@@ -216,30 +179,26 @@ impl EphemeralStore for RedisStore {
     async fn take(&self, key: &str) -> EphemeralResult<Option<Vec<u8>>> {
         let mut connection = self.connection.clone();
         let command = ::redis::cmd("GETDEL").arg(self.key(key)).to_owned();
-        self.run("GETDEL", command.query_async(&mut connection))
-            .await
+        self.run("GETDEL", command.query_async(&mut connection)).await
     }
 
     async fn delete(&self, key: &str) -> EphemeralResult<()> {
         let mut connection = self.connection.clone();
         let command = ::redis::cmd("DEL").arg(self.key(key)).to_owned();
-        self.run("DEL", command.query_async::<()>(&mut connection))
-            .await
+        self.run("DEL", command.query_async::<()>(&mut connection)).await
     }
 
     async fn incr(&self, key: &str, ttl: Duration) -> EphemeralResult<u64> {
         let mut connection = self.connection.clone();
         let mut invocation = self.incr_script.prepare_invoke();
         invocation.key(self.key(key)).arg(ttl_ms(ttl));
-        self.run("INCR", invocation.invoke_async::<u64>(&mut connection))
-            .await
+        self.run("INCR", invocation.invoke_async::<u64>(&mut connection)).await
     }
 
     async fn ping(&self) -> EphemeralResult<()> {
         let mut connection = self.connection.clone();
         let command = ::redis::cmd("PING");
-        self.run("PING", command.query_async::<()>(&mut connection))
-            .await
+        self.run("PING", command.query_async::<()>(&mut connection)).await
     }
 
     fn kind(&self) -> &'static str {
@@ -274,11 +233,7 @@ mod tests {
 
     async fn client_id(store: &RedisStore) -> i64 {
         let mut connection = store.connection.clone();
-        ::redis::cmd("CLIENT")
-            .arg("ID")
-            .query_async(&mut connection)
-            .await
-            .unwrap()
+        ::redis::cmd("CLIENT").arg("ID").query_async(&mut connection).await.unwrap()
     }
 
     /// What `/readyz` relies on: after the connection is lost (here: killed by the server), the
@@ -292,13 +247,7 @@ mod tests {
         // Kill exactly our connection (not those of tests running in parallel).
         let admin = Client::open(redis_url()).unwrap();
         let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
-        ::redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("ID")
-            .arg(before)
-            .query_async::<()>(&mut admin)
-            .await
-            .unwrap();
+        ::redis::cmd("CLIENT").arg("KILL").arg("ID").arg(before).query_async::<()>(&mut admin).await.unwrap();
 
         // The first command may fail (it discovers the loss); within a few seconds it works.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -312,11 +261,7 @@ mod tests {
                 Err(e) => panic!("no reconnection within 10 s: {e}"),
             }
         }
-        assert_ne!(
-            client_id(&store).await,
-            before,
-            "a new connection is in use"
-        );
+        assert_ne!(client_id(&store).await, before, "a new connection is in use");
         assert_eq!(store.take("k").await.unwrap().as_deref(), Some(&b"v"[..]));
     }
 
@@ -371,11 +316,7 @@ mod tests {
             eprintln!("skipping: TEST_REDIS_URL has credentials");
             return;
         }
-        let upstream = format!(
-            "{}:{}",
-            parsed.host_str().unwrap_or("127.0.0.1"),
-            parsed.port().unwrap_or(6379)
-        );
+        let upstream = format!("{}:{}", parsed.host_str().unwrap_or("127.0.0.1"), parsed.port().unwrap_or(6379));
         let (proxy_url, frozen) = freezable_proxy(upstream).await;
         let prefix = format!("{}:", unique_name("t"));
         let store = match RedisStore::connect(&proxy_url, &prefix).await {
@@ -391,14 +332,8 @@ mod tests {
         let started = std::time::Instant::now();
         let result = store.get("k").await;
         let elapsed = started.elapsed();
-        assert!(
-            matches!(result, Err(EphemeralError::Unavailable(_))),
-            "{result:?}"
-        );
-        assert!(
-            elapsed <= OPERATION_TIMEOUT + Duration::from_millis(500),
-            "took {elapsed:?}"
-        );
+        assert!(matches!(result, Err(EphemeralError::Unavailable(_))), "{result:?}");
+        assert!(elapsed <= OPERATION_TIMEOUT + Duration::from_millis(500), "took {elapsed:?}");
     }
 
     #[test]
@@ -407,14 +342,8 @@ mod tests {
             redact_url("redis://user:s3cret@cache.internal:6380/2?protocol=resp3"),
             "redis://cache.internal:6380"
         );
-        assert_eq!(
-            redact_url("rediss://:s3cret@cache.internal"),
-            "rediss://cache.internal"
-        );
-        assert_eq!(
-            redact_url("redis+unix:///run/redis.sock"),
-            "redis+unix:///run/redis.sock"
-        );
+        assert_eq!(redact_url("rediss://:s3cret@cache.internal"), "rediss://cache.internal");
+        assert_eq!(redact_url("redis+unix:///run/redis.sock"), "redis+unix:///run/redis.sock");
         assert!(!redact_url("not a url s3cret").contains("s3cret"));
     }
 

@@ -93,16 +93,11 @@ pub async fn retire(
         return Err(KeyError::UnknownKid(kid.to_string()));
     };
     if let Some(retired_at) = target.retired_at {
-        return Err(KeyError::AlreadyRetired {
-            kid: kid.to_string(),
-            retired_at,
-        });
+        return Err(KeyError::AlreadyRetired { kid: kid.to_string(), retired_at });
     }
     if let Some(alg) = SigningAlg::parse(&target.alg).filter(|alg| algorithms.contains(alg)) {
-        let others: Vec<&SigningKeyRecord> = records
-            .iter()
-            .filter(|r| r.kid != kid && r.alg == target.alg && !is_retired(r, now))
-            .collect();
+        let others: Vec<&SigningKeyRecord> =
+            records.iter().filter(|r| r.kid != kid && r.alg == target.alg && !is_retired(r, now)).collect();
         if !others.iter().any(|r| r.activates_at <= now) {
             let alg = alg.as_str();
             let reason = match others.iter().map(|r| r.activates_at).min() {
@@ -116,10 +111,7 @@ pub async fn retire(
                      (`habilis keys rotate --alg {alg}`) or remove {alg} from keys.algorithms"
                 ),
             };
-            return Err(KeyError::RetireRefused {
-                kid: kid.to_string(),
-                reason,
-            });
+            return Err(KeyError::RetireRefused { kid: kid.to_string(), reason });
         }
     }
     if !store.retire_signing_key(kid, now).await? {
@@ -127,10 +119,7 @@ pub async fn retire(
         return Err(KeyError::UnknownKid(kid.to_string()));
     }
     tracing::info!(kid, alg = %target.alg, "retired signing key");
-    Ok(SigningKeyRecord {
-        retired_at: Some(now),
-        ..target.clone()
-    })
+    Ok(SigningKeyRecord { retired_at: Some(now), ..target.clone() })
 }
 
 /// Deletes keys retired more than `retention` ago (`Config::longest_signed_token_lifetime`): no
@@ -139,14 +128,8 @@ pub async fn purge(store: &dyn Store, now: UnixTime, retention: Duration) -> Res
     purge_before(store, now, secs(retention)).await
 }
 
-pub(super) async fn purge_before(
-    store: &dyn Store,
-    now: UnixTime,
-    retention: i64,
-) -> Result<u64, KeyError> {
-    let purged = store
-        .purge_signing_keys(now.saturating_sub(retention))
-        .await?;
+pub(super) async fn purge_before(store: &dyn Store, now: UnixTime, retention: i64) -> Result<u64, KeyError> {
+    let purged = store.purge_signing_keys(now.saturating_sub(retention)).await?;
     if purged > 0 {
         tracing::info!(purged, "purged expired signing keys");
     }
@@ -155,11 +138,7 @@ pub(super) async fn purge_before(
 
 /// The state of each key at `now`, for listing; sorted by algorithm then creation. Uses the same
 /// rules as the running key set, so the listing says exactly what the servers do (after reload).
-pub fn describe(
-    records: &[SigningKeyRecord],
-    now: UnixTime,
-    retention: Duration,
-) -> Vec<KeyStatus> {
+pub fn describe(records: &[SigningKeyRecord], now: UnixTime, retention: Duration) -> Vec<KeyStatus> {
     let retention = secs(retention);
     let signers = signers_by_alg(records, now);
     let mut statuses: Vec<KeyStatus> = records
@@ -167,11 +146,7 @@ pub fn describe(
         .map(|r| {
             let until = published_until(r, retention);
             let state = if is_retired(r, now) {
-                if until.is_some_and(|u| u > now) {
-                    KeyState::RetiredPublished
-                } else {
-                    KeyState::Expired
-                }
+                if until.is_some_and(|u| u > now) { KeyState::RetiredPublished } else { KeyState::Expired }
             } else if r.activates_at > now {
                 KeyState::Pending
             } else if signers.get(r.alg.as_str()).is_some_and(|s| s.kid == r.kid) {
@@ -198,9 +173,6 @@ pub fn describe(
 fn format_time(at: UnixTime) -> String {
     time::OffsetDateTime::from_unix_timestamp(at)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| at.to_string())
 }

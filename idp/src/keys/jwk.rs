@@ -36,10 +36,7 @@ pub(super) struct KeyMaterial {
 impl fmt::Debug for KeyMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never delegate to the signer's Debug: it holds the private key.
-        f.debug_struct("KeyMaterial")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
+        f.debug_struct("KeyMaterial").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
     }
 }
 
@@ -77,9 +74,7 @@ pub fn thumbprint(jwk: &Jwk) -> Result<String, KeyError> {
         "RSA" => &["e", "kty", "n"],
         "OKP" => &["crv", "kty", "x"],
         other => {
-            return Err(KeyError::Crypto(format!(
-                "no thumbprint for key type `{other}`"
-            )));
+            return Err(KeyError::Crypto(format!("no thumbprint for key type `{other}`")));
         }
     };
     // Built by hand rather than by serialising a map: serde_json's map order depends on a feature
@@ -106,29 +101,17 @@ pub fn thumbprint(jwk: &Jwk) -> Result<String, KeyError> {
 fn public_jwk(private: &Jwk, alg: SigningAlg) -> Result<Jwk, String> {
     let (kty, members, curve) = shape(alg);
     if private.key_type() != kty {
-        return Err(format!(
-            "key type `{}` does not fit {}",
-            private.key_type(),
-            alg.as_str()
-        ));
+        return Err(format!("key type `{}` does not fit {}", private.key_type(), alg.as_str()));
     }
     if let Some(curve) = curve
         && private.curve() != Some(curve)
     {
-        return Err(format!(
-            "curve {:?} does not fit {}",
-            private.curve(),
-            alg.as_str()
-        ));
+        return Err(format!("curve {:?} does not fit {}", private.curve(), alg.as_str()));
     }
     let mut public = Jwk::new(kty);
     for name in members {
-        let value = private
-            .parameter(name)
-            .ok_or_else(|| format!("the member `{name}` is missing"))?;
-        public
-            .set_parameter(name, Some(value.clone()))
-            .map_err(|e| e.to_string())?;
+        let value = private.parameter(name).ok_or_else(|| format!("the member `{name}` is missing"))?;
+        public.set_parameter(name, Some(value.clone())).map_err(|e| e.to_string())?;
     }
     Ok(public)
 }
@@ -137,12 +120,8 @@ fn public_jwk(private: &Jwk, alg: SigningAlg) -> Result<Jwk, String> {
 pub(super) fn generate_private(alg: SigningAlg) -> Result<SecretJwk, KeyError> {
     let jwk = match alg {
         SigningAlg::ES256 => jws::ES256.generate_key_pair().map(|k| k.to_jwk_key_pair()),
-        SigningAlg::RS256 => jws::RS256
-            .generate_key_pair(RSA_BITS)
-            .map(|k| k.to_jwk_key_pair()),
-        SigningAlg::EdDSA => jws::EdDSA
-            .generate_key_pair(Ed25519)
-            .map(|k| k.to_jwk_key_pair()),
+        SigningAlg::RS256 => jws::RS256.generate_key_pair(RSA_BITS).map(|k| k.to_jwk_key_pair()),
+        SigningAlg::EdDSA => jws::EdDSA.generate_key_pair(Ed25519).map(|k| k.to_jwk_key_pair()),
     }
     .map_err(|e| KeyError::Crypto(format!("generating a {} key: {e}", alg.as_str())))?;
     Ok(SecretJwk(jwk))
@@ -198,31 +177,19 @@ pub(super) fn seal_record(
 /// thumbprint is the record's kid. Everything published and verified comes from the sealed (hence
 /// authenticated) private key, never from the record's clear-text `public_jwk`, so that write
 /// access to the database alone cannot slip a foreign key into the JWKS.
-pub(super) fn open_record(
-    master: &MasterKey,
-    record: &SigningKeyRecord,
-) -> Result<KeyMaterial, KeyError> {
+pub(super) fn open_record(master: &MasterKey, record: &SigningKeyRecord) -> Result<KeyMaterial, KeyError> {
     let kid = record.kid.clone();
-    let corrupt = |reason: String| KeyError::CorruptKey {
-        kid: kid.clone(),
-        reason,
-    };
+    let corrupt = |reason: String| KeyError::CorruptKey { kid: kid.clone(), reason };
     let alg = SigningAlg::parse(&record.alg).ok_or_else(|| {
-        corrupt(format!(
-            "unsupported algorithm `{}` (this version knows ES256, RS256, EdDSA)",
-            record.alg
-        ))
+        corrupt(format!("unsupported algorithm `{}` (this version knows ES256, RS256, EdDSA)", record.alg))
     })?;
     let plaintext = master
         .open(&record.private_sealed, record.kid.as_bytes())
         .map_err(|_| KeyError::Undecryptable { kid: kid.clone() })?;
-    let private =
-        SecretJwk(Jwk::from_bytes(&*plaintext).map_err(|e| corrupt(format!("not a JWK: {e}")))?);
+    let private = SecretJwk(Jwk::from_bytes(&*plaintext).map_err(|e| corrupt(format!("not a JWK: {e}")))?);
     let mut public = public_jwk(&private.0, alg).map_err(&corrupt)?;
     if thumbprint(&public)? != record.kid {
-        return Err(corrupt(
-            "the key's thumbprint does not match its kid".into(),
-        ));
+        return Err(corrupt("the key's thumbprint does not match its kid".into()));
     }
     public.set_key_id(kid.clone());
     public.set_algorithm(alg.as_str());
@@ -252,12 +219,5 @@ pub(super) fn open_record(
             (Box::new(s), Box::new(v))
         }
     };
-    Ok(KeyMaterial {
-        kid,
-        alg,
-        sealed: record.private_sealed.clone(),
-        public_jwk: public.into(),
-        signer,
-        verifier,
-    })
+    Ok(KeyMaterial { kid, alg, sealed: record.private_sealed.clone(), public_jwk: public.into(), signer, verifier })
 }

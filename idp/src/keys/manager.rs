@@ -42,15 +42,9 @@ pub(super) fn is_published(record: &SigningKeyRecord, now: UnixTime, retention: 
 /// keys that are activated and not retired. Pending keys never sign, even when no key of their
 /// algorithm is active. Ties (two instances generating at once on an empty database) break on
 /// `created_at` then `kid`, so every instance picks the same key.
-pub(super) fn signers_by_alg(
-    records: &[SigningKeyRecord],
-    now: UnixTime,
-) -> HashMap<&str, &SigningKeyRecord> {
+pub(super) fn signers_by_alg(records: &[SigningKeyRecord], now: UnixTime) -> HashMap<&str, &SigningKeyRecord> {
     let mut chosen: HashMap<&str, &SigningKeyRecord> = HashMap::new();
-    for record in records
-        .iter()
-        .filter(|r| !is_retired(r, now) && r.activates_at <= now)
-    {
+    for record in records.iter().filter(|r| !is_retired(r, now) && r.activates_at <= now) {
         let rank = |r: &SigningKeyRecord| (r.activates_at, r.created_at, r.kid.clone());
         match chosen.get(record.alg.as_str()) {
             Some(current) if rank(current) >= rank(record) => {}
@@ -107,10 +101,8 @@ impl KeySet {
             materials.insert(record.kid.clone(), material);
         }
 
-        let mut published_records: Vec<&SigningKeyRecord> = records
-            .iter()
-            .filter(|r| is_published(r, now, retention))
-            .collect();
+        let mut published_records: Vec<&SigningKeyRecord> =
+            records.iter().filter(|r| is_published(r, now, retention)).collect();
         // A stable order keeps the body, hence the ETag, identical across reloads and instances.
         published_records.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
         let mut published = HashMap::with_capacity(published_records.len());
@@ -139,21 +131,11 @@ impl KeySet {
             .map_err(|e| KeyError::Crypto(format!("serialising the JWKS: {e}")))?;
         let digest = Sha256::digest(&jwks);
         let etag = format!("\"{}\"", &hex::encode(digest)[..16]);
-        Ok(KeySet {
-            materials,
-            published,
-            signers,
-            jwks: Bytes::from(jwks),
-            etag,
-        })
+        Ok(KeySet { materials, published, signers, jwks: Bytes::from(jwks), etag })
     }
 
     fn describe_signers(&self) -> String {
-        let parts: Vec<String> = self
-            .signers
-            .iter()
-            .map(|(alg, m)| format!("{}={}", alg.as_str(), m.kid))
-            .collect();
+        let parts: Vec<String> = self.signers.iter().map(|(alg, m)| format!("{}={}", alg.as_str(), m.kid)).collect();
         parts.join(" ")
     }
 }
@@ -199,11 +181,7 @@ impl KeyManager {
     }
 
     /// [`KeyManager::start_at`] the current time.
-    pub async fn start(
-        store: SharedStore,
-        master: MasterKey,
-        config: &Config,
-    ) -> Result<Arc<KeyManager>, KeyError> {
+    pub async fn start(store: SharedStore, master: MasterKey, config: &Config) -> Result<Arc<KeyManager>, KeyError> {
         KeyManager::start_at(store, master, config, unix_now()).await
     }
 
@@ -229,11 +207,7 @@ impl KeyManager {
         let missing: Vec<SigningAlg> = algorithms
             .iter()
             .copied()
-            .filter(|alg| {
-                !records
-                    .iter()
-                    .any(|r| r.alg == alg.as_str() && !is_retired(r, now))
-            })
+            .filter(|alg| !records.iter().any(|r| r.alg == alg.as_str() && !is_retired(r, now)))
             .collect();
         if !missing.is_empty() {
             for alg in missing {
@@ -268,14 +242,7 @@ impl KeyManager {
         }
         let records = self.store.list_signing_keys().await?;
         let previous = self.set.load_full();
-        let set = KeySet::build(
-            &records,
-            now,
-            self.retention,
-            &self.algorithms,
-            &self.master,
-            Some(&previous),
-        )?;
+        let set = KeySet::build(&records, now, self.retention, &self.algorithms, &self.master, Some(&previous))?;
         if set.etag != previous.etag || set.describe_signers() != previous.describe_signers() {
             tracing::info!(
                 signers = %set.describe_signers(),
@@ -315,23 +282,13 @@ impl KeyManager {
     /// Claims are serialised exactly as given: put integer `iat`/`exp` in the map (josekit's date
     /// setters would write fractional seconds). This is the token hot path: no JWK parsing, no
     /// store access, no lock — one atomic load, one JSON serialisation, one signature.
-    pub fn sign(
-        &self,
-        alg: Option<SigningAlg>,
-        typ: &str,
-        claims: &Map<String, Value>,
-    ) -> Result<String, KeyError> {
+    pub fn sign(&self, alg: Option<SigningAlg>, typ: &str, claims: &Map<String, Value>) -> Result<String, KeyError> {
         let alg = alg.unwrap_or(self.default_alg);
         let set = self.set.load();
         let material = set.signer(alg).ok_or_else(|| {
-            if self.algorithms.contains(&alg) {
-                KeyError::NoActiveKey(alg)
-            } else {
-                KeyError::AlgorithmNotEnabled(alg)
-            }
+            if self.algorithms.contains(&alg) { KeyError::NoActiveKey(alg) } else { KeyError::AlgorithmNotEnabled(alg) }
         })?;
-        let payload = serde_json::to_vec(claims)
-            .map_err(|e| KeyError::Crypto(format!("serialising claims: {e}")))?;
+        let payload = serde_json::to_vec(claims).map_err(|e| KeyError::Crypto(format!("serialising claims: {e}")))?;
         let mut header = JwsHeader::new();
         header.set_token_type(typ);
         jws::serialize_compact(&payload, &header, &*material.signer)
@@ -380,11 +337,7 @@ impl KeyManager {
     /// advertises as `id_token_signing_alg_values_supported` and the like.
     pub fn signing_algs(&self) -> Vec<SigningAlg> {
         let set = self.set.load();
-        self.algorithms
-            .iter()
-            .copied()
-            .filter(|alg| set.signer(*alg).is_some())
-            .collect()
+        self.algorithms.iter().copied().filter(|alg| set.signer(*alg).is_some()).collect()
     }
 
     pub fn default_alg(&self) -> SigningAlg {

@@ -68,15 +68,11 @@ impl MasterKey {
     pub fn from_base64(text: &str) -> Result<MasterKey, KeyError> {
         let text = text.trim();
         let decoded = Zeroizing::new(
-            STANDARD_ANY_PADDING
-                .decode(text)
-                .or_else(|_| URL_SAFE_ANY_PADDING.decode(text))
-                .map_err(|_| {
-                    KeyError::InvalidMasterKey(
-                        "not valid base64; expected the base64 of 32 random bytes (e.g. `openssl rand -base64 32`)"
-                            .into(),
-                    )
-                })?,
+            STANDARD_ANY_PADDING.decode(text).or_else(|_| URL_SAFE_ANY_PADDING.decode(text)).map_err(|_| {
+                KeyError::InvalidMasterKey(
+                    "not valid base64; expected the base64 of 32 random bytes (e.g. `openssl rand -base64 32`)".into(),
+                )
+            })?,
         );
         if decoded.len() != KEY_LEN {
             return Err(KeyError::InvalidMasterKey(format!(
@@ -106,8 +102,7 @@ impl MasterKey {
         // Built per call (a key expansion costs well under a microsecond) so that the expanded key
         // schedule does not live in memory next to the key: aes-gcm zeroizes it only with a feature
         // that is not enabled in this tree.
-        Aes256Gcm::new_from_slice(self.key.as_ref())
-            .map_err(|_| KeyError::Crypto("AES-256 key of wrong length".into()))
+        Aes256Gcm::new_from_slice(self.key.as_ref()).map_err(|_| KeyError::Crypto("AES-256 key of wrong length".into()))
     }
 
     /// Encrypts and authenticates `plaintext`, binding it to `aad`. Output: version byte 1, random
@@ -119,13 +114,7 @@ impl MasterKey {
         let nonce = Nonce::from(nonce_bytes);
         let ciphertext = self
             .cipher()?
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
+            .encrypt(&nonce, Payload { msg: plaintext, aad })
             .map_err(|_| KeyError::Crypto("AES-GCM encryption failed".into()))?;
         let mut sealed = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
         sealed.push(VERSION);
@@ -144,13 +133,7 @@ impl MasterKey {
         nonce_bytes.copy_from_slice(&sealed[1..1 + NONCE_LEN]);
         let nonce = Nonce::from(nonce_bytes);
         self.cipher()?
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: &sealed[1 + NONCE_LEN..],
-                    aad,
-                },
-            )
+            .decrypt(&nonce, Payload { msg: &sealed[1 + NONCE_LEN..], aad })
             .map(Zeroizing::new)
             .map_err(|_| KeyError::Unseal)
     }
@@ -164,10 +147,7 @@ impl MasterKey {
     ///    otherwise generate a key and create the file (and its directory) with mode 0600.
     ///
     /// `store_has_keys` is whether the database already holds sealed signing keys.
-    pub fn load_or_create(
-        config: &Config,
-        store_has_keys: bool,
-    ) -> Result<(MasterKey, MasterKeySource), KeyError> {
+    pub fn load_or_create(config: &Config, store_has_keys: bool) -> Result<(MasterKey, MasterKeySource), KeyError> {
         if let Some(inline) = &config.keys.master_key {
             return Ok((MasterKey::from_base64(inline)?, MasterKeySource::Config));
         }
@@ -186,10 +166,7 @@ impl MasterKey {
 }
 
 fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::MasterKeyFile {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| KeyError::MasterKeyFile { path: path.to_path_buf(), source }
 }
 
 fn read_key_file(path: &Path) -> Result<MasterKey, KeyError> {
@@ -203,9 +180,7 @@ fn read_key_file(path: &Path) -> Result<MasterKey, KeyError> {
     }
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(file_error(path))?);
     MasterKey::from_base64(&text).map_err(|e| match e {
-        KeyError::InvalidMasterKey(reason) => {
-            KeyError::InvalidMasterKey(format!("in {}: {reason}", path.display()))
-        }
+        KeyError::InvalidMasterKey(reason) => KeyError::InvalidMasterKey(format!("in {}: {reason}", path.display())),
         other => other,
     })
 }
@@ -213,18 +188,10 @@ fn read_key_file(path: &Path) -> Result<MasterKey, KeyError> {
 fn create_key_file(path: &Path) -> Result<(MasterKey, MasterKeySource), KeyError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         // 0700: the data directory also holds the SQLite database in embedded mode.
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(file_error(parent))?;
+        DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(file_error(parent))?;
     }
     let key = MasterKey::generate();
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path);
+    let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
     let mut file = match file {
         Ok(file) => file,
         // Another instance sharing this data directory created it between our read and now: use
@@ -237,10 +204,7 @@ fn create_key_file(path: &Path) -> Result<(MasterKey, MasterKeySource), KeyError
     // Two writes rather than pushing '\n' onto the text: a reallocation would leave a copy of the
     // key in freed memory.
     let text = key.to_base64();
-    let written = file
-        .write_all(text.as_bytes())
-        .and_then(|()| file.write_all(b"\n"))
-        .and_then(|()| file.sync_all());
+    let written = file.write_all(text.as_bytes()).and_then(|()| file.write_all(b"\n")).and_then(|()| file.sync_all());
     if let Err(e) = written {
         // Nothing has been sealed with this key yet: remove the partial file rather than leave one
         // that the next start would reject as damaged.

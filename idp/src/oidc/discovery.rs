@@ -23,15 +23,9 @@ impl DiscoveryDocument {
         let issuer = config.issuer_string();
         let mut doc = Map::new();
         doc.insert("issuer".into(), json!(issuer));
-        doc.insert(
-            "jwks_uri".into(),
-            json!(format!("{issuer}{}", super::jwks::PATH)),
-        );
+        doc.insert("jwks_uri".into(), json!(format!("{issuer}{}", super::jwks::PATH)));
         doc.insert("subject_types_supported".into(), json!(["public"]));
-        doc.insert(
-            "id_token_signing_alg_values_supported".into(),
-            json!(signing_algs),
-        );
+        doc.insert("id_token_signing_alg_values_supported".into(), json!(signing_algs));
         doc.insert("claims_parameter_supported".into(), Value::Bool(false));
         doc.insert("request_parameter_supported".into(), Value::Bool(false));
         doc.insert("request_uri_parameter_supported".into(), Value::Bool(false));

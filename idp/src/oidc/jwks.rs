@@ -10,10 +10,5 @@ pub const PATH: &str = "/jwks";
 
 pub async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let (body, etag) = state.keys.jwks();
-    crate::web::cached_json(
-        &headers,
-        body,
-        &etag,
-        state.config.keys.jwks_max_age.as_secs(),
-    )
+    crate::web::cached_json(&headers, body, &etag, state.config.keys.jwks_max_age.as_secs())
 }

@@ -1,7 +1,12 @@
 //! OpenID Connect endpoints. Discovery is generated from what is enabled: each endpoint module
 //! contributes its metadata, so nothing is advertised that is not implemented.
 
+pub mod authorize;
+pub mod claims;
+pub mod consent;
 pub mod discovery;
+pub mod interaction;
 pub mod jwks;
 pub mod params;
+pub mod token;
 pub mod tokens;

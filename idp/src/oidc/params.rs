@@ -28,22 +28,16 @@ impl Params {
                 continue;
             }
             if count >= MAX_PARAMS {
-                return Err(OAuthError::invalid_request(format!(
-                    "too many parameters (at most {MAX_PARAMS})"
-                )));
+                return Err(OAuthError::invalid_request(format!("too many parameters (at most {MAX_PARAMS})")));
             }
             let (name, value) = match pair.iter().position(|b| *b == b'=') {
                 Some(i) => (&pair[..i], &pair[i + 1..]),
                 None => (pair, &b""[..]),
             };
-            let name = decode(name).ok_or_else(|| {
-                OAuthError::invalid_request("a parameter name is not valid UTF-8")
-            })?;
+            let name =
+                decode(name).ok_or_else(|| OAuthError::invalid_request("a parameter name is not valid UTF-8"))?;
             let value = decode(value).ok_or_else(|| {
-                OAuthError::invalid_request(format!(
-                    "parameter `{}` is not valid UTF-8",
-                    printable(&name)
-                ))
+                OAuthError::invalid_request(format!("parameter `{}` is not valid UTF-8", printable(&name)))
             })?;
             if value.len() > MAX_VALUE_BYTES {
                 return Err(OAuthError::invalid_request(format!(
@@ -55,10 +49,7 @@ impl Params {
                 continue;
             }
             if values.insert(name.clone(), value).is_some() {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter `{}` is repeated",
-                    printable(&name)
-                )));
+                return Err(OAuthError::invalid_request(format!("parameter `{}` is repeated", printable(&name))));
             }
         }
         Ok(Params { values })
@@ -70,8 +61,7 @@ impl Params {
 
     /// A required parameter, or `invalid_request` naming it.
     pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
-        self.get(name)
-            .ok_or_else(|| OAuthError::invalid_request(format!("missing parameter `{name}`")))
+        self.get(name).ok_or_else(|| OAuthError::invalid_request(format!("missing parameter `{name}`")))
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -101,20 +91,14 @@ impl Params {
 
 fn decode(raw: &[u8]) -> Option<String> {
     // `+` means space in form encoding; then percent-decode and insist on UTF-8.
-    let plus_decoded: Vec<u8> = raw
-        .iter()
-        .map(|b| if *b == b'+' { b' ' } else { *b })
-        .collect();
+    let plus_decoded: Vec<u8> = raw.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
     let bytes: Vec<u8> = percent_encoding::percent_decode(&plus_decoded).collect();
     String::from_utf8(bytes).ok()
 }
 
 /// A parameter name safe to echo in an error description.
 fn printable(name: &str) -> String {
-    name.chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(40)
-        .collect()
+    name.chars().filter(|c| c.is_ascii_graphic()).take(40).collect()
 }
 
 #[cfg(test)]
@@ -123,16 +107,13 @@ mod tests {
 
     #[test]
     fn parses_and_decodes() {
-        let p = Params::parse(b"response_type=code&scope=openid+profile&redirect_uri=https%3A%2F%2Fa.example%2Fcb&empty=").unwrap();
+        let p =
+            Params::parse(b"response_type=code&scope=openid+profile&redirect_uri=https%3A%2F%2Fa.example%2Fcb&empty=")
+                .unwrap();
         assert_eq!(p.get("scope"), Some("openid profile"));
         assert_eq!(p.get("redirect_uri"), Some("https://a.example/cb"));
         assert_eq!(p.get("empty"), None);
-        assert!(
-            p.require("state")
-                .unwrap_err()
-                .description
-                .contains("state")
-        );
+        assert!(p.require("state").unwrap_err().description.contains("state"));
     }
 
     #[test]
@@ -151,32 +132,14 @@ mod tests {
     #[test]
     fn oversize_and_too_many_are_refused() {
         let long = format!("state={}", "a".repeat(MAX_VALUE_BYTES + 1));
-        assert!(
-            Params::parse(long.as_bytes())
-                .unwrap_err()
-                .description
-                .contains("too long")
-        );
+        assert!(Params::parse(long.as_bytes()).unwrap_err().description.contains("too long"));
         let many: Vec<String> = (0..=MAX_PARAMS).map(|i| format!("p{i}=x")).collect();
-        assert!(
-            Params::parse(many.join("&").as_bytes())
-                .unwrap_err()
-                .description
-                .contains("too many")
-        );
+        assert!(Params::parse(many.join("&").as_bytes()).unwrap_err().description.contains("too many"));
     }
 
     #[test]
     fn garbage_never_panics() {
-        for raw in [
-            &b"=&=&&=="[..],
-            b"%",
-            b"%%%",
-            b"a=%G1",
-            b"\xff\xfe=\x00",
-            b"=====",
-            b"a",
-        ] {
+        for raw in [&b"=&=&&=="[..], b"%", b"%%%", b"a=%G1", b"\xff\xfe=\x00", b"=====", b"a"] {
             let _ = Params::parse(raw);
         }
     }

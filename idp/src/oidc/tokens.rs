@@ -106,27 +106,14 @@ pub fn mint_access_token(
         exp: now + request.lifetime,
         auth_time: request.auth.map(|a| a.auth_time),
         acr: request.auth.and_then(|a| a.acr.clone()),
-        amr: request
-            .auth
-            .map(|a| a.amr.clone())
-            .filter(|amr| !amr.is_empty()),
+        amr: request.auth.map(|a| a.amr.clone()).filter(|amr| !amr.is_empty()),
         sid: request.auth.and_then(|a| a.sid.clone()),
         gid: request.grant_id.map(str::to_string),
-        uid: request
-            .account_id
-            .filter(|id| *id != request.subject)
-            .map(str::to_string),
+        uid: request.account_id.filter(|id| *id != request.subject).map(str::to_string),
     };
     let map = to_map(&claims)?;
-    let token = state
-        .keys
-        .sign(None, "at+jwt", &map)
-        .map_err(signing_error)?;
-    Ok(MintedAccessToken {
-        token,
-        claims,
-        expires_in: request.lifetime,
-    })
+    let token = state.keys.sign(None, "at+jwt", &map).map_err(signing_error)?;
+    Ok(MintedAccessToken { token, claims, expires_in: request.lifetime })
 }
 
 pub struct IdTokenRequest<'a> {
@@ -141,11 +128,7 @@ pub struct IdTokenRequest<'a> {
     pub extra: Map<String, Value>,
 }
 
-pub fn mint_id_token(
-    state: &AppState,
-    request: IdTokenRequest<'_>,
-    now: i64,
-) -> Result<String, OAuthError> {
+pub fn mint_id_token(state: &AppState, request: IdTokenRequest<'_>, now: i64) -> Result<String, OAuthError> {
     let alg = request.alg.unwrap_or(state.keys.default_alg());
     let mut claims = request.extra;
     claims.insert("iss".into(), json!(state.config.issuer_string()));
@@ -170,10 +153,7 @@ pub fn mint_id_token(
     if let Some(at) = request.access_token {
         claims.insert("at_hash".into(), json!(left_half_hash(alg, at)));
     }
-    state
-        .keys
-        .sign(Some(alg), "JWT", &claims)
-        .map_err(signing_error)
+    state.keys.sign(Some(alg), "JWT", &claims).map_err(signing_error)
 }
 
 /// OIDC Core §3.1.3.6: base64url of the left half of the hash used by the signing algorithm.
@@ -202,20 +182,9 @@ fn grant_key(gid: &str) -> String {
 }
 
 /// Marks one access token revoked until it would have expired anyway.
-pub async fn revoke_access_token(
-    state: &AppState,
-    claims: &AccessClaims,
-    now: i64,
-) -> Result<(), OAuthError> {
+pub async fn revoke_access_token(state: &AppState, claims: &AccessClaims, now: i64) -> Result<(), OAuthError> {
     let remaining = (claims.exp - now).max(1) as u64;
-    state
-        .ephemeral
-        .put(
-            &jti_key(&claims.jti),
-            b"1",
-            std::time::Duration::from_secs(remaining + 60),
-        )
-        .await?;
+    state.ephemeral.put(&jti_key(&claims.jti), b"1", std::time::Duration::from_secs(remaining + 60)).await?;
     Ok(())
 }
 
@@ -233,42 +202,25 @@ pub fn invalid_token(description: &'static str) -> OAuthError {
 }
 
 /// Verifies signature, type, issuer, expiry and revocation of an access token.
-pub async fn verify_access_token(
-    state: &AppState,
-    token: &str,
-    now: i64,
-) -> Result<AccessClaims, OAuthError> {
+pub async fn verify_access_token(state: &AppState, token: &str, now: i64) -> Result<AccessClaims, OAuthError> {
     if token.len() > 8192 || token.split('.').count() != 3 {
         return Err(invalid_token("the access token is malformed"));
     }
     let typ_ok = token
         .split('.')
         .next()
-        .and_then(|h| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(h)
-                .ok()
-        })
+        .and_then(|h| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).ok())
         .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
-        .and_then(|h| {
-            h.get("typ")
-                .and_then(Value::as_str)
-                .map(|t| t.eq_ignore_ascii_case("at+jwt"))
-        })
+        .and_then(|h| h.get("typ").and_then(Value::as_str).map(|t| t.eq_ignore_ascii_case("at+jwt")))
         .unwrap_or(false);
     if !typ_ok {
         return Err(invalid_token("not an access token (typ must be at+jwt)"));
     }
-    let map = state
-        .keys
-        .verify(token)
-        .map_err(|_| invalid_token("the access token signature does not verify"))?;
+    let map = state.keys.verify(token).map_err(|_| invalid_token("the access token signature does not verify"))?;
     let claims: AccessClaims = serde_json::from_value(Value::Object(map))
         .map_err(|_| invalid_token("the access token is missing required claims"))?;
     if claims.iss != state.config.issuer_string() {
-        return Err(invalid_token(
-            "the access token was issued by another issuer",
-        ));
+        return Err(invalid_token("the access token was issued by another issuer"));
     }
     if claims.exp <= now {
         return Err(invalid_token("the access token has expired"));
@@ -292,10 +244,7 @@ mod tests {
     fn at_hash_matches_the_oidc_example() {
         // OIDC Core Appendix A.3: access token "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y", RS256.
         assert_eq!(
-            left_half_hash(
-                SigningAlg::RS256,
-                "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
-            ),
+            left_half_hash(SigningAlg::RS256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
             "77QmUPtjPfzWtF2AnpK9RQ"
         );
     }

@@ -210,12 +210,9 @@ pub trait Store: Send + Sync + 'static {
     /// Login identifiers are unique case-insensitively; callers pass the normalised form.
     async fn account_by_login(&self, login: &str) -> StoreResult<Option<Account>>;
     async fn list_accounts(&self, limit: i64, offset: i64) -> StoreResult<Vec<Account>>;
-    async fn set_account_status(
-        &self,
-        id: &str,
-        status: AccountStatus,
-        now: UnixTime,
-    ) -> StoreResult<bool>;
+    async fn set_account_status(&self, id: &str, status: AccountStatus, now: UnixTime) -> StoreResult<bool>;
+    /// Records a successful authentication (the inactive-account rule counts from it).
+    async fn record_authentication(&self, id: &str, at: UnixTime) -> StoreResult<()>;
 
     // Credentials
     async fn insert_credential(&self, credential: &Credential) -> StoreResult<()>;
@@ -226,11 +223,7 @@ pub trait Store: Send + Sync + 'static {
     // Invitations
     async fn insert_invitation(&self, invitation: &Invitation) -> StoreResult<()>;
     /// Consumes the invitation atomically: exactly one caller gets it, expired ones are never returned.
-    async fn take_invitation(
-        &self,
-        token_hash: &str,
-        now: UnixTime,
-    ) -> StoreResult<Option<Invitation>>;
+    async fn take_invitation(&self, token_hash: &str, now: UnixTime) -> StoreResult<Option<Invitation>>;
 
     // Clients
     async fn upsert_client(&self, client: &ClientRecord) -> StoreResult<()>;
@@ -254,11 +247,7 @@ pub trait Store: Send + Sync + 'static {
     /// it was active.
     async fn revoke_grant(&self, id: &str, at: UnixTime) -> StoreResult<bool>;
     /// Revokes every grant of a browser session (logout). Returns the revoked grants.
-    async fn revoke_session_grants(
-        &self,
-        session_id: &str,
-        at: UnixTime,
-    ) -> StoreResult<Vec<Grant>>;
+    async fn revoke_session_grants(&self, session_id: &str, at: UnixTime) -> StoreResult<Vec<Grant>>;
     async fn insert_refresh_token(&self, token: &RefreshToken) -> StoreResult<()>;
     /// Spends a refresh token atomically: of concurrent callers exactly one gets `Fresh`.
     async fn use_refresh_token(&self, token_hash: &str, at: UnixTime) -> StoreResult<RefreshUse>;

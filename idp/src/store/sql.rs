@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::*;
 
@@ -61,12 +59,8 @@ async fn open(url: &str, max_connections: u32) -> StoreResult<AnySqlStore> {
             .map_err(unavailable)?;
         Ok(AnySqlStore::Sqlite(SqliteStore { pool }))
     } else {
-        let options = PgConnectOptions::from_str(url).map_err(|e| {
-            StoreError::Unavailable(format!(
-                "invalid PostgreSQL URL: {}",
-                redact(&e.to_string())
-            ))
-        })?;
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {}", redact(&e.to_string()))))?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .min_connections(1)
@@ -118,12 +112,7 @@ fn redact(message: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &message[scheme_end + 3..at];
             match credentials.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &message[..scheme_end + 3],
-                    &credentials[..colon],
-                    &message[at..]
-                ),
+                Some(colon) => format!("{}{}:***{}", &message[..scheme_end + 3], &credentials[..colon], &message[at..]),
                 None => message.to_string(),
             }
         }
@@ -153,9 +142,8 @@ impl TryFrom<AccountRow> for Account {
         Ok(Account {
             kind: AccountKind::parse(&r.kind)
                 .ok_or_else(|| StoreError::Corrupt(format!("account {}: kind {}", r.id, r.kind)))?,
-            status: AccountStatus::parse(&r.status).ok_or_else(|| {
-                StoreError::Corrupt(format!("account {}: status {}", r.id, r.status))
-            })?,
+            status: AccountStatus::parse(&r.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("account {}: status {}", r.id, r.status)))?,
             id: r.id,
             login: r.login,
             id_nat: r.id_nat,
@@ -410,6 +398,16 @@ macro_rules! sql_store {
                     .await
                     .map_err(unavailable)?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn record_authentication(&self, id: &str, at: UnixTime) -> StoreResult<()> {
+                sqlx::query("UPDATE accounts SET last_authenticated_at = $1 WHERE id = $2")
+                    .bind(at)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(())
             }
 
             async fn insert_credential(&self, c: &Credential) -> StoreResult<()> {
@@ -765,10 +763,7 @@ mod tests {
 
     #[test]
     fn redact_hides_passwords() {
-        assert_eq!(
-            redact("error connecting to postgres://u:secret@h/db"),
-            "error connecting to postgres://u:***@h/db"
-        );
+        assert_eq!(redact("error connecting to postgres://u:secret@h/db"), "error connecting to postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("plain message"), "plain message");
     }

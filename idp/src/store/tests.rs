@@ -7,10 +7,7 @@ use super::*;
 pub(crate) async fn test_stores() -> Vec<(SharedStore, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let mut stores = vec![(
-        connect_with(&url, 4).await.expect("SQLite store"),
-        Some(dir),
-    )];
+    let mut stores = vec![(connect_with(&url, 4).await.expect("SQLite store"), Some(dir))];
     if let Some(url) = crate::testing::postgres_schema_url().await {
         stores.push((connect_with(&url, 4).await.expect("PostgreSQL store"), None));
     }
@@ -54,56 +51,19 @@ async fn accounts_round_trip_and_unique_logins() {
         store.ping().await.unwrap();
         let a = account("899700427885", Some("899700427885"));
         store.insert_account(&a).await.unwrap();
-        assert_eq!(
-            store.account_by_id(&a.id).await.unwrap().as_ref(),
-            Some(&a),
-            "{backend}"
-        );
-        assert_eq!(
-            store
-                .account_by_login("899700427885")
-                .await
-                .unwrap()
-                .as_ref(),
-            Some(&a),
-            "{backend}"
-        );
+        assert_eq!(store.account_by_id(&a.id).await.unwrap().as_ref(), Some(&a), "{backend}");
+        assert_eq!(store.account_by_login("899700427885").await.unwrap().as_ref(), Some(&a), "{backend}");
         assert!(store.account_by_login("nobody").await.unwrap().is_none());
         let duplicate = account("899700427885", None);
-        assert!(
-            matches!(
-                store.insert_account(&duplicate).await,
-                Err(StoreError::Conflict { .. })
-            ),
-            "{backend}"
-        );
+        assert!(matches!(store.insert_account(&duplicate).await, Err(StoreError::Conflict { .. })), "{backend}");
         let same_idnat = account("other", Some("899700427885"));
-        assert!(
-            matches!(
-                store.insert_account(&same_idnat).await,
-                Err(StoreError::Conflict { .. })
-            ),
-            "{backend}"
-        );
-        assert!(
-            store
-                .set_account_status(&a.id, AccountStatus::Disabled, 1_700_000_100)
-                .await
-                .unwrap()
-        );
+        assert!(matches!(store.insert_account(&same_idnat).await, Err(StoreError::Conflict { .. })), "{backend}");
+        assert!(store.set_account_status(&a.id, AccountStatus::Disabled, 1_700_000_100).await.unwrap());
         let updated = store.account_by_id(&a.id).await.unwrap().unwrap();
         assert_eq!(updated.status, AccountStatus::Disabled);
         assert_eq!(updated.updated_at, 1_700_000_100);
-        assert!(
-            !store
-                .set_account_status("missing", AccountStatus::Active, 0)
-                .await
-                .unwrap()
-        );
-        store
-            .insert_account(&account("second", None))
-            .await
-            .unwrap();
+        assert!(!store.set_account_status("missing", AccountStatus::Active, 0).await.unwrap());
+        store.insert_account(&account("second", None)).await.unwrap();
         let listed = store.list_accounts(10, 0).await.unwrap();
         assert_eq!(listed.len(), 2, "{backend}");
         assert_eq!(store.list_accounts(1, 1).await.unwrap().len(), 1);
@@ -124,36 +84,14 @@ async fn credentials_replace_and_cascade() {
             created_at: 1,
             last_used_at: None,
         };
-        store
-            .insert_credential(&cred("c1", b"hash-1"))
-            .await
-            .unwrap();
-        store
-            .replace_credentials(&cred("c2", b"hash-2\x00\xff"))
-            .await
-            .unwrap();
+        store.insert_credential(&cred("c1", b"hash-1")).await.unwrap();
+        store.replace_credentials(&cred("c2", b"hash-2\x00\xff")).await.unwrap();
         let creds = store.credentials_of(&a.id, "password").await.unwrap();
         assert_eq!(creds.len(), 1);
-        assert_eq!(
-            creds[0].secret,
-            b"hash-2\x00\xff".to_vec(),
-            "binary secrets survive both backends"
-        );
-        assert!(
-            store
-                .credentials_of(&a.id, "totp")
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        let orphan = Credential {
-            account_id: "no-such-account".into(),
-            ..cred("c3", b"x")
-        };
-        assert!(
-            store.insert_credential(&orphan).await.is_err(),
-            "foreign keys are enforced"
-        );
+        assert_eq!(creds[0].secret, b"hash-2\x00\xff".to_vec(), "binary secrets survive both backends");
+        assert!(store.credentials_of(&a.id, "totp").await.unwrap().is_empty());
+        let orphan = Credential { account_id: "no-such-account".into(), ..cred("c3", b"x") };
+        assert!(store.insert_credential(&orphan).await.is_err(), "foreign keys are enforced");
     }
 }
 
@@ -162,27 +100,15 @@ async fn invitations_are_single_use_and_expire() {
     for (store, _guard) in test_stores().await {
         let a = account("invited@example.org", None);
         store.insert_account(&a).await.unwrap();
-        let inv = Invitation {
-            token_hash: "h1".into(),
-            account_id: a.id.clone(),
-            expires_at: 2_000,
-            created_at: 1_000,
-        };
+        let inv =
+            Invitation { token_hash: "h1".into(), account_id: a.id.clone(), expires_at: 2_000, created_at: 1_000 };
         store.insert_invitation(&inv).await.unwrap();
-        store
-            .insert_invitation(&Invitation {
-                token_hash: "h2".into(),
-                ..inv.clone()
-            })
-            .await
-            .unwrap();
+        store.insert_invitation(&Invitation { token_hash: "h2".into(), ..inv.clone() }).await.unwrap();
         // Concurrent takers: exactly one wins.
         let mut tasks = Vec::new();
         for _ in 0..20 {
             let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                store.take_invitation("h1", 1_500).await.unwrap()
-            }));
+            tasks.push(tokio::spawn(async move { store.take_invitation("h1", 1_500).await.unwrap() }));
         }
         let mut winners = 0;
         for t in tasks {
@@ -209,16 +135,8 @@ async fn clients_upsert_list_delete_and_version() {
             updated_at: 10,
         };
         store.upsert_client(&c).await.unwrap();
-        assert_eq!(
-            store.client_by_id("teleconsult").await.unwrap(),
-            Some(c.clone())
-        );
-        let changed = ClientRecord {
-            metadata: "{}".into(),
-            secret_hash: None,
-            updated_at: 20,
-            ..c.clone()
-        };
+        assert_eq!(store.client_by_id("teleconsult").await.unwrap(), Some(c.clone()));
+        let changed = ClientRecord { metadata: "{}".into(), secret_hash: None, updated_at: 20, ..c.clone() };
         store.upsert_client(&changed).await.unwrap();
         let got = store.client_by_id("teleconsult").await.unwrap().unwrap();
         assert_eq!(got.metadata, "{}");
@@ -246,23 +164,11 @@ async fn signing_keys_retire_and_purge() {
         };
         store.insert_signing_key(&key("b", 200)).await.unwrap();
         store.insert_signing_key(&key("a", 100)).await.unwrap();
-        assert!(matches!(
-            store.insert_signing_key(&key("a", 100)).await,
-            Err(StoreError::Conflict { .. })
-        ));
-        let kids: Vec<String> = store
-            .list_signing_keys()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|k| k.kid)
-            .collect();
+        assert!(matches!(store.insert_signing_key(&key("a", 100)).await, Err(StoreError::Conflict { .. })));
+        let kids: Vec<String> = store.list_signing_keys().await.unwrap().into_iter().map(|k| k.kid).collect();
         assert_eq!(kids, vec!["a", "b"], "ordered by activation");
         assert!(store.retire_signing_key("a", 300).await.unwrap());
-        assert!(
-            !store.retire_signing_key("a", 400).await.unwrap(),
-            "retiring twice keeps the first time"
-        );
+        assert!(!store.retire_signing_key("a", 400).await.unwrap(), "retiring twice keeps the first time");
         assert_eq!(store.purge_signing_keys(300).await.unwrap(), 0);
         assert_eq!(store.purge_signing_keys(301).await.unwrap(), 1);
         assert_eq!(store.list_signing_keys().await.unwrap().len(), 1);
@@ -298,13 +204,7 @@ async fn refresh_tokens_are_spent_once_and_grants_revoke() {
             revoked_at: None,
         };
         store.insert_grant(&grant).await.unwrap();
-        store
-            .insert_grant(&Grant {
-                id: "g2".into(),
-                ..grant.clone()
-            })
-            .await
-            .unwrap();
+        store.insert_grant(&Grant { id: "g2".into(), ..grant.clone() }).await.unwrap();
         assert_eq!(store.grant_by_id("g1").await.unwrap(), Some(grant.clone()));
         let rt = RefreshToken {
             token_hash: "t1".into(),
@@ -317,9 +217,7 @@ async fn refresh_tokens_are_spent_once_and_grants_revoke() {
         let mut tasks = Vec::new();
         for _ in 0..20 {
             let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                store.use_refresh_token("t1", 200).await.unwrap()
-            }));
+            tasks.push(tokio::spawn(async move { store.use_refresh_token("t1", 200).await.unwrap() }));
         }
         let (mut fresh, mut reused) = (0, 0);
         for t in tasks {
@@ -333,22 +231,12 @@ async fn refresh_tokens_are_spent_once_and_grants_revoke() {
             }
         }
         assert_eq!((fresh, reused), (1, 19), "{backend}");
-        assert_eq!(
-            store.use_refresh_token("nope", 200).await.unwrap(),
-            RefreshUse::Unknown
-        );
+        assert_eq!(store.use_refresh_token("nope", 200).await.unwrap(), RefreshUse::Unknown);
         assert!(store.revoke_grant("g1", 300).await.unwrap());
         assert!(!store.revoke_grant("g1", 400).await.unwrap());
-        assert_eq!(
-            store.grant_by_id("g1").await.unwrap().unwrap().revoked_at,
-            Some(300)
-        );
+        assert_eq!(store.grant_by_id("g1").await.unwrap().unwrap().revoked_at, Some(300));
         let revoked = store.revoke_session_grants("s1", 500).await.unwrap();
-        assert_eq!(
-            revoked.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(),
-            vec!["g2"],
-            "{backend}"
-        );
+        assert_eq!(revoked.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(), vec!["g2"], "{backend}");
     }
 }
 
@@ -376,19 +264,9 @@ async fn consents_upsert_and_delete() {
             updated_at: 1,
         };
         store.upsert_consent(&c).await.unwrap();
-        store
-            .upsert_consent(&Consent {
-                scope: "openid email".into(),
-                updated_at: 2,
-                ..c.clone()
-            })
-            .await
-            .unwrap();
+        store.upsert_consent(&Consent { scope: "openid email".into(), updated_at: 2, ..c.clone() }).await.unwrap();
         let got = store.consent(&a.id, "third").await.unwrap().unwrap();
-        assert_eq!(
-            (got.scope.as_str(), got.created_at, got.updated_at),
-            ("openid email", 1, 2)
-        );
+        assert_eq!((got.scope.as_str(), got.created_at, got.updated_at), ("openid email", 1, 2));
         assert!(store.delete_consent(&a.id, "third").await.unwrap());
         assert!(!store.delete_consent(&a.id, "third").await.unwrap());
     }

@@ -19,11 +19,7 @@ impl Lang {
     }
 
     fn from_tag(tag: &str) -> Option<Lang> {
-        let primary = tag
-            .trim()
-            .split(['-', '_', ';'])
-            .next()?
-            .to_ascii_lowercase();
+        let primary = tag.trim().split(['-', '_', ';']).next()?.to_ascii_lowercase();
         match primary.as_str() {
             "fr" => Some(Lang::Fr),
             "en" => Some(Lang::En),
@@ -36,19 +32,13 @@ impl Lang {
         if let Some(lang) = ui_locales.and_then(|l| l.split(' ').find_map(Lang::from_tag)) {
             return lang;
         }
-        let accept = headers
-            .get(header::ACCEPT_LANGUAGE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let accept = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let mut candidates: Vec<(f32, Lang)> = accept
             .split(',')
             .filter_map(|item| {
                 let mut parts = item.split(';');
                 let lang = Lang::from_tag(parts.next()?)?;
-                let q = parts
-                    .find_map(|p| p.trim().strip_prefix("q="))
-                    .and_then(|q| q.parse().ok())
-                    .unwrap_or(1.0);
+                let q = parts.find_map(|p| p.trim().strip_prefix("q=")).and_then(|q| q.parse().ok()).unwrap_or(1.0);
                 Some((q, lang))
             })
             .collect();
@@ -185,10 +175,7 @@ mod tests {
     fn negotiation() {
         let mut h = HeaderMap::new();
         assert_eq!(Lang::negotiate(None, &h), Lang::Fr);
-        h.insert(
-            header::ACCEPT_LANGUAGE,
-            HeaderValue::from_static("de-DE, en-GB;q=0.8, fr;q=0.5"),
-        );
+        h.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("de-DE, en-GB;q=0.8, fr;q=0.5"));
         assert_eq!(Lang::negotiate(None, &h), Lang::En);
         assert_eq!(Lang::negotiate(Some("es fr-CA"), &h), Lang::Fr);
     }

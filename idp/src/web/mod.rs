@@ -15,22 +15,11 @@ pub fn security_headers(https: bool) -> Vec<SetResponseHeaderLayer<HeaderValue>>
     let mut layers = vec![
         SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-            ),
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
         ),
-        SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ),
-        SetResponseHeaderLayer::if_not_present(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ),
-        SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ),
+        SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
         SetResponseHeaderLayer::if_not_present(
             HeaderName::from_static("cross-origin-opener-policy"),
             HeaderValue::from_static("same-origin"),
@@ -48,31 +37,16 @@ pub fn security_headers(https: bool) -> Vec<SetResponseHeaderLayer<HeaderValue>>
 /// A JSON document served from memory with an ETag, answering `If-None-Match` with 304.
 /// Discovery and the JWKS are public and cacheable; cross-origin reads are allowed so that
 /// browser-based relying parties can fetch them.
-pub fn cached_json(
-    request_headers: &HeaderMap,
-    body: Bytes,
-    etag: &str,
-    max_age_secs: u64,
-) -> Response {
+pub fn cached_json(request_headers: &HeaderMap, body: Bytes, etag: &str, max_age_secs: u64) -> Response {
     let cache_control = format!("public, max-age={max_age_secs}");
     let not_modified = request_headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|candidate| candidate.trim() == etag || candidate.trim() == "*")
-        });
+        .is_some_and(|v| v.split(',').any(|candidate| candidate.trim() == etag || candidate.trim() == "*"));
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            body,
-        )
-            .into_response()
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
     };
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(etag) {
@@ -81,11 +55,34 @@ pub fn cached_json(
     if let Ok(v) = HeaderValue::from_str(&cache_control) {
         headers.insert(header::CACHE_CONTROL, v);
     }
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     response
+}
+
+/// Whether the request body is declared as a form (`application/x-www-form-urlencoded`).
+pub fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+}
+
+/// A readable error page for a browser (the request cannot go back to the client). The error is
+/// logged; the page says what to do next and shows the error code.
+pub fn pages_error(
+    state: &crate::app::AppState,
+    headers: &HeaderMap,
+    client_name: Option<&str>,
+    error: crate::error::OAuthError,
+) -> Response {
+    tracing::info!(error = error.code.as_str(), description = %error.description, "error page shown");
+    let lang = i18n::Lang::negotiate(None, headers);
+    let status = match error.code.status() {
+        StatusCode::UNAUTHORIZED => StatusCode::BAD_REQUEST,
+        other => other,
+    };
+    state.pages.error_page(status, lang, &error.description, error.code.as_str(), client_name)
 }
 
 /// A strong ETag for a body: the first 16 hex digits of its SHA-256.
@@ -104,14 +101,8 @@ mod tests {
         let body = Bytes::from_static(b"{}");
         let etag = etag_of(&body);
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::IF_NONE_MATCH,
-            HeaderValue::from_str(&format!("\"other\", {etag}")).unwrap(),
-        );
-        assert_eq!(
-            cached_json(&headers, body.clone(), &etag, 60).status(),
-            StatusCode::NOT_MODIFIED
-        );
+        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_str(&format!("\"other\", {etag}")).unwrap());
+        assert_eq!(cached_json(&headers, body.clone(), &etag, 60).status(), StatusCode::NOT_MODIFIED);
         let fresh = cached_json(&HeaderMap::new(), body, &etag, 60);
         assert_eq!(fresh.status(), StatusCode::OK);
         assert_eq!(fresh.headers()[header::CACHE_CONTROL], "public, max-age=60");

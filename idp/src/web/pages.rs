@@ -11,11 +11,7 @@ use super::i18n::{Lang, Texts, texts};
 
 macro_rules! theme_file {
     ($name:literal) => {
-        include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../themes/default/",
-            $name
-        ))
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../themes/default/", $name))
     };
 }
 
@@ -57,24 +53,13 @@ impl Pages {
     }
 
     /// Renders `name` with `context` merged with the language and its strings (`lang`, `t`).
-    pub fn render<C: Serialize>(
-        &self,
-        name: &str,
-        lang: Lang,
-        context: C,
-    ) -> Result<String, minijinja::Error> {
+    pub fn render<C: Serialize>(&self, name: &str, lang: Lang, context: C) -> Result<String, minijinja::Error> {
         let template = self.env.get_template(name)?;
         template.render(minijinja::context! { lang => lang.code(), t => minijinja::value::Serde(texts(lang)), ..minijinja::Value::from(minijinja::value::Serde(&context)) })
     }
 
     /// A complete HTML response with the page security headers.
-    pub fn page<C: Serialize>(
-        &self,
-        status: StatusCode,
-        name: &str,
-        lang: Lang,
-        context: C,
-    ) -> Response {
+    pub fn page<C: Serialize>(&self, status: StatusCode, name: &str, lang: Lang, context: C) -> Response {
         match self.render(name, lang, context) {
             Ok(html) => with_page_headers((status, Html(html)).into_response(), PAGE_CSP),
             Err(e) => {
@@ -120,14 +105,8 @@ pub fn with_page_headers(mut response: Response, csp: &str) -> Response {
 pub async fn stylesheet() -> Response {
     (
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/css; charset=utf-8"),
-            ),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=3600"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
         ],
         STYLESHEET,
     )
@@ -142,10 +121,7 @@ mod tests {
     fn every_template_compiles_and_escapes() {
         let pages = Pages::new();
         for (name, _) in TEMPLATES {
-            assert!(
-                pages.env.get_template(name).is_ok(),
-                "{name} does not compile"
-            );
+            assert!(pages.env.get_template(name).is_ok(), "{name} does not compile");
         }
         let html = pages
             .render(
@@ -154,21 +130,11 @@ mod tests {
                 minijinja::context! { interaction => "i", csrf => "c", login_hint => "<script>x</script>", error => "" },
             )
             .unwrap();
-        assert!(
-            html.contains("&lt;script&gt;x") && !html.contains("<script>x"),
-            "values must be escaped"
-        );
-        assert!(
-            html.contains("autocomplete=\"username\"")
-                && html.contains("autocomplete=\"current-password\"")
-        );
+        assert!(html.contains("&lt;script&gt;x") && !html.contains("<script>x"), "values must be escaped");
+        assert!(html.contains("autocomplete=\"username\"") && html.contains("autocomplete=\"current-password\""));
         assert!(html.contains("<label for=\"login\">"));
         let fr = pages
-            .render(
-                "error.html",
-                Lang::Fr,
-                minijinja::context! { message => "m", code => "invalid_request" },
-            )
+            .render("error.html", Lang::Fr, minijinja::context! { message => "m", code => "invalid_request" })
             .unwrap();
         assert!(fr.contains("lang=\"fr\"") && fr.contains("Connexion impossible"));
     }

@@ -1,0 +1,28 @@
+//! Registered OIDC clients: their validated metadata ([`Client`]), the in-memory registry every
+//! endpoint reads ([`ClientRegistry`]), client authentication at the token, PAR, introspection and
+//! revocation endpoints ([`ClientRegistry::authenticate`]), and the `habilis client` commands
+//! ([`cli`]).
+//!
+//! Clients are registered by administrators (CLI, later the admin API), not by open dynamic
+//! registration: metadata follows RFC 7591 so that existing tooling and documents can be reused.
+
+mod auth;
+pub mod cli;
+mod jose;
+mod model;
+mod registry;
+mod remote_jwks;
+
+#[cfg(test)]
+mod tests;
+
+pub use auth::{ASSERTION_LEEWAY_SECS, AuthenticatedClient, JWT_BEARER_ASSERTION_TYPE, MAX_ASSERTION_LIFETIME_SECS};
+pub use jose::ASSERTION_SIGNING_ALGS;
+pub use model::{
+    AcrLevel, ApplicationType, Client, ClientKeys, ClientMetadataError, DEFAULT_SCOPE, GrantType, MetadataErrorCode,
+    SubjectType, TokenEndpointAuthMethod, validate_client_id,
+};
+pub use registry::{
+    ClientEntry, ClientRegistry, DEFAULT_REFRESH_INTERVAL, MIN_SECRET_LEN, PreparedRegistration, Registration,
+    RegistryError,
+};

@@ -1,0 +1,100 @@
+//! `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.5): single use, atomically; a
+//! second presentation revokes everything issued from the code (RFC 6749 §4.1.2).
+
+use async_trait::async_trait;
+
+use super::{Grant, GrantContext, TokenResponse, active_account, issue_user_tokens, revoke_grant};
+use crate::app::AppState;
+use crate::clients::AuthenticatedClient;
+use crate::error::{OAuthError, OAuthErrorCode};
+use crate::oidc::authorize::{CodeRecord, code_key, code_used_key, pkce_matches};
+use crate::oidc::params::Params;
+use crate::store::Grant as GrantRow;
+
+pub struct AuthorizationCode;
+
+fn invalid_grant(description: &'static str) -> OAuthError {
+    OAuthError::new(OAuthErrorCode::InvalidGrant, description)
+}
+
+#[async_trait]
+impl Grant for AuthorizationCode {
+    fn grant_type(&self) -> &'static str {
+        "authorization_code"
+    }
+
+    async fn exchange(
+        &self,
+        state: &AppState,
+        client: &AuthenticatedClient,
+        params: &Params,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let code = params.require("code")?;
+        let redirect_uri = params.require("redirect_uri")?;
+        let verifier = params.require("code_verifier")?;
+        if code.len() > 128 {
+            return Err(invalid_grant("the authorization code is invalid or expired"));
+        }
+        let Some(bytes) = state.ephemeral.take(&code_key(code)).await? else {
+            // Replay: the code existed and was redeemed already. Revoke what it produced.
+            if let Some(grant_id) = state.ephemeral.get(&code_used_key(code)).await? {
+                let grant_id = String::from_utf8_lossy(&grant_id).to_string();
+                revoke_grant(state, &grant_id, now).await?;
+                tracing::warn!(client_id = client.client.client_id(), grant = %grant_id, "authorization code replayed: grant revoked");
+                return Err(invalid_grant(
+                    "the authorization code was already used; the tokens issued from it are revoked",
+                ));
+            }
+            return Err(invalid_grant("the authorization code is invalid or expired"));
+        };
+        let record: CodeRecord = serde_json::from_slice(&bytes).map_err(|_| OAuthError::server_error())?;
+        // Remember the redemption for as long as the code or its access tokens could be replayed.
+        let remember = state.config.tokens.authorization_code_lifetime + state.config.tokens.access_token_lifetime;
+        state.ephemeral.put(&code_used_key(code), record.grant_id.as_bytes(), remember).await?;
+
+        if record.client_id != client.client.client_id() {
+            return Err(invalid_grant("the authorization code was issued to another client"));
+        }
+        if record.redirect_uri != redirect_uri {
+            return Err(invalid_grant("redirect_uri differs from the one of the authorization request"));
+        }
+        if !pkce_matches(verifier, &record.code_challenge) {
+            return Err(invalid_grant("PKCE verification failed: code_verifier does not match code_challenge"));
+        }
+        let account = active_account(state, &record.account_id).await?;
+        let absolute = client
+            .client
+            .refresh_token_absolute_lifetime()
+            .unwrap_or(state.config.tokens.refresh_token_absolute_lifetime);
+        let context = GrantContext {
+            auth: record.auth.clone(),
+            claims: record.claims.clone(),
+            resource: record.resource.clone(),
+        };
+        let grant = GrantRow {
+            id: record.grant_id.clone(),
+            account_id: account.id.clone(),
+            client_id: record.client_id.clone(),
+            session_id: record.auth.sid.clone(),
+            scope: record.scope.clone(),
+            claims: serde_json::to_string(&context).map_err(|_| OAuthError::server_error())?,
+            auth_time: record.auth.auth_time,
+            created_at: now,
+            expires_at: now + absolute.as_secs() as i64,
+            revoked_at: None,
+        };
+        state.store.insert_grant(&grant).await?;
+        issue_user_tokens(
+            state,
+            &client.client,
+            &account,
+            &grant,
+            &context,
+            &record.scope,
+            record.nonce.as_deref(),
+            now,
+        )
+        .await
+    }
+}

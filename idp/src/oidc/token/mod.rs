@@ -1,0 +1,270 @@
+//! The token endpoint (RFC 6749 §3.2) with a registry of grants: one module per `grant_type`,
+//! each implementing [`Grant`]. Client authentication, `Cache-Control: no-store` and the error
+//! shape are handled here once; discovery lists what the registry holds.
+
+mod authorization_code;
+mod client_credentials;
+mod refresh_token;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::app::AppState;
+use crate::clients::{AuthenticatedClient, Client};
+use crate::error::{OAuthError, OAuthErrorCode};
+use crate::oidc::params::Params;
+use crate::oidc::tokens::{self, AccessTokenRequest, AuthContext, IdTokenRequest};
+use crate::store::{Account, AccountStatus, Grant as GrantRow, RefreshToken};
+
+pub const PATH: &str = "/token";
+
+/// One `grant_type` of the token endpoint.
+#[async_trait]
+pub trait Grant: Send + Sync {
+    fn grant_type(&self) -> &'static str;
+    async fn exchange(
+        &self,
+        state: &AppState,
+        client: &AuthenticatedClient,
+        params: &Params,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError>;
+}
+
+/// The grants this server accepts, looked up by `grant_type`.
+pub struct GrantRegistry {
+    grants: Vec<Box<dyn Grant>>,
+}
+
+impl Default for GrantRegistry {
+    fn default() -> Self {
+        Self::standard()
+    }
+}
+
+impl GrantRegistry {
+    pub fn standard() -> GrantRegistry {
+        GrantRegistry {
+            grants: vec![
+                Box::new(authorization_code::AuthorizationCode),
+                Box::new(refresh_token::RefreshTokenGrant),
+                Box::new(client_credentials::ClientCredentials),
+            ],
+        }
+    }
+
+    pub fn get(&self, grant_type: &str) -> Option<&dyn Grant> {
+        self.grants.iter().find(|g| g.grant_type() == grant_type).map(|g| g.as_ref())
+    }
+
+    pub fn grant_types(&self) -> Vec<&'static str> {
+        self.grants.iter().map(|g| g.grant_type()).collect()
+    }
+}
+
+/// RFC 6749 §5.1 (+ OIDC `id_token`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+
+/// The values `aud` of a client assertion may carry at this endpoint.
+pub fn assertion_audience(state: &AppState, endpoint_path: &str) -> Vec<String> {
+    let issuer = state.config.issuer_string();
+    vec![format!("{issuer}{endpoint_path}"), issuer]
+}
+
+/// Authenticates the client of a back-channel request (token, PAR, introspection, revocation).
+pub async fn authenticate_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+    endpoint_path: &str,
+    now: i64,
+) -> Result<AuthenticatedClient, OAuthError> {
+    let pairs: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    state
+        .clients
+        .authenticate(headers, &pairs, &assertion_audience(state, endpoint_path), state.ephemeral.as_ref(), now)
+        .await
+}
+
+/// Parses a back-channel form body, insisting on the form content type.
+pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthError> {
+    if !crate::web::is_form(headers) {
+        return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"));
+    }
+    Params::parse(body)
+}
+
+pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = crate::unix_now();
+    match handle(&state, &headers, &body, now).await {
+        Ok(response) => no_store(axum::Json(response).into_response()),
+        Err(error) => {
+            tracing::info!(error = error.code.as_str(), description = %error.description, "token request refused");
+            error.into_response()
+        }
+    }
+}
+
+async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8], now: i64) -> Result<TokenResponse, OAuthError> {
+    let params = form_params(headers, body)?;
+    let client = authenticate_client(state, headers, &params, PATH, now).await?;
+    let grant_type = params.require("grant_type")?;
+    let grant = state.grants.get(grant_type).ok_or_else(|| {
+        OAuthError::new(
+            OAuthErrorCode::UnsupportedGrantType,
+            format!("grant_type must be one of {}", state.grants.grant_types().join(", ")),
+        )
+    })?;
+    if !client.client.allows_grant(grant_type) {
+        return Err(OAuthError::new(
+            OAuthErrorCode::UnauthorizedClient,
+            format!("this client is not registered for the {grant_type} grant"),
+        ));
+    }
+    let response = grant.exchange(state, &client, &params, now).await?;
+    state.metrics.token_issued(grant_type);
+    Ok(response)
+}
+
+pub fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// What a grant remembers of the authorization, for refreshes (JSON in the `grants` row).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GrantContext {
+    pub auth: AuthContext,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource: Vec<String>,
+}
+
+fn lifetime(value: Option<Duration>, default: Duration) -> i64 {
+    value.unwrap_or(default).as_secs() as i64
+}
+
+pub(crate) fn access_lifetime(state: &AppState, client: &Client) -> i64 {
+    lifetime(client.access_token_lifetime(), state.config.tokens.access_token_lifetime)
+}
+
+pub(crate) fn audience(client: &Client, resource: &[String]) -> Vec<String> {
+    if !resource.is_empty() { resource.to_vec() } else { client.access_token_audience().to_vec() }
+}
+
+/// The account behind a grant, only while it may still get tokens.
+pub(crate) async fn active_account(state: &AppState, account_id: &str) -> Result<Account, OAuthError> {
+    match state.store.account_by_id(account_id).await? {
+        Some(a) if a.status == AccountStatus::Active => Ok(a),
+        _ => Err(OAuthError::new(OAuthErrorCode::InvalidGrant, "the account is disabled or no longer exists")),
+    }
+}
+
+/// Revokes a grant in the store and makes its access tokens fail at once everywhere.
+pub async fn revoke_grant(state: &AppState, grant_id: &str, now: i64) -> Result<(), OAuthError> {
+    state.store.revoke_grant(grant_id, now).await?;
+    tokens::mark_grant_revoked(state, grant_id).await
+}
+
+/// Issues the tokens of a user grant: access token, refresh token (with `offline_access`) and ID
+/// token (with `openid`).
+pub(crate) async fn issue_user_tokens(
+    state: &AppState,
+    client: &Client,
+    account: &Account,
+    grant: &GrantRow,
+    context: &GrantContext,
+    scope: &str,
+    nonce: Option<&str>,
+    now: i64,
+) -> Result<TokenResponse, OAuthError> {
+    let subject = crate::oidc::claims::subject_for(client, &account.id);
+    let scopes: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
+    let minted = tokens::mint_access_token(
+        state,
+        AccessTokenRequest {
+            client_id: client.client_id(),
+            subject: &subject,
+            account_id: Some(&account.id),
+            scope,
+            audience: audience(client, &context.resource),
+            auth: Some(&context.auth),
+            grant_id: Some(&grant.id),
+            lifetime: access_lifetime(state, client),
+        },
+        now,
+    )?;
+    let refresh_token = if scopes.contains(&"offline_access") && client.allows_grant("refresh_token") {
+        let value = crate::cli::random_token();
+        let idle = lifetime(client.refresh_token_idle_lifetime(), state.config.tokens.refresh_token_idle_lifetime);
+        state
+            .store
+            .insert_refresh_token(&RefreshToken {
+                token_hash: crate::cli::sha256_hex(&value),
+                grant_id: grant.id.clone(),
+                created_at: now,
+                expires_at: (now + idle).min(grant.expires_at),
+                used_at: None,
+            })
+            .await?;
+        Some(value)
+    } else {
+        None
+    };
+    let id_token = if scopes.contains(&"openid") {
+        let extra = requested_id_token_claims(account, context.claims.as_ref(), &scopes);
+        Some(tokens::mint_id_token(
+            state,
+            IdTokenRequest {
+                client_id: client.client_id(),
+                subject: &subject,
+                nonce,
+                auth: &context.auth,
+                access_token: Some(&minted.token),
+                alg: client.id_token_signed_response_alg(),
+                lifetime: state.config.tokens.id_token_lifetime.as_secs() as i64,
+                extra,
+            },
+            now,
+        )?)
+    } else {
+        None
+    };
+    Ok(TokenResponse {
+        access_token: minted.token,
+        token_type: "Bearer",
+        expires_in: minted.expires_in,
+        scope: Some(scope.to_string()),
+        refresh_token,
+        id_token,
+    })
+}
+
+/// Claims asked for in the ID token through the `claims` parameter, among those the scopes release.
+fn requested_id_token_claims(account: &Account, claims: Option<&Value>, scopes: &[&str]) -> Map<String, Value> {
+    let Some(requested) = claims.and_then(|c| c.get("id_token")).and_then(Value::as_object) else { return Map::new() };
+    let available = crate::oidc::claims::account_claims(account, &["profile", "email", "phone"]);
+    let _ = scopes;
+    requested.keys().filter_map(|name| available.get(name).map(|v| (name.clone(), v.clone()))).collect()
+}
