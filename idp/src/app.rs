@@ -113,7 +113,8 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     let keys = KeyManager::start(store.clone(), master, &config).await?;
     keys.spawn_reloader(config.keys.reload_interval);
     let algs: Vec<&str> = keys.signing_algs().into_iter().map(|a| a.as_str()).collect();
-    let discovery = Arc::new(DiscoveryDocument::build(&config, &algs));
+    let grants = Arc::new(crate::oidc::token::GrantRegistry::standard());
+    let discovery = Arc::new(DiscoveryDocument::build(&config, &algs, &grants.grant_types()));
     let clients = ClientRegistry::start(store.clone()).await?;
     clients.spawn_refresher(crate::clients::DEFAULT_REFRESH_INTERVAL);
     let passwords = PasswordHasher::new(&config.password)?;
@@ -135,7 +136,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         passwords,
         dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
         http,
-        grants: Arc::new(crate::oidc::token::GrantRegistry::standard()),
+        grants,
     })
 }
 
@@ -151,6 +152,11 @@ pub fn router(state: AppState) -> Router {
             get(crate::oidc::authorize::authorize_get).post(crate::oidc::authorize::authorize_post),
         )
         .route(crate::oidc::token::PATH, axum::routing::post(crate::oidc::token::token))
+        .route(crate::oidc::par::PATH, axum::routing::post(crate::oidc::par::push))
+        .route(crate::oidc::userinfo::PATH, get(crate::oidc::userinfo::userinfo).post(crate::oidc::userinfo::userinfo))
+        .route(crate::oidc::introspect::PATH, axum::routing::post(crate::oidc::introspect::introspect))
+        .route(crate::oidc::revoke::PATH, axum::routing::post(crate::oidc::revoke::revoke))
+        .route(crate::oidc::logout::PATH, get(crate::oidc::logout::end_session).post(crate::oidc::logout::end_session))
         .route(crate::oidc::authorize::RESUME_PATH, get(crate::oidc::authorize::resume))
         .route("/login", get(crate::authn::login::page).post(crate::authn::login::submit))
         .route("/consent", get(crate::oidc::consent::page).post(crate::oidc::consent::submit))

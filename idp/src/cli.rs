@@ -49,6 +49,10 @@ pub enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage OIDC clients (relying applications): import RFC 7591 metadata, list, show, remove,
+    /// rotate secrets. Changes reach running servers within a second.
+    #[command(subcommand)]
+    Client(crate::clients::cli::ClientCommand),
 }
 
 #[derive(Args, Debug)]
@@ -246,6 +250,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::User(command) => {
             let config = load_config(&cli, None, Vec::new())?;
             user_command(config, command).await
+        }
+        Command::Client(command) => {
+            let config = load_config(&cli, None, Vec::new())?;
+            crate::app::ensure_data_dir(&config).map_err(failed)?;
+            let store = crate::store::connect(&config).await.map_err(failed)?;
+            crate::clients::cli::run(&config, store, command).await.map_err(CliError::Failed)
         }
     }
 }

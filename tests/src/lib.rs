@@ -257,3 +257,517 @@ where
     }
     false
 }
+
+// ---------------------------------------------------------------------------------------------
+// In-process servers for OIDC flow tests: a `TestEnv` (server + its data), accounts and clients
+// created through the server's own services, a scripted browser, and small protocol helpers.
+
+use habilis_idp::app::{AppState, RunningServer};
+use habilis_idp::config::Config;
+use serde_json::Value;
+
+/// Where a test server keeps its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// SQLite in the data directory, ephemeral data in memory (the embedded mode).
+    Embedded,
+    /// PostgreSQL (a fresh schema per test) and Redis (a fresh key prefix per test).
+    Services,
+}
+
+/// A test configuration: data in `data_dir`, fast password hashing and, for
+/// [`Storage::Services`], a fresh PostgreSQL schema and Redis prefix. `None` when PostgreSQL or
+/// Redis is unreachable outside CI (under CI that panics: the variant must run).
+pub async fn test_config(storage: Storage, data_dir: &Path) -> Option<Config> {
+    let mut config = Config { data_dir: data_dir.to_path_buf(), ..Default::default() };
+    config.password.argon2_memory_kib = 8192;
+    config.password.argon2_iterations = 1;
+    if storage == Storage::Services {
+        config.storage.database_url = Some(habilis_idp::testing::postgres_schema_url().await?);
+        let redis_url = habilis_idp::testing::redis_url();
+        if let Err(e) = redis_reachable(&redis_url).await {
+            habilis_idp::testing::service_unreachable("Redis", &redis_url, &e);
+            return None;
+        }
+        config.storage.redis_url = Some(redis_url);
+        config.storage.redis_prefix = format!("{}:", habilis_idp::testing::unique_name("t"));
+    }
+    Some(config)
+}
+
+async fn redis_reachable(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let host = parsed.host_str().unwrap_or("127.0.0.1").to_string();
+    let port = parsed.port().unwrap_or(6379);
+    match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect((host.as_str(), port))).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("connection timed out".into()),
+    }
+}
+
+/// A server running in this process with its own data (directory, schema, Redis prefix).
+pub struct TestEnv {
+    pub server: RunningServer,
+    pub base_url: String,
+    pub storage: Storage,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestEnv {
+    /// A server on `storage` with the test defaults; `None` when that storage is unavailable
+    /// outside CI.
+    pub async fn start(storage: Storage) -> Option<TestEnv> {
+        Self::start_with(storage, |_| {}).await
+    }
+
+    /// Like [`TestEnv::start`], with the configuration adjusted by `tweak` before the start.
+    pub async fn start_with(storage: Storage, tweak: impl FnOnce(&mut Config)) -> Option<TestEnv> {
+        let dir = tempfile::tempdir().expect("a temporary data directory");
+        let mut config = test_config(storage, dir.path()).await?;
+        tweak(&mut config);
+        Some(Self::from_config(storage, config, Some(dir)).await)
+    }
+
+    /// Starts a server on a prepared configuration (the caller keeps its data directory alive,
+    /// or hands it over in `dir`).
+    pub async fn from_config(storage: Storage, config: Config, dir: Option<tempfile::TempDir>) -> TestEnv {
+        let server = RunningServer::start(config).await.expect("the test server starts");
+        TestEnv { base_url: server.base_url.clone(), server, storage, _dir: dir }
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.server.state
+    }
+
+    /// `path` on this server (the address it listens on, which may differ from the issuer).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server.addr)
+    }
+
+    /// A browser with an empty cookie jar, pointed at this server.
+    pub fn browser(&self) -> Browser {
+        Browser::new(&format!("http://{}", self.server.addr))
+    }
+
+    /// An active professional account (login = idNat) with a password; returns the account id.
+    pub async fn add_professional(&self, id_nat: &str, given: &str, family: &str, password: &str) -> String {
+        let spec = AccountSpec {
+            kind: habilis_idp::store::AccountKind::Professional,
+            login: id_nat.to_string(),
+            id_nat: Some(id_nat.to_string()),
+            email: Some(format!("{}@example.org", given.to_lowercase())),
+            given_name: Some(given.to_string()),
+            family_name: Some(family.to_string()),
+        };
+        create_account(self.state(), &spec, password).await
+    }
+
+    /// An active patient account (login = lower-case email) with a password; returns its id.
+    pub async fn add_patient(&self, email: &str, password: &str) -> String {
+        let spec = AccountSpec {
+            kind: habilis_idp::store::AccountKind::Patient,
+            login: email.to_lowercase(),
+            id_nat: None,
+            email: Some(email.to_lowercase()),
+            given_name: None,
+            family_name: None,
+        };
+        create_account(self.state(), &spec, password).await
+    }
+
+    /// Registers a client (RFC 7591 metadata); returns its generated secret, if its method uses one.
+    pub async fn register_client(&self, client_id: &str, metadata: &Value) -> Option<String> {
+        register_client(self.state(), client_id, metadata).await
+    }
+
+    pub async fn stop(self) {
+        self.server.stop().await;
+    }
+}
+
+/// What to create in [`create_account`].
+pub struct AccountSpec {
+    pub kind: habilis_idp::store::AccountKind,
+    pub login: String,
+    pub id_nat: Option<String>,
+    pub email: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+}
+
+/// Creates an active account with a password through the server's store and hasher.
+pub async fn create_account(state: &AppState, spec: &AccountSpec, password: &str) -> String {
+    use habilis_idp::store::{Account, AccountStatus, Credential};
+    let now = habilis_idp::unix_now();
+    let account = Account {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind: spec.kind,
+        login: spec.login.clone(),
+        id_nat: spec.id_nat.clone(),
+        email: spec.email.clone(),
+        given_name: spec.given_name.clone(),
+        family_name: spec.family_name.clone(),
+        status: AccountStatus::Active,
+        locale: None,
+        created_at: now,
+        updated_at: now,
+        last_authenticated_at: None,
+    };
+    state.store.insert_account(&account).await.expect("insert the account");
+    let hasher = state.passwords.clone();
+    let owned = password.to_string();
+    let hash = tokio::task::spawn_blocking(move || hasher.hash_blocking(&owned))
+        .await
+        .expect("the hashing task")
+        .expect("hash the password");
+    state
+        .store
+        .insert_credential(&Credential {
+            id: uuid::Uuid::new_v4().to_string(),
+            account_id: account.id.clone(),
+            kind: "password".into(),
+            name: None,
+            secret: hash.into_bytes(),
+            created_at: now,
+            last_used_at: None,
+        })
+        .await
+        .expect("insert the password credential");
+    account.id
+}
+
+/// Registers a client through the server's registry; returns the generated secret, if any.
+pub async fn register_client(state: &AppState, client_id: &str, metadata: &Value) -> Option<String> {
+    let registration = state
+        .clients
+        .register(&metadata.to_string(), Some(client_id), None)
+        .await
+        .unwrap_or_else(|e| panic!("register client {client_id}: {e}"));
+    registration.secret.map(|s| s.as_str().to_string())
+}
+
+/// Where a navigation ended: a page of the server, or a redirect leaving it (to a client).
+#[derive(Debug)]
+pub enum Landing {
+    Page { url: String, status: u16, body: String },
+    Left(url::Url),
+}
+
+impl Landing {
+    /// The URL the server sent the browser to, outside the server; panics (with the page) otherwise.
+    pub fn left(self) -> url::Url {
+        match self {
+            Landing::Left(url) => url,
+            Landing::Page { url, status, body } => {
+                panic!("expected a redirect to the client, got the page {url} ({status}):\n{body}")
+            }
+        }
+    }
+
+    /// The page shown; panics if the browser was sent away.
+    pub fn page(self) -> (String, u16, String) {
+        match self {
+            Landing::Page { url, status, body } => (url, status, body),
+            Landing::Left(url) => panic!("expected a page of the server, got a redirect to {url}"),
+        }
+    }
+}
+
+/// A scripted browser: a cookie jar, no automatic redirects (they are followed here, only within
+/// the server, so that the redirect to the client can be inspected).
+pub struct Browser {
+    pub http: reqwest::Client,
+    pub origin: String,
+}
+
+impl Browser {
+    pub fn new(origin: &str) -> Browser {
+        let http = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("the browser's HTTP client");
+        Browser { http, origin: origin.trim_end_matches('/').to_string() }
+    }
+
+    fn absolute(&self, url: &str) -> String {
+        if url.starts_with('/') { format!("{}{url}", self.origin) } else { url.to_string() }
+    }
+
+    /// GET `url` (absolute, or a path on the server) and follow redirects within the server.
+    pub async fn navigate(&self, url: &str) -> Landing {
+        let url = self.absolute(url);
+        let response = self.http.get(&url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        self.follow(response).await
+    }
+
+    /// POST a form to `url` and follow redirects within the server.
+    pub async fn submit(&self, url: &str, fields: &[(&str, &str)]) -> Landing {
+        let url = self.absolute(url);
+        let response = self.http.post(&url).form(fields).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        self.follow(response).await
+    }
+
+    /// Follows 3xx responses while they stay on the server.
+    pub async fn follow(&self, mut response: reqwest::Response) -> Landing {
+        for _ in 0..20 {
+            let current = response.url().clone();
+            if !response.status().is_redirection() {
+                let status = response.status().as_u16();
+                let body = response.text().await.unwrap_or_default();
+                return Landing::Page { url: current.to_string(), status, body };
+            }
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_else(|| panic!("a redirect without Location from {current}"))
+                .to_string();
+            let next = current.join(&location).unwrap_or_else(|e| panic!("bad Location {location}: {e}"));
+            if next.origin().ascii_serialization() != self.origin {
+                return Landing::Left(next);
+            }
+            response = self.http.get(next.clone()).send().await.unwrap_or_else(|e| panic!("GET {next}: {e}"));
+        }
+        panic!("more than 20 redirects");
+    }
+
+    /// Fills in the login form shown by `landing` (a `/login` page).
+    pub async fn log_in(&self, landing: Landing, login: &str, password: &str) -> Landing {
+        let (url, status, body) = landing.page();
+        assert!(url.contains("/login?"), "expected the login page, got {url} ({status}):\n{body}");
+        let interaction = hidden_input(&body, "interaction").expect("the login form's interaction");
+        let csrf = hidden_input(&body, "csrf").expect("the login form's csrf token");
+        self.submit(
+            "/login",
+            &[("interaction", &interaction), ("csrf", &csrf), ("login", login), ("password", password)],
+        )
+        .await
+    }
+
+    /// Answers the consent page shown by `landing` with `decision` (`allow` or `deny`).
+    pub async fn consent(&self, landing: Landing, decision: &str) -> Landing {
+        let (url, status, body) = landing.page();
+        assert!(url.contains("/consent?"), "expected the consent page, got {url} ({status}):\n{body}");
+        let interaction = hidden_input(&body, "interaction").expect("the consent form's interaction");
+        let csrf = hidden_input(&body, "csrf").expect("the consent form's csrf token");
+        self.submit("/consent", &[("interaction", &interaction), ("csrf", &csrf), ("decision", decision)]).await
+    }
+
+    /// Runs an authorization request to its end: logs in when asked, allows consent when asked,
+    /// and returns the redirect to the client.
+    pub async fn authorize(&self, authorize_url: &str, login: &str, password: &str) -> url::Url {
+        let mut landing = self.navigate(authorize_url).await;
+        for _ in 0..3 {
+            landing = match landing {
+                Landing::Left(url) => return url,
+                Landing::Page { ref url, .. } if url.contains("/login?") => self.log_in(landing, login, password).await,
+                Landing::Page { ref url, .. } if url.contains("/consent?") => self.consent(landing, "allow").await,
+                other => return other.left(),
+            };
+        }
+        landing.left()
+    }
+}
+
+/// The value of `<input type="hidden" name="NAME" value="…">` in a page, HTML entities decoded.
+pub fn hidden_input(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html_unescape(&html[start..end]))
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&#x2f;", "/")
+        .replace("&#x2F;", "/")
+        .replace("&#47;", "/")
+        .replace("&amp;", "&")
+}
+
+/// The single value of query parameter `name` of `url`.
+pub fn query_param(url: &url::Url, name: &str) -> Option<String> {
+    url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// A PKCE pair (RFC 7636, S256): (code_verifier, code_challenge).
+pub fn pkce_pair() -> (String, String) {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let verifier = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// Header and claims of a compact JWS, without verifying anything.
+pub fn jwt_parts(token: &str) -> (Value, Value) {
+    use base64::Engine as _;
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "not a compact JWS: {token}");
+    let decode = |part: &str| -> Value {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).expect("base64url JWS part");
+        serde_json::from_slice(&bytes).expect("a JSON JWS part")
+    };
+    (decode(parts[0]), decode(parts[1]))
+}
+
+/// Verifies a compact JWS against a JWK set document (the server's `/jwks`), with the key named by
+/// its `kid`; returns (header, claims).
+pub fn verify_with_jwks(token: &str, jwks: &Value) -> Result<(Value, Value), String> {
+    use josekit::jws::{ES256, EdDSA, RS256};
+    let (header, _) = jwt_parts(token);
+    let kid = header["kid"].as_str().ok_or("the JWS header has no kid")?;
+    let alg = header["alg"].as_str().ok_or("the JWS header has no alg")?;
+    let keys = jwks["keys"].as_array().ok_or("the JWKS has no keys")?;
+    let key = keys.iter().find(|k| k["kid"] == kid).ok_or_else(|| format!("kid {kid} is not in the JWKS"))?;
+    let jwk = josekit::jwk::Jwk::from_map(key.as_object().cloned().unwrap_or_default()).map_err(|e| e.to_string())?;
+    let verifier: Box<dyn josekit::jws::JwsVerifier> = match alg {
+        "ES256" => Box::new(ES256.verifier_from_jwk(&jwk).map_err(|e| e.to_string())?),
+        "RS256" => Box::new(RS256.verifier_from_jwk(&jwk).map_err(|e| e.to_string())?),
+        "EdDSA" => Box::new(EdDSA.verifier_from_jwk(&jwk).map_err(|e| e.to_string())?),
+        other => return Err(format!("unexpected alg {other}")),
+    };
+    let (payload, _) = josekit::jws::deserialize_compact(token, verifier.as_ref()).map_err(|e| e.to_string())?;
+    let claims: Value = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
+    Ok((header, claims))
+}
+
+/// How a test authenticates a client at a back-channel endpoint.
+#[derive(Clone, Debug)]
+pub enum ClientAuth {
+    /// `client_secret_basic`: (client_id, secret).
+    Basic(String, String),
+    /// `client_secret_post`: (client_id, secret).
+    Post(String, String),
+    /// A public client naming itself with `client_id`.
+    Public(String),
+    /// `private_key_jwt`: (client_id, assertion).
+    Assertion(String, String),
+    /// Nothing at all.
+    Anonymous,
+}
+
+/// The answer of a back-channel endpoint: status, headers and JSON body (`Null` when not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+}
+
+/// POSTs a form to a back-channel endpoint with client authentication.
+pub async fn post_form(http: &reqwest::Client, url: &str, auth: &ClientAuth, fields: &[(&str, &str)]) -> Answer {
+    let mut form: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut request = http.post(url);
+    match auth {
+        ClientAuth::Basic(id, secret) => {
+            request = request.basic_auth(form_urlencode(id), Some(form_urlencode(secret)));
+        }
+        ClientAuth::Post(id, secret) => {
+            form.push(("client_id".into(), id.clone()));
+            form.push(("client_secret".into(), secret.clone()));
+        }
+        ClientAuth::Public(id) => form.push(("client_id".into(), id.clone())),
+        ClientAuth::Assertion(id, assertion) => {
+            form.push(("client_id".into(), id.clone()));
+            form.push((
+                "client_assertion_type".into(),
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+            ));
+            form.push(("client_assertion".into(), assertion.clone()));
+        }
+        ClientAuth::Anonymous => {}
+    }
+    let response = request.form(&form).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    answer(response).await
+}
+
+/// Status, headers and JSON body of a response.
+pub async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer { status, headers, body }
+}
+
+fn form_urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A plain HTTP client for back-channel calls (no cookies, no redirects).
+pub fn backchannel_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// A relying party's back-channel logout endpoint (OIDC Back-Channel Logout §2.5) listening on
+/// 127.0.0.1: every `logout_token` POSTed to it is kept, in order.
+pub struct LogoutReceiver {
+    pub url: String,
+    received: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LogoutReceiver {
+    pub async fn start() -> LogoutReceiver {
+        use axum::routing::post;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let app = axum::Router::new().route(
+            "/backchannel-logout",
+            post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let is_form = headers
+                        .get(axum::http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+                    let token = url::form_urlencoded::parse(&body)
+                        .find(|(k, _)| k == "logout_token")
+                        .map(|(_, v)| v.into_owned());
+                    match token {
+                        Some(token) if is_form => {
+                            let _ = tx.send(token);
+                            axum::http::StatusCode::OK
+                        }
+                        _ => axum::http::StatusCode::BAD_REQUEST,
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the logout receiver");
+        let addr = listener.local_addr().expect("its address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        LogoutReceiver { url: format!("http://{addr}/backchannel-logout"), received: tokio::sync::Mutex::new(rx), task }
+    }
+
+    /// The next logout token received within `timeout`.
+    pub async fn next(&self, timeout: Duration) -> Option<String> {
+        let mut rx = self.received.lock().await;
+        tokio::time::timeout(timeout, rx.recv()).await.ok().flatten()
+    }
+}
+
+impl Drop for LogoutReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

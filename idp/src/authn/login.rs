@@ -139,8 +139,15 @@ pub async fn submit(
     if let Some(old) = &previous {
         let _ = session::delete(state.ephemeral.as_ref(), &old.id).await;
     }
+    // The public `sid` stays the same across step-ups of one account's session.
+    let sid = previous
+        .as_ref()
+        .filter(|s| s.account_id == account.id)
+        .map(|s| s.sid.clone())
+        .unwrap_or_else(crate::cli::random_token);
     let new_session = Session {
         id: crate::cli::random_token(),
+        sid,
         account_id: account.id.clone(),
         auth_time: now,
         factors,

@@ -20,7 +20,10 @@ pub struct FactorRecord {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Session {
+    /// Secret: the cookie value and storage key. Never put in a token.
     pub id: String,
+    /// Public session identifier (OIDC `sid`), shared with clients for logout.
+    pub sid: String,
     pub account_id: String,
     /// Time of the last full authentication (OIDC `auth_time`).
     pub auth_time: i64,
@@ -178,6 +181,7 @@ mod tests {
     fn amr_adds_mfa_for_two_kinds() {
         let mut s = Session {
             id: "s".into(),
+            sid: "p".into(),
             account_id: "a".into(),
             auth_time: 1,
             factors: vec![FactorRecord { method: "pwd".into(), at: 1 }],
@@ -209,6 +213,7 @@ mod tests {
         };
         let s = Session {
             id: "x".into(),
+            sid: "p".into(),
             account_id: "a".into(),
             auth_time: 0,
             factors: vec![],

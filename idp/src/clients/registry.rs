@@ -12,6 +12,7 @@
 //!   [`ClientRegistry::remove`] …) write the store and update this instance's cache immediately.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
@@ -29,10 +30,12 @@ use crate::unix_now;
 /// How often the refresher asks the store whether clients changed (one cheap query).
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Every this many refresher ticks the registry reloads even if the version did not move: a safety
-/// net for changes the version cannot see (two instances writing in the very same instant, or a
-/// database edited by hand).
-const FULL_RELOAD_EVERY_TICKS: u32 = 60;
+/// How often the refresher reloads even if the version did not move: the safety net for changes
+/// (count, max updated_at) cannot see. Deleting the client holding the highest `updated_at` lowers
+/// the maximum, so a deletion followed by an insertion from *another process* within the same
+/// second can recreate a version already seen; so can a database edited by hand. Cheap: unchanged
+/// records are not parsed again.
+const FULL_RELOAD_PERIOD: Duration = Duration::from_secs(10);
 
 /// Shortest secret accepted when an administrator supplies one: 32 characters of the allowed
 /// alphabet carry at least 190 bits, the same order as a generated one.
@@ -94,6 +97,15 @@ pub struct ClientEntry {
 pub(crate) struct CachedClient {
     pub(crate) client: Arc<Client>,
     pub(crate) secret_digest: Option<[u8; 32]>,
+    /// The stored fields it was built from: a reload reuses this entry when they are unchanged.
+    metadata: String,
+    secret_hash: Option<String>,
+}
+
+impl CachedClient {
+    fn built_from(&self, record: &ClientRecord) -> bool {
+        self.metadata == record.metadata && self.secret_hash == record.secret_hash
+    }
 }
 
 struct Cache {
@@ -112,6 +124,10 @@ pub struct ClientRegistry {
     cache: RwLock<Cache>,
     /// Serialises reloads so that a slow one cannot overwrite the result of a newer one.
     reload_lock: tokio::sync::Mutex<()>,
+    /// The highest `updated_at` this instance has seen or written. Writes go above it, so that
+    /// after this instance deletes the client holding the maximum, its next write still produces
+    /// a version no instance has seen before.
+    high_water: AtomicI64,
     pub(crate) remote_jwks: RemoteJwks,
 }
 
@@ -186,7 +202,12 @@ fn to_cached(record: &ClientRecord) -> Result<CachedClient, ClientMetadataError>
             digest
         }
     };
-    Ok(CachedClient { client: Arc::new(client), secret_digest })
+    Ok(CachedClient {
+        client: Arc::new(client),
+        secret_digest,
+        metadata: record.metadata.clone(),
+        secret_hash: record.secret_hash.clone(),
+    })
 }
 
 /// A prepared registration, validated but not yet written (lets the CLI validate a whole file
@@ -206,12 +227,26 @@ impl PreparedRegistration {
 impl ClientRegistry {
     /// An empty registry: clients load lazily on first lookup. What the CLI uses.
     pub fn new(store: SharedStore) -> Arc<ClientRegistry> {
+        ClientRegistry::with_remote_jwks(store, RemoteJwks::new())
+    }
+
+    fn with_remote_jwks(store: SharedStore, remote_jwks: RemoteJwks) -> Arc<ClientRegistry> {
         Arc::new(ClientRegistry {
             store,
             cache: RwLock::new(Cache { clients: HashMap::new(), generation: 0, version: None }),
             reload_lock: tokio::sync::Mutex::new(()),
-            remote_jwks: RemoteJwks::new(),
+            high_water: AtomicI64::new(0),
+            remote_jwks,
         })
+    }
+
+    /// A registry whose `jwks_uri` cache uses shorter timings, for tests.
+    #[cfg(test)]
+    pub(crate) fn with_jwks_timings(store: SharedStore, ttl: Duration, min_refetch: Duration) -> Arc<ClientRegistry> {
+        let mut remote_jwks = RemoteJwks::new();
+        remote_jwks.ttl = ttl;
+        remote_jwks.min_refetch = min_refetch;
+        ClientRegistry::with_remote_jwks(store, remote_jwks)
     }
 
     /// A registry with every client loaded: what `habilis serve` uses (then
@@ -264,17 +299,25 @@ impl ClientRegistry {
         Ok(Some(entry))
     }
 
-    /// Re-reads every client and swaps the cache. Clients whose stored metadata no longer
-    /// validates are left out (and logged), never fatal: one bad row must not take every client
-    /// down. On a store error the current cache stays.
+    /// Re-reads every client and swaps the cache. Records unchanged since the last load keep
+    /// their parsed entry. Clients whose stored metadata no longer validates are left out (and
+    /// logged), never fatal: one bad row must not take every client down. On a store error the
+    /// current cache stays.
     pub async fn reload(&self) -> Result<(), StoreError> {
         let _serialised = self.reload_lock.lock().await;
         // The version is read before the list: a change landing between the two is in the list
         // and also moves the version past what is recorded, so the next check reloads again.
         let version = self.store.clients_version().await?;
+        self.high_water.fetch_max(version.1, Ordering::SeqCst);
         let records = self.store.list_clients().await?;
+        let previous = self.read_cache().clients.clone();
         let mut clients = HashMap::with_capacity(records.len());
         for record in &records {
+            let reusable = previous.get(&record.client_id).filter(|e| e.built_from(record));
+            if let Some(entry) = reusable {
+                clients.insert(record.client_id.clone(), Arc::clone(entry));
+                continue;
+            }
             match to_cached(record) {
                 Ok(entry) => {
                     clients.insert(record.client_id.clone(), Arc::new(entry));
@@ -299,6 +342,7 @@ impl ClientRegistry {
     /// Reloads when the store's version differs from the last load. Returns whether it reloaded.
     pub async fn refresh_if_changed(&self) -> Result<bool, StoreError> {
         let version = self.store.clients_version().await?;
+        self.high_water.fetch_max(version.1, Ordering::SeqCst);
         if self.read_cache().version == Some(version) {
             return Ok(false);
         }
@@ -307,8 +351,9 @@ impl ClientRegistry {
     }
 
     /// Checks for changes every `interval` ([`DEFAULT_REFRESH_INTERVAL`] in production), with a
-    /// full reload every minute or so regardless, until the registry is dropped. Errors are logged
-    /// and the current cache kept: a database hiccup never makes clients disappear.
+    /// full reload every 10 s regardless (see `FULL_RELOAD_PERIOD`), until the registry is
+    /// dropped. Errors are logged and the current cache kept: a database hiccup never makes
+    /// clients disappear.
     pub fn spawn_refresher(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let registry: Weak<ClientRegistry> = Arc::downgrade(self);
         let interval = interval.max(Duration::from_millis(50));
@@ -316,14 +361,15 @@ impl ClientRegistry {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker.tick().await; // immediate
-            let mut ticks: u32 = 0;
+            let full_every = (FULL_RELOAD_PERIOD.as_millis() / interval.as_millis().max(1)).max(1);
+            let mut ticks: u128 = 0;
             loop {
                 ticker.tick().await;
                 let Some(registry) = registry.upgrade() else {
                     break;
                 };
-                ticks = ticks.wrapping_add(1);
-                let result = if ticks % FULL_RELOAD_EVERY_TICKS == 0 {
+                ticks += 1;
+                let result = if ticks % full_every == 0 {
                     registry.reload().await.map(|()| true)
                 } else {
                     registry.refresh_if_changed().await
@@ -447,37 +493,33 @@ impl ClientRegistry {
         Ok(self.store.client_by_id(client_id).await?.as_ref().map(entry_of))
     }
 
-    /// `updated_at` for a write: above every stored `updated_at`, so the store's version (count,
-    /// max updated_at) moves with every change — even two writes within one second, or an update
-    /// of an old client while a newer one holds the maximum. It runs ahead of the clock only by
-    /// the number of writes made within the same second.
+    /// `updated_at` for a write: above every stored `updated_at` and every one this instance has
+    /// seen, so the store's version (count, max updated_at) moves with every change — even two
+    /// writes within one second, an update of an old client while a newer one holds the maximum,
+    /// or an insertion right after this instance deleted the client holding the maximum.
+    /// (`max(now, own previous updated_at + 1)` would not do: two clients written in the same
+    /// second would share the maximum.) It runs ahead of the clock only by the number of writes
+    /// made within one second.
     async fn next_updated_at(&self, now: UnixTime) -> Result<UnixTime, StoreError> {
         let (_, latest) = self.store.clients_version().await?;
-        Ok(now.max(latest.saturating_add(1)))
+        let floor = latest.max(self.high_water.load(Ordering::SeqCst)).saturating_add(1);
+        let at = now.max(floor);
+        self.high_water.fetch_max(at, Ordering::SeqCst);
+        Ok(at)
     }
 
     /// Puts a client this instance just wrote into its cache (the other instances learn of it
     /// from the store's version).
     fn cache_local_write(&self, record: &ClientRecord, client: Arc<Client>) {
-        let entry =
-            Arc::new(CachedClient { client, secret_digest: record.secret_hash.as_deref().and_then(parse_secret_hash) });
+        let entry = Arc::new(CachedClient {
+            client,
+            secret_digest: record.secret_hash.as_deref().and_then(parse_secret_hash),
+            metadata: record.metadata.clone(),
+            secret_hash: record.secret_hash.clone(),
+        });
         let mut cache = self.write_cache();
         cache.clients.insert(record.client_id.clone(), entry);
         cache.generation += 1;
-    }
-
-    /// A registry whose `jwks_uri` cache uses shorter timings, for tests.
-    #[cfg(test)]
-    pub(crate) fn with_jwks_timings(store: SharedStore, ttl: Duration, min_refetch: Duration) -> Arc<ClientRegistry> {
-        let mut remote_jwks = RemoteJwks::new();
-        remote_jwks.ttl = ttl;
-        remote_jwks.min_refetch = min_refetch;
-        Arc::new(ClientRegistry {
-            store,
-            cache: RwLock::new(Cache { clients: HashMap::new(), generation: 0, version: None }),
-            reload_lock: tokio::sync::Mutex::new(()),
-            remote_jwks,
-        })
     }
 }
 

@@ -203,7 +203,9 @@ fn step_response_mode(steps: &mut Steps<'_>) -> Result<(), Failure> {
         None | Some("query") => ResponseMode::Query,
         Some("form_post") => ResponseMode::FormPost,
         Some(_) => {
-            return Err(steps.redirect(OAuthError::invalid_request("unsupported response_mode; use query or form_post")));
+            return Err(
+                steps.redirect(OAuthError::invalid_request("unsupported response_mode; use query or form_post"))
+            );
         }
     };
     Ok(())
@@ -753,7 +755,7 @@ async fn issue_code(
             auth_time: session.auth_time,
             acr: session_acr(session).map(|l| l.as_str().to_string()),
             amr,
-            sid: Some(session.id.clone()),
+            sid: Some(session.sid.clone()),
         },
         claims: request.claims.clone(),
         resource: request.resource.clone(),

@@ -1,0 +1,43 @@
+//! Pushed authorization requests (RFC 9126): the client sends its authorization request over an
+//! authenticated back channel and gets a single-use, short-lived `request_uri` to put in the
+//! browser redirect. The request is validated here exactly as at `/authorize`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::OAuthError;
+use crate::oidc::authorize::{Failure, PAR_URN_PREFIX, validate};
+use crate::oidc::token::{authenticate_client, form_params, no_store};
+
+pub const PATH: &str = "/par";
+
+pub async fn push(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = crate::unix_now();
+    match handle(&state, &headers, &body, now).await {
+        Ok((request_uri, expires_in)) => no_store(
+            (StatusCode::CREATED, axum::Json(json!({ "request_uri": request_uri, "expires_in": expires_in })))
+                .into_response(),
+        ),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(String, u64), OAuthError> {
+    let params = form_params(headers, body)?;
+    let client = authenticate_client(state, headers, &params, PATH, now).await?;
+    if params.contains("request_uri") {
+        return Err(OAuthError::invalid_request("request_uri must not be pushed"));
+    }
+    let request = validate(state, &params, Some(&client.client), now).await.map_err(|failure| match failure {
+        Failure::Page(error) | Failure::Redirect { error, .. } => error,
+    })?;
+    let id = crate::cli::random_token();
+    let ttl = state.config.oidc.par_lifetime;
+    let bytes = serde_json::to_vec(&request).map_err(|_| OAuthError::server_error())?;
+    state.ephemeral.put(&format!("par:{id}"), &bytes, ttl).await?;
+    Ok((format!("{PAR_URN_PREFIX}{id}"), ttl.as_secs()))
+}

@@ -1,0 +1,58 @@
+//! Token revocation (RFC 7009). Revoking a refresh token revokes its whole grant, including the
+//! access tokens issued from it; revoking an access token marks its `jti`. Unknown tokens, and
+//! tokens of other clients, get the same empty 200 so that nothing is learnt from the answer.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use crate::app::AppState;
+use crate::error::{OAuthError, OAuthErrorCode};
+use crate::oidc::token::{authenticate_client, form_params, no_store, revoke_grant};
+use crate::oidc::tokens::{revoke_access_token, verify_access_token};
+
+pub const PATH: &str = "/revoke";
+
+pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = crate::unix_now();
+    match handle(&state, &headers, &body, now).await {
+        Ok(()) => no_store(StatusCode::OK.into_response()),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), OAuthError> {
+    let params = form_params(headers, body)?;
+    let caller = authenticate_client(state, headers, &params, PATH, now).await?;
+    let token = params.require("token")?;
+    match params.get("token_type_hint") {
+        None | Some("access_token") | Some("refresh_token") => {}
+        Some(_) => {
+            return Err(OAuthError::new(
+                OAuthErrorCode::UnsupportedTokenType,
+                "token_type_hint must be access_token or refresh_token",
+            ));
+        }
+    }
+    if token.split('.').count() == 3 {
+        if let Ok(claims) = verify_access_token(state, token, now).await
+            && claims.client_id == caller.client.client_id()
+        {
+            revoke_access_token(state, &claims, now).await?;
+            tracing::info!(client_id = %claims.client_id, jti = %claims.jti, "access token revoked");
+        }
+        return Ok(());
+    }
+    if token.len() > 128 {
+        return Ok(());
+    }
+    if let Some(refresh) = state.store.refresh_token(&crate::cli::sha256_hex(token)).await?
+        && let Some(grant) = state.store.grant_by_id(&refresh.grant_id).await?
+        && grant.client_id == caller.client.client_id()
+    {
+        revoke_grant(state, &grant.id, now).await?;
+        tracing::info!(client_id = %grant.client_id, grant = %grant.id, "refresh token revoked with its grant");
+    }
+    Ok(())
+}
