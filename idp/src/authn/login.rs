@@ -19,7 +19,7 @@ use crate::oidc::params::Params;
 use crate::store::{Account, AccountStatus};
 use crate::web::i18n::Lang;
 
-/// Attempts allowed per account, then per client address, in one window.
+/// Failed attempts allowed per account, then per client address, in one window.
 const ACCOUNT_ATTEMPTS: u64 = 10;
 const ADDRESS_ATTEMPTS: u64 = 100;
 const ATTEMPT_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -103,10 +103,15 @@ pub async fn submit(
         return render(&state, &headers, &interaction, typed, Some(texts.bad_credentials)).await;
     }
 
-    let account_attempts = state.ephemeral.incr(&format!("rl:login:acct:{login}"), ATTEMPT_WINDOW).await;
-    let address_attempts = state.ephemeral.incr(&format!("rl:login:ip:{}", peer.ip()), ATTEMPT_WINDOW).await;
-    match (account_attempts, address_attempts) {
-        (Ok(a), Ok(b)) if a > ACCOUNT_ATTEMPTS || b > ADDRESS_ATTEMPTS => {
+    // Failed attempts are counted per account and per address; past the limit, no password is
+    // even checked until the window ends (the lockout of the login journey builds on this).
+    let account_key = format!("rl:login:acct:{login}");
+    let address_key = format!("rl:login:ip:{}", peer.ip());
+    let failures = |bytes: &Option<Vec<u8>>| -> u64 {
+        bytes.as_deref().and_then(|b| std::str::from_utf8(b).ok()).and_then(|s| s.parse().ok()).unwrap_or(0)
+    };
+    match (state.ephemeral.get(&account_key).await, state.ephemeral.get(&address_key).await) {
+        (Ok(a), Ok(b)) if failures(&a) >= ACCOUNT_ATTEMPTS || failures(&b) >= ADDRESS_ATTEMPTS => {
             tracing::warn!(ip = %peer.ip(), "login throttled");
             return render(&state, &headers, &interaction, typed, Some(texts.too_many_attempts)).await;
         }
@@ -117,6 +122,8 @@ pub async fn submit(
     let account = match verify_password(&state, &login, password).await {
         Ok(Some(account)) => account,
         Ok(None) => {
+            let _ = state.ephemeral.incr(&account_key, ATTEMPT_WINDOW).await;
+            let _ = state.ephemeral.incr(&address_key, ATTEMPT_WINDOW).await;
             interaction.failures += 1;
             let _ = interaction::save(&state, &interaction).await;
             tracing::info!(ip = %peer.ip(), "login failed: bad credentials");
@@ -124,7 +131,7 @@ pub async fn submit(
         }
         Err(e) => return crate::web::pages_error(&state, &headers, None, e),
     };
-    let _ = state.ephemeral.delete(&format!("rl:login:acct:{login}")).await;
+    let _ = state.ephemeral.delete(&account_key).await;
 
     // A fresh session id at every login (no fixation); factors of the same account carry over so a
     // later step-up adds to them.
@@ -189,9 +196,35 @@ async fn verify_password(
         Some(c) => String::from_utf8(c.secret.clone()).unwrap_or_default(),
         None => state.dummy_password_hash().await,
     };
-    let ok = state.passwords.verify(phc, password).await;
-    match account {
-        Some(a) if ok && stored.is_some() && a.status == AccountStatus::Active => Ok(Some(a)),
+    let needs_rehash = state.passwords.needs_rehash(&phc);
+    let ok = state.passwords.verify(phc, password.clone()).await;
+    match (account, stored) {
+        (Some(a), Some(credential)) if ok && a.status == AccountStatus::Active => {
+            if needs_rehash {
+                rehash(state, &credential, password).await;
+            }
+            Ok(Some(a))
+        }
         _ => Ok(None),
+    }
+}
+
+/// Re-hashes a password stored with other argon2 parameters than the configured ones, now that the
+/// clear password is at hand (raising the cost takes effect at each user's next login).
+async fn rehash(state: &AppState, credential: &crate::store::Credential, password: zeroize::Zeroizing<String>) {
+    let hasher = state.passwords.clone();
+    let hashed = tokio::task::spawn_blocking(move || hasher.rehash_blocking(&password)).await;
+    if let Ok(Ok(phc)) = hashed {
+        let updated = crate::store::Credential {
+            id: uuid::Uuid::new_v4().to_string(),
+            secret: phc.into_bytes(),
+            ..credential.clone()
+        };
+        match state.store.replace_credentials(&updated).await {
+            Ok(()) => {
+                tracing::info!(account = %credential.account_id, "password re-hashed with the configured parameters")
+            }
+            Err(e) => tracing::warn!(error = %e, "password re-hash failed"),
+        }
     }
 }

@@ -54,6 +54,14 @@ impl PasswordHasher {
             .map_err(|e| PasswordError::Hashing(e.to_string()))
     }
 
+    /// Hashes without the policy check: for re-hashing a password that was accepted when it was set.
+    pub fn rehash_blocking(&self, password: &str) -> Result<String, PasswordError> {
+        self.argon2()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+            .map_err(|e| PasswordError::Hashing(e.to_string()))
+    }
+
     pub async fn hash(&self, password: zeroize::Zeroizing<String>) -> Result<String, PasswordError> {
         let hasher = self.clone();
         tokio::task::spawn_blocking(move || hasher.hash_blocking(&password))

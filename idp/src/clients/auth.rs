@@ -97,9 +97,8 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
         )
     };
     let value = value.to_str().map_err(|_| malformed())?;
-    let Some((scheme, encoded)) = value.trim().split_once(' ') else {
-        return Ok(None);
-    };
+    let value = value.trim();
+    let (scheme, encoded) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("basic") {
         return Ok(None);
     }

@@ -68,7 +68,6 @@ pub enum RegistryError {
 }
 
 /// The outcome of [`ClientRegistry::register`].
-#[derive(Debug)]
 pub struct Registration {
     pub client: Arc<Client>,
     /// The generated secret, to show once: only its hash is stored. `None` when the method uses no
@@ -212,10 +211,29 @@ fn to_cached(record: &ClientRecord) -> Result<CachedClient, ClientMetadataError>
 
 /// A prepared registration, validated but not yet written (lets the CLI validate a whole file
 /// before writing anything).
-#[derive(Debug)]
 pub struct PreparedRegistration {
     client: Client,
     given_secret: Option<Zeroizing<String>>,
+}
+
+/// Hand-written so that a secret can never reach a log through `{:?}`.
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("client_id", &self.client.client_id())
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("created", &self.created)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PreparedRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedRegistration")
+            .field("client_id", &self.client.client_id())
+            .field("given_secret", &self.given_secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl PreparedRegistration {
@@ -369,7 +387,7 @@ impl ClientRegistry {
                     break;
                 };
                 ticks += 1;
-                let result = if ticks % full_every == 0 {
+                let result = if ticks.is_multiple_of(full_every) {
                     registry.reload().await.map(|()| true)
                 } else {
                     registry.refresh_if_changed().await
@@ -470,6 +488,9 @@ impl ClientRegistry {
     /// Deletes a client. Returns whether it existed. (The database deletes its grants and
     /// consents with it.)
     pub async fn remove(&self, client_id: &str) -> Result<bool, RegistryError> {
+        // Remember the maximum before it possibly leaves with this client (see `high_water`).
+        let (_, latest) = self.store.clients_version().await?;
+        self.high_water.fetch_max(latest, Ordering::SeqCst);
         let removed = self.store.delete_client(client_id).await?;
         let mut cache = self.write_cache();
         cache.clients.remove(client_id);

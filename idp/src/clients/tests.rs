@@ -97,7 +97,9 @@ async fn register_then_get_and_secret_never_stored_in_clear() {
         let registry = ClientRegistry::new(store.clone());
         let outcome = registry.register(&web_client("app", "client_secret_basic"), None, None).await.unwrap();
         assert!(outcome.created, "{backend}");
+        let shown = format!("{outcome:?}");
         let secret = outcome.secret.expect("a generated secret");
+        assert!(!shown.contains(secret.as_str()), "Debug must not print the secret: {shown}");
         assert_eq!(secret.len(), 43, "32 bytes in base64url");
         let client = registry.get("app").await.unwrap().expect("registered");
         assert_eq!(client.client_id(), "app");
@@ -436,6 +438,9 @@ async fn malformed_and_ambiguous_requests() {
     // Broken Basic credentials.
     let mut headers = HeaderMap::new();
     headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
+    assert_invalid_client(auth(&registry, &headers, &[], &eph).await, "malformed");
+    let mut headers = HeaderMap::new();
+    headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic"));
     assert_invalid_client(auth(&registry, &headers, &[], &eph).await, "malformed");
     let mut headers = HeaderMap::new();
     let no_colon = format!("Basic {}", STANDARD.encode("basic-app"));
