@@ -337,3 +337,15 @@ impl Drop for RunningServer {
         }
     }
 }
+
+/// An application state on a temporary SQLite database and in-memory ephemeral store, for unit
+/// tests of handlers and pipeline steps.
+#[cfg(test)]
+pub async fn test_state() -> (AppState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
+    config.keys.algorithms = vec![crate::config::SigningAlg::ES256];
+    config.password.argon2_memory_kib = 8192;
+    config.password.argon2_iterations = 1;
+    (build_state(config).await.expect("test state"), dir)
+}

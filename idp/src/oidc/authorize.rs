@@ -876,3 +876,180 @@ mod tests {
         assert!(!pkce_matches("short", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
     }
 }
+
+#[cfg(test)]
+mod step_tests {
+    use super::*;
+
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    async fn state_with_client(extra: &str) -> (AppState, tempfile::TempDir) {
+        let (state, dir) = crate::app::test_state().await;
+        let metadata = format!(
+            r#"{{"redirect_uris":["https://app.example/cb","http://127.0.0.1/native"],"grant_types":["authorization_code","refresh_token"],
+               "scope":"openid profile email offline_access","token_endpoint_auth_method":"none"{extra}}}"#
+        );
+        state.clients.register(&metadata, Some("app"), None).await.expect("register");
+        (state, dir)
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        let mut p = Params::default();
+        let base = [
+            ("client_id", "app"),
+            ("redirect_uri", "https://app.example/cb"),
+            ("response_type", "code"),
+            ("scope", "openid profile"),
+            ("state", "st"),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ];
+        for (k, v) in base {
+            p.insert(k, v.to_string());
+        }
+        for (k, v) in pairs {
+            if v.is_empty() {
+                p.remove(k);
+            } else {
+                p.insert(k, v.to_string());
+            }
+        }
+        p
+    }
+
+    fn code_of(failure: Failure) -> (bool, &'static str) {
+        match failure {
+            Failure::Page(e) => (false, e.code.as_str()),
+            Failure::Redirect { error, .. } => (true, error.code.as_str()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_good_request_validates() {
+        let (state, _dir) = state_with_client("").await;
+        let request = validate(&state, &params(&[("nonce", "n"), ("max_age", "60")]), None, 0).await.unwrap();
+        assert_eq!(request.scope, vec!["openid", "profile"]);
+        assert_eq!(request.max_age, Some(60));
+        assert_eq!(request.response_mode, ResponseMode::Query);
+    }
+
+    #[tokio::test]
+    async fn client_and_redirect_uri_errors_are_pages() {
+        let (state, _dir) = state_with_client("").await;
+        for (pairs, expected) in [
+            (vec![("client_id", "nobody")], "invalid_client"),
+            (vec![("client_id", "")], "invalid_request"),
+            (vec![("redirect_uri", "https://app.example/cb/")], "invalid_request"),
+            (vec![("redirect_uri", "https://app.example/cb?x=1")], "invalid_request"),
+            (vec![("redirect_uri", "https://evil.example/cb")], "invalid_request"),
+            (vec![("redirect_uri", "")], "invalid_request"),
+        ] {
+            let failure = validate(&state, &params(&pairs), None, 0).await.unwrap_err();
+            assert_eq!(code_of(failure), (false, expected), "{pairs:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn native_loopback_redirect_may_change_port() {
+        let (state, _dir) = state_with_client(r#","application_type":"native""#).await;
+        let ok = validate(&state, &params(&[("redirect_uri", "http://127.0.0.1:53123/native")]), None, 0).await;
+        assert!(ok.is_ok());
+    }
+
+    #[tokio::test]
+    async fn later_errors_are_redirected_with_their_codes() {
+        let (state, _dir) = state_with_client("").await;
+        for (pairs, expected) in [
+            (vec![("response_type", "token")], "unsupported_response_type"),
+            (vec![("response_type", "")], "invalid_request"),
+            (vec![("code_challenge", "")], "invalid_request"),
+            (vec![("code_challenge_method", "plain")], "invalid_request"),
+            (vec![("code_challenge_method", "")], "invalid_request"),
+            (vec![("code_challenge", "short")], "invalid_request"),
+            (vec![("scope", "profile")], "invalid_scope"),
+            (vec![("scope", "openid admin")], "invalid_scope"),
+            (vec![("claims", "{not json")], "invalid_request"),
+            (vec![("claims", r#"{"id_token":{"acr":{"essential":true,"values":["gold"]}}}"#)], "invalid_request"),
+            (vec![("prompt", "none login")], "invalid_request"),
+            (vec![("prompt", "sometimes")], "invalid_request"),
+            (vec![("max_age", "-1")], "invalid_request"),
+            (vec![("id_token_hint", "not.a.token")], "invalid_request"),
+            (vec![("request", "eyJ")], "request_not_supported"),
+            (vec![("response_mode", "fragment")], "invalid_request"),
+            (vec![("resource", "not a uri")], "invalid_target"),
+        ] {
+            let failure = validate(&state, &params(&pairs), None, 0).await.unwrap_err();
+            assert_eq!(code_of(failure), (true, expected), "{pairs:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn par_only_clients_must_push() {
+        let (state, _dir) = state_with_client(r#","require_pushed_authorization_requests":true"#).await;
+        let failure = validate(&state, &params(&[]), None, 0).await.unwrap_err();
+        assert_eq!(code_of(failure), (true, "invalid_request"));
+    }
+
+    #[tokio::test]
+    async fn essential_acr_becomes_a_requirement_that_fails_clearly() {
+        let (state, _dir) = state_with_client("").await;
+        let claims = r#"{"id_token":{"acr":{"essential":true,"values":["eidas2"]}}}"#;
+        let request = validate(&state, &params(&[("claims", claims)]), None, 0).await.unwrap();
+        assert_eq!(request.essential_acr, vec!["eidas2"]);
+        let client = state.clients.get("app").await.unwrap().unwrap();
+        assert_eq!(required_acr(&request, &client), Some(AcrLevel::Eidas2));
+        let session = Session {
+            id: "s".into(),
+            sid: "p".into(),
+            account_id: "a".into(),
+            auth_time: 0,
+            factors: vec![crate::authn::session::FactorRecord { method: "pwd".into(), at: 0 }],
+            created_at: 0,
+            last_seen: 0,
+            clients: vec![],
+        };
+        let interaction = Interaction::new(request.clone(), 0);
+        let err = decide(&request, &client, Some(&session), &interaction, 0).unwrap_err();
+        assert_eq!(err.code.as_str(), "unmet_authentication_requirements");
+    }
+
+    #[tokio::test]
+    async fn decisions_name_their_reason() {
+        let (state, _dir) = state_with_client(r#","first_party":true"#).await;
+        let client = state.clients.get("app").await.unwrap().unwrap();
+        let session = Session {
+            id: "s".into(),
+            sid: "p".into(),
+            account_id: "a".into(),
+            auth_time: 100,
+            factors: vec![],
+            created_at: 100,
+            last_seen: 100,
+            clients: vec![],
+        };
+        let plain = validate(&state, &params(&[]), None, 0).await.unwrap();
+        let interaction = Interaction::new(plain.clone(), 200);
+        assert_eq!(decide(&plain, &client, None, &interaction, 200).unwrap(), Decision::Login(LoginReason::NoSession));
+        assert_eq!(decide(&plain, &client, Some(&session), &interaction, 200).unwrap(), Decision::Issue);
+        let login = validate(&state, &params(&[("prompt", "login")]), None, 0).await.unwrap();
+        assert_eq!(
+            decide(&login, &client, Some(&session), &interaction, 200).unwrap(),
+            Decision::Login(LoginReason::PromptLogin)
+        );
+        let mut done = interaction.clone();
+        done.login_at = Some(200);
+        assert_eq!(decide(&login, &client, Some(&session), &done, 200).unwrap(), Decision::Issue);
+        let max_age = validate(&state, &params(&[("max_age", "0")]), None, 0).await.unwrap();
+        assert_eq!(
+            decide(&max_age, &client, Some(&session), &interaction, 200).unwrap(),
+            Decision::Login(LoginReason::MaxAgeExceeded)
+        );
+        let mut other = max_age.clone();
+        other.max_age = None;
+        other.expected_subject = Some("someone-else".into());
+        assert_eq!(
+            decide(&other, &client, Some(&session), &interaction, 200).unwrap(),
+            Decision::Login(LoginReason::AccountMismatch)
+        );
+    }
+}
