@@ -65,6 +65,7 @@ pub struct AppState {
     /// Outgoing HTTP (back-channel logout, remote JWKS).
     pub http: reqwest::Client,
     pub grants: Arc<crate::oidc::token::GrantRegistry>,
+    pub verified_tokens: Arc<crate::oidc::tokens::VerifiedTokens>,
 }
 
 impl AppState {
@@ -137,6 +138,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         dummy_hash: Arc::new(tokio::sync::OnceCell::new()),
         http,
         grants,
+        verified_tokens: Arc::new(crate::oidc::tokens::VerifiedTokens::new(100_000)),
     })
 }
 

@@ -479,6 +479,8 @@ impl Landing {
 pub struct Browser {
     pub http: reqwest::Client,
     pub origin: String,
+    /// Every `Set-Cookie` header the server sent during navigations, in order.
+    pub set_cookies: Mutex<Vec<String>>,
 }
 
 impl Browser {
@@ -489,7 +491,19 @@ impl Browser {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("the browser's HTTP client");
-        Browser { http, origin: origin.trim_end_matches('/').to_string() }
+        Browser { http, origin: origin.trim_end_matches('/').to_string(), set_cookies: Mutex::new(Vec::new()) }
+    }
+
+    /// The values the server last set for cookie `name` during navigations (latest last).
+    pub fn cookie_values(&self, name: &str) -> Vec<String> {
+        let prefix = format!("{name}=");
+        self.set_cookies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.strip_prefix(&prefix))
+            .map(|rest| rest.split(';').next().unwrap_or("").to_string())
+            .collect()
     }
 
     fn absolute(&self, url: &str) -> String {
@@ -514,6 +528,11 @@ impl Browser {
     pub async fn follow(&self, mut response: reqwest::Response) -> Landing {
         for _ in 0..20 {
             let current = response.url().clone();
+            for value in response.headers().get_all(reqwest::header::SET_COOKIE) {
+                if let Ok(value) = value.to_str() {
+                    self.set_cookies.lock().unwrap().push(value.to_string());
+                }
+            }
             if !response.status().is_redirection() {
                 let status = response.status().as_u16();
                 let body = response.text().await.unwrap_or_default();
@@ -537,7 +556,8 @@ impl Browser {
     /// Fills in the login form shown by `landing` (a `/login` page).
     pub async fn log_in(&self, landing: Landing, login: &str, password: &str) -> Landing {
         let (url, status, body) = landing.page();
-        assert!(url.contains("/login?"), "expected the login page, got {url} ({status}):\n{body}");
+        let path = url::Url::parse(&url).map(|u| u.path().to_string()).unwrap_or_default();
+        assert_eq!(path, "/login", "expected the login page, got {url} ({status}):\n{body}");
         let interaction = hidden_input(&body, "interaction").expect("the login form's interaction");
         let csrf = hidden_input(&body, "csrf").expect("the login form's csrf token");
         self.submit(
@@ -550,7 +570,8 @@ impl Browser {
     /// Answers the consent page shown by `landing` with `decision` (`allow` or `deny`).
     pub async fn consent(&self, landing: Landing, decision: &str) -> Landing {
         let (url, status, body) = landing.page();
-        assert!(url.contains("/consent?"), "expected the consent page, got {url} ({status}):\n{body}");
+        let path = url::Url::parse(&url).map(|u| u.path().to_string()).unwrap_or_default();
+        assert_eq!(path, "/consent", "expected the consent page, got {url} ({status}):\n{body}");
         let interaction = hidden_input(&body, "interaction").expect("the consent form's interaction");
         let csrf = hidden_input(&body, "csrf").expect("the consent form's csrf token");
         self.submit("/consent", &[("interaction", &interaction), ("csrf", &csrf), ("decision", decision)]).await
@@ -727,13 +748,26 @@ pub struct LogoutReceiver {
 
 impl LogoutReceiver {
     pub async fn start() -> LogoutReceiver {
+        Self::start_failing(0).await
+    }
+
+    /// A receiver that answers 503 to its first `failures` deliveries (those tokens are not kept).
+    pub async fn start_failing(failures: usize) -> LogoutReceiver {
         use axum::routing::post;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let remaining_failures = Arc::new(std::sync::atomic::AtomicUsize::new(failures));
         let app = axum::Router::new().route(
             "/backchannel-logout",
             post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                 let tx = tx.clone();
+                let remaining_failures = remaining_failures.clone();
                 async move {
+                    let fail = remaining_failures
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if fail {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
                     let is_form = headers
                         .get(axum::http::header::CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
