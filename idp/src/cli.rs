@@ -119,6 +119,13 @@ pub enum UserCommand {
     /// Create an account. Without --password-stdin an invitation link is printed: the person sets
     /// their own password and second factor; passwords are never taken on the command line.
     Add(UserAddArgs),
+    /// List the consents an account gave to third-party applications.
+    Consents {
+        /// The account's login (idNat, email…).
+        login: String,
+    },
+    /// Withdraw an account's consent to an application: it will ask again at the next login.
+    RevokeConsent { login: String, client_id: String },
     /// List accounts.
     List {
         #[arg(long, default_value_t = 100)]
@@ -385,6 +392,29 @@ async fn user_command(config: Config, command: &UserCommand) -> Result<(), CliEr
             Ok(())
         }
         UserCommand::Add(args) => add_user(&config, &store, args).await,
+        UserCommand::Consents { login } => {
+            let account = find_account(&store, login).await?;
+            let consents = store.consents_of(&account.id).await.map_err(failed)?;
+            if consents.is_empty() {
+                println!("{} has given no consent", account.login);
+            }
+            for c in consents {
+                println!("{:<30} {:<40} since {}", c.client_id, c.scope, format_time(c.updated_at));
+            }
+            Ok(())
+        }
+        UserCommand::RevokeConsent { login, client_id } => {
+            let account = find_account(&store, login).await?;
+            if store.delete_consent(&account.id, client_id).await.map_err(failed)? {
+                println!("consent of {} to {client_id} withdrawn", account.login);
+                Ok(())
+            } else {
+                Err(CliError::Failed(format!(
+                    "{} has no consent for {client_id}; see `habilis user consents {login}`",
+                    account.login
+                )))
+            }
+        }
     }
 }
 
@@ -492,6 +522,15 @@ async fn add_user(config: &Config, store: &crate::store::SharedStore, args: &Use
         );
     }
     Ok(())
+}
+
+async fn find_account(store: &crate::store::SharedStore, login: &str) -> Result<Account, CliError> {
+    let normalised = crate::authn::login::normalise_login(login);
+    store
+        .account_by_login(&normalised)
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| CliError::Failed(format!("no account with login {normalised}; see `habilis user list`")))
 }
 
 fn read_password_line() -> Result<zeroize::Zeroizing<String>, CliError> {

@@ -53,6 +53,7 @@ on_both_storages!(
     refresh_token_reuse_revokes_the_whole_family,
     expired_code_is_invalid_grant,
     replayed_private_key_jwt_assertion_is_invalid_client,
+    expired_request_uri_is_refused,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -603,6 +604,13 @@ async fn rp_initiated_logout_notifies_every_client_of_the_session(storage: Stora
     }
     assert!(first_receiver.next(Duration::from_millis(300)).await.is_none(), "one logout token per client");
 
+    // The grants made through the session are revoked with it.
+    for (tokens, auth) in [(&first, &rp.auth), (&second, &second_auth)] {
+        assert_eq!(userinfo(&rp, &tokens.access).await.status, 401, "access tokens of the session are revoked");
+        let refreshed = refresh(&rp, auth, tokens.refresh.as_deref().unwrap()).await;
+        assert_error(&refreshed, 400, "invalid_grant");
+    }
+
     // The session is gone: prompt=none now says login_required.
     let (_, challenge) = pkce_pair();
     let back = browser.navigate(&authorize_url(&rp.env, &rp.client_id, &challenge, &[("prompt", Some("none"))])).await;
@@ -884,6 +892,197 @@ async fn client_authentication_methods_and_per_client_id_token_algorithm() {
     assert_error(&without_verifier, 400, "invalid_request");
 }
 
+/// RFC 7662 §2.1 and RFC 7009 §2.1: a wrong `token_type_hint` must not hide a token — the server
+/// extends its search to the other token types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_and_revocation_look_beyond_a_wrong_hint() {
+    let rp = rp(Storage::Embedded).await.unwrap();
+    let browser = rp.env.browser();
+    let issued = log_in_and_redeem(&rp, &browser).await;
+    let refresh_token = issued.refresh.clone().unwrap();
+    for (token, wrong_hint, kind) in
+        [(&issued.access, "refresh_token", "an access token"), (&refresh_token, "access_token", "a refresh token")]
+    {
+        let answer = post_form(
+            &rp.http,
+            &rp.env.url("/introspect"),
+            &rp.auth,
+            &[("token", token), ("token_type_hint", wrong_hint)],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        assert_eq!(
+            answer.body["active"], true,
+            "{kind} introspected with token_type_hint={wrong_hint}: {}",
+            answer.body
+        );
+    }
+    assert_eq!(revoke(&rp, &rp.auth, &issued.access, Some("refresh_token")).await.status, 200);
+    assert_eq!(introspect(&rp, &issued.access).await.body["active"], false, "access token revoked despite the hint");
+    assert_eq!(revoke(&rp, &rp.auth, &refresh_token, Some("access_token")).await.status, 200);
+    assert_error(&refresh(&rp, &rp.auth, &refresh_token).await, 400, "invalid_grant");
+}
+
+/// Userinfo needs an access token with `openid` (RFC 6750 §3.1 `insufficient_scope`, with its
+/// challenge), accepts no other kind of token, and never takes one from the query string.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn userinfo_refuses_tokens_without_openid_and_other_kinds_of_token() {
+    let rp = rp(Storage::Embedded).await.unwrap();
+    let browser = rp.env.browser();
+    let issued = log_in_and_redeem(&rp, &browser).await;
+
+    // An ID token is not an access token (token confusion).
+    let id_token = issued.id.clone().unwrap();
+    let confused = userinfo(&rp, &id_token).await;
+    assert_error(&confused, 401, "invalid_token");
+    assert_eq!(introspect(&rp, &id_token).await.body, json!({ "active": false }));
+    // Not in the query string (RFC 6750 §2.3 is a SHOULD NOT; Habilis refuses it).
+    let in_query = rp.http.get(rp.env.url(&format!("/userinfo?access_token={}", issued.access))).send().await.unwrap();
+    let in_query = habilis_e2e::answer(in_query).await;
+    assert_error(&in_query, 400, "invalid_request");
+
+    // A refresh narrowed to `profile`: an access token without openid.
+    let narrowed = post_form(
+        &rp.http,
+        &rp.env.url("/token"),
+        &rp.auth,
+        &[("grant_type", "refresh_token"), ("refresh_token", issued.refresh.as_deref().unwrap()), ("scope", "profile")],
+    )
+    .await;
+    let narrowed = tokens(&narrowed);
+    assert!(narrowed.id.is_none(), "no ID token without openid");
+    let refused = userinfo(&rp, &narrowed.access).await;
+    assert_error(&refused, 403, "insufficient_scope");
+    let challenge = www_authenticate(&refused);
+    assert!(
+        challenge.starts_with("Bearer") && challenge.contains("insufficient_scope"),
+        "RFC 6750 §3: a 403 insufficient_scope carries a Bearer challenge; got {challenge:?}"
+    );
+}
+
+/// The login page and its form work only in the browser that started the request, and only with
+/// the form's CSRF token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_is_bound_to_the_browser_that_started_it() {
+    let rp = rp(Storage::Embedded).await.unwrap();
+    let victim = rp.env.browser();
+    let (verifier, challenge) = pkce_pair();
+    let (login_url, status, page) =
+        victim.navigate(&authorize_url(&rp.env, &rp.client_id, &challenge, &[])).await.page();
+    assert_eq!(status, 200, "{page}");
+    let interaction = habilis_e2e::hidden_input(&page, "interaction").unwrap();
+    let csrf = habilis_e2e::hidden_input(&page, "csrf").unwrap();
+
+    let stranger = rp.env.browser();
+    assert_error_page(stranger.http.get(&login_url).send().await.unwrap(), "invalid_request").await;
+    let fields =
+        [("interaction", interaction.as_str()), ("csrf", csrf.as_str()), ("login", PRO), ("password", PASSWORD)];
+    let response = stranger.http.post(rp.env.url("/login")).form(&fields).send().await.unwrap();
+    assert_error_page(response, "invalid_request").await;
+
+    let forged = [("interaction", interaction.as_str()), ("csrf", "forged"), ("login", PRO), ("password", PASSWORD)];
+    let response = victim.http.post(rp.env.url("/login")).form(&forged).send().await.unwrap();
+    assert_error_page(response, "invalid_request").await;
+
+    // The genuine form still works.
+    let back = victim.submit("/login", &fields).await.left();
+    let code = query_param(&back, "code").expect("a code");
+    tokens(&redeem(&rp, &rp.auth, &code, &verifier).await);
+}
+
+/// The session cookie: HttpOnly, SameSite, renewed at every login (no fixation), the old value
+/// dead afterwards, and never the `sid` given to clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookie_is_renewed_at_each_login_and_is_not_the_sid() {
+    let rp = rp(Storage::Embedded).await.unwrap();
+    let browser = rp.env.browser();
+    let issued = log_in_and_redeem(&rp, &browser).await;
+    let (_, id_claims) = jwt_parts(issued.id.as_deref().unwrap());
+    let sid = id_claims["sid"].as_str().unwrap().to_string();
+    let set = browser.set_cookies.lock().unwrap().clone();
+    let header = set.iter().rev().find(|c| c.starts_with("habilis-session=")).expect("a session cookie").clone();
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(header.contains(attribute), "{attribute} in {header}");
+    }
+    let first = browser.cookie_values("habilis-session").pop().unwrap();
+    assert!(first.len() >= 22, "an unguessable session id: {first}");
+    assert_ne!(first, sid, "the sid shared with clients must not be the session cookie");
+
+    // prompt=login: a new login, a new cookie.
+    obtain_code(&rp, &browser, &[("prompt", Some("login"))]).await;
+    let second = browser.cookie_values("habilis-session").pop().unwrap();
+    assert_ne!(second, first, "a fresh session id at every login");
+
+    // The replaced session id is dead.
+    let stale = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let (_, challenge) = pkce_pair();
+    let response = stale
+        .get(authorize_url(&rp.env, &rp.client_id, &challenge, &[("prompt", Some("none"))]))
+        .header("cookie", format!("habilis-session={first}"))
+        .send()
+        .await
+        .unwrap();
+    let location = url::Url::parse(response.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(query_param(&location, "error").as_deref(), Some("login_required"), "{location}");
+}
+
+/// The confirmation token of the logout page is bound to the browser it was shown to: a token
+/// obtained by someone else (e.g. a page on a sibling subdomain, which SameSite=Lax does not
+/// stop) cannot log the user out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_confirmation_token_is_bound_to_its_browser() {
+    let rp = rp(Storage::Embedded).await.unwrap();
+    rp.env.add_patient("mallory@example.org", PASSWORD).await;
+    let attacker = rp.env.browser();
+    let (_, challenge) = pkce_pair();
+    attacker.authorize(&authorize_url(&rp.env, &rp.client_id, &challenge, &[]), "mallory@example.org", PASSWORD).await;
+    let (_, status, page) = attacker.navigate("/logout").await.page();
+    assert_eq!(status, 200);
+    let attacker_csrf = habilis_e2e::hidden_input(&page, "csrf").unwrap();
+
+    let victim = rp.env.browser();
+    log_in_and_redeem(&rp, &victim).await;
+    let response = victim
+        .http
+        .post(rp.env.url("/logout"))
+        .form(&[("csrf", attacker_csrf.as_str()), ("decision", "logout")])
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error(), "another browser's token: {}", response.status());
+    let silent = silent_authorize(&rp, &victim).await;
+    assert!(query_param(&silent, "code").is_some(), "the victim must still be logged in: {silent}");
+}
+
+/// A back-channel logout the client fails to accept is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backchannel_logout_is_retried_after_a_failure() {
+    let receiver = LogoutReceiver::start_failing(1).await;
+    let rp = rp_with(Storage::Embedded, |_| {}, json!({ "backchannel_logout_uri": receiver.url })).await.unwrap();
+    let browser = rp.env.browser();
+    let issued = log_in_and_redeem(&rp, &browser).await;
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("id_token_hint", issued.id.as_deref().unwrap())
+        .finish();
+    let (_, status, page) = browser.navigate(&format!("/logout?{query}")).await.page();
+    assert_eq!(status, 200, "the logged-out page: {page}");
+    let token = receiver.next(Duration::from_secs(15)).await.expect("delivered on a later attempt");
+    verify_with_jwks(&token, &jwks(&rp.env).await).unwrap();
+}
+
+async fn expired_request_uri_is_refused(storage: Storage) {
+    let tweak = |config: &mut habilis_idp::config::Config| config.oidc.par_lifetime = Duration::from_secs(1);
+    let Some(rp) = rp_with(storage, tweak, json!({})).await else { return };
+    let (_, challenge) = pkce_pair();
+    let pushed = push(&rp, &rp.auth, &par_fields(&rp.client_id, &challenge, &[])).await;
+    assert_eq!(pushed.status, 201, "{:?}", pushed.body);
+    assert_eq!(pushed.body["expires_in"], 1);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let request_uri = pushed.body["request_uri"].as_str().unwrap();
+    let response = rp.env.browser().http.get(by_reference(&rp.env, &rp.client_id, request_uri)).send().await.unwrap();
+    assert_error_page(response, "invalid_request_uri").await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Error paths
 
@@ -921,6 +1120,11 @@ async fn pkce_verifier_mismatch_is_invalid_grant() {
     )
     .await;
     assert_error(&other_redirect, 400, "invalid_grant");
+    // A code issued to another client.
+    let (code, verifier) = obtain_code(&rp, &browser, &[]).await;
+    let other_secret = rp.env.register_client("rp-other", &client_metadata(json!({}))).await.unwrap();
+    let other = ClientAuth::Basic("rp-other".into(), other_secret);
+    assert_error(&redeem(&rp, &other, &code, &verifier).await, 400, "invalid_grant");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1165,6 +1369,24 @@ async fn prompt_none_without_a_session_is_login_required() {
     let mixed = &[("prompt", Some("none login"))];
     let back = browser.navigate(&authorize_url(&rp.env, &rp.client_id, &challenge, mixed)).await;
     assert_redirect_error(&rp.env, &back.left(), "invalid_request");
+    // `state` comes back exactly as sent, whatever its characters; without one, none is added.
+    let odd_state = "a b&c=d/é?#%20+";
+    let back = browser
+        .navigate(&authorize_url(
+            &rp.env,
+            &rp.client_id,
+            &challenge,
+            &[("prompt", Some("none")), ("state", Some(odd_state))],
+        ))
+        .await
+        .left();
+    assert_eq!(query_param(&back, "state").as_deref(), Some(odd_state), "{back}");
+    let back = browser
+        .navigate(&authorize_url(&rp.env, &rp.client_id, &challenge, &[("prompt", Some("none")), ("state", None)]))
+        .await
+        .left();
+    assert_eq!(query_param(&back, "error").as_deref(), Some("login_required"), "{back}");
+    assert!(back.query_pairs().all(|(k, _)| k != "state"), "{back}");
     // After a login, prompt=none succeeds silently.
     obtain_code(&rp, &browser, &[]).await;
     let back = browser.navigate(&authorize_url(&rp.env, &rp.client_id, &challenge, &[("prompt", Some("none"))])).await;

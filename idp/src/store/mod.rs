@@ -257,6 +257,7 @@ pub trait Store: Send + Sync + 'static {
     async fn consent(&self, account_id: &str, client_id: &str) -> StoreResult<Option<Consent>>;
     async fn upsert_consent(&self, consent: &Consent) -> StoreResult<()>;
     async fn delete_consent(&self, account_id: &str, client_id: &str) -> StoreResult<bool>;
+    async fn consents_of(&self, account_id: &str) -> StoreResult<Vec<Consent>>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

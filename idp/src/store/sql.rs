@@ -741,6 +741,25 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn consents_of(&self, account_id: &str) -> StoreResult<Vec<Consent>> {
+                Ok(sqlx::query_as::<_, ConsentRow>(
+                    "SELECT account_id, client_id, scope, created_at, updated_at FROM consents WHERE account_id = $1 ORDER BY client_id",
+                )
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(|r| Consent {
+                    account_id: r.account_id,
+                    client_id: r.client_id,
+                    scope: r.scope,
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                })
+                .collect())
+            }
+
             async fn delete_consent(&self, account_id: &str, client_id: &str) -> StoreResult<bool> {
                 let done = sqlx::query("DELETE FROM consents WHERE account_id = $1 AND client_id = $2")
                     .bind(account_id)

@@ -267,7 +267,9 @@ async fn consents_upsert_and_delete() {
         store.upsert_consent(&Consent { scope: "openid email".into(), updated_at: 2, ..c.clone() }).await.unwrap();
         let got = store.consent(&a.id, "third").await.unwrap().unwrap();
         assert_eq!((got.scope.as_str(), got.created_at, got.updated_at), ("openid email", 1, 2));
+        assert_eq!(store.consents_of(&a.id).await.unwrap().len(), 1);
         assert!(store.delete_consent(&a.id, "third").await.unwrap());
+        assert!(store.consents_of(&a.id).await.unwrap().is_empty());
         assert!(!store.delete_consent(&a.id, "third").await.unwrap());
     }
 }
