@@ -130,7 +130,8 @@ impl IntoResponse for OAuthError {
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if status == StatusCode::UNAUTHORIZED {
+        // RFC 6750 §3: 401s carry a challenge, and so does a 403 insufficient_scope.
+        if status == StatusCode::UNAUTHORIZED || self.code == OAuthErrorCode::InsufficientScope {
             let scheme = self.challenge.unwrap_or("Bearer");
             let value = format!("{scheme} realm=\"habilis\", error=\"{}\"", self.code.as_str());
             if let Ok(v) = HeaderValue::from_str(&value) {

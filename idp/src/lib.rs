@@ -14,6 +14,7 @@ pub mod ephemeral;
 pub mod error;
 pub mod ids;
 pub mod keys;
+pub mod mail;
 pub mod oidc;
 pub mod store;
 pub mod telemetry;

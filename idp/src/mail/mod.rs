@@ -26,7 +26,7 @@ use crate::config::Config;
 pub use memory::MemoryMailer;
 pub use outbox::OutboxMailer;
 pub use smtp::{SmtpMailer, SmtpSettings, TlsMode};
-pub use templates::{MailTemplates, RenderedMail};
+pub use templates::{KINDS, LANGS, MailTemplates, RenderedMail};
 
 /// Sends one message. Implementations are shared by every request handler, hence `Send + Sync`.
 #[async_trait]
@@ -87,7 +87,9 @@ pub enum MailError {
     #[error("could not build the message: {0}")]
     Build(String),
     /// The outbox folder could not be written.
-    #[error("could not write to the mail outbox {path}: {source}; check that the folder is writable by the user running habilis")]
+    #[error(
+        "could not write to the mail outbox {path}: {source}; check that the folder is writable by the user running habilis"
+    )]
     Outbox { path: std::path::PathBuf, source: std::io::Error },
     /// The SMTP relay could not be reached or refused the message. `transient` is true when trying
     /// again later may work (timeouts, 4xx replies, connection problems).

@@ -41,9 +41,10 @@ async fn handle(
         return Err(OAuthError::new(OAuthErrorCode::UnauthorizedClient, "public clients cannot introspect tokens"));
     }
     let token = params.require("token")?;
-    let hint = params.get("token_type_hint");
+    // Refresh tokens are opaque and access tokens are JWTs, so the shape decides; a wrong
+    // `token_type_hint` must not hide a token (RFC 7662 §2.1).
     let looks_like_jwt = token.split('.').count() == 3;
-    if hint != Some("refresh_token") && looks_like_jwt {
+    if looks_like_jwt {
         return Ok(match verify_access_token(state, token, now).await {
             Ok(claims) => {
                 let mut m = match serde_json::to_value(&claims) {

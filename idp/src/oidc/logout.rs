@@ -125,7 +125,12 @@ async fn ask_confirmation(state: &AppState, headers: &HeaderMap, params: &Params
             kept.push((name.to_string(), v.to_string()));
         }
     }
-    if let Err(e) = state.ephemeral.put(&format!("logout:{csrf}"), b"1", Duration::from_secs(600)).await {
+    // The token is bound to this browser's session: a confirmation page fetched by someone else
+    // cannot end this session.
+    let session_id = state.sessions.settings.cookie_value(headers).unwrap_or_default();
+    if let Err(e) =
+        state.ephemeral.put(&format!("logout:{csrf}"), session_id.as_bytes(), Duration::from_secs(600)).await
+    {
         return crate::web::pages_error(state, headers, None, e.into());
     }
     let lang = Lang::negotiate(request.ui_locales.as_deref(), headers);
@@ -140,7 +145,15 @@ async fn ask_confirmation(state: &AppState, headers: &HeaderMap, params: &Params
 
 async fn confirm(state: &AppState, headers: &HeaderMap, params: &Params, now: i64) -> Response {
     let csrf = params.get("csrf").unwrap_or("");
-    let valid = !csrf.is_empty() && matches!(state.ephemeral.take(&format!("logout:{csrf}")).await, Ok(Some(_)));
+    let session_id = state.sessions.settings.cookie_value(headers).unwrap_or_default();
+    let valid = !csrf.is_empty()
+        && match state.ephemeral.take(&format!("logout:{csrf}")).await {
+            Ok(Some(bound)) => {
+                use subtle::ConstantTimeEq;
+                bool::from(bound.as_slice().ct_eq(session_id.as_bytes()))
+            }
+            _ => false,
+        };
     if !valid {
         return crate::web::pages_error(
             state,

@@ -32,6 +32,11 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8], now: i64) ->
     if params.contains("request_uri") {
         return Err(OAuthError::invalid_request("request_uri must not be pushed"));
     }
+    // The authenticated client is the client of the request, whether or not it repeated client_id.
+    let mut params = params;
+    if !params.contains("client_id") {
+        params.insert("client_id", client.client.client_id().to_string());
+    }
     let request = validate(state, &params, Some(&client.client), now).await.map_err(|failure| match failure {
         Failure::Page(error) | Failure::Redirect { error, .. } => error,
     })?;

@@ -33,7 +33,17 @@ impl Grant for RefreshTokenGrant {
         if presented.len() > 128 {
             return Err(invalid_grant("the refresh token is invalid"));
         }
-        let token = match state.store.use_refresh_token(&crate::cli::sha256_hex(presented), now).await? {
+        let hash = crate::cli::sha256_hex(presented);
+        // Check the owner before spending: a client holding a leaked token of another application
+        // must not be able to burn (and so revoke) that application's token family.
+        let Some(known) = state.store.refresh_token(&hash).await? else {
+            return Err(invalid_grant("the refresh token is invalid"));
+        };
+        match state.store.grant_by_id(&known.grant_id).await? {
+            Some(g) if g.client_id == client.client.client_id() => {}
+            _ => return Err(invalid_grant("the refresh token is invalid")),
+        }
+        let token = match state.store.use_refresh_token(&hash, now).await? {
             RefreshUse::Fresh(token) => token,
             RefreshUse::Reused(token) => {
                 revoke_grant(state, &token.grant_id, now).await?;
