@@ -165,12 +165,10 @@ async fn step_client(steps: &mut Steps<'_>, pushed_by: Option<&Client>) -> Resul
         .params
         .get("client_id")
         .ok_or_else(|| Failure::Page(OAuthError::invalid_request("missing parameter `client_id`")))?;
-    if let Some(pusher) = pushed_by {
-        if pusher.client_id() != client_id {
-            return Err(Failure::Page(OAuthError::invalid_request(
-                "`client_id` differs from the authenticated client",
-            )));
-        }
+    if let Some(pusher) = pushed_by
+        && pusher.client_id() != client_id
+    {
+        return Err(Failure::Page(OAuthError::invalid_request("`client_id` differs from the authenticated client")));
     }
     let client = steps.state.clients.get(client_id).await.map_err(|e| Failure::Page(e.into()))?.ok_or_else(|| {
         Failure::Page(OAuthError::new(

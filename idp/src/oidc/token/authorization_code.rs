@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{Grant, GrantContext, TokenResponse, active_account, issue_user_tokens, revoke_grant};
+use super::{Grant, GrantContext, TokenResponse, UserTokens, active_account, issue_user_tokens, revoke_grant};
 use crate::app::AppState;
 use crate::clients::AuthenticatedClient;
 use crate::error::{OAuthError, OAuthErrorCode};
@@ -85,16 +85,14 @@ impl Grant for AuthorizationCode {
             revoked_at: None,
         };
         state.store.insert_grant(&grant).await?;
-        issue_user_tokens(
-            state,
-            &client.client,
-            &account,
-            &grant,
-            &context,
-            &record.scope,
-            record.nonce.as_deref(),
-            now,
-        )
-        .await
+        let request = UserTokens {
+            client: &client.client,
+            account: &account,
+            grant: &grant,
+            context: &context,
+            scope: &record.scope,
+            nonce: record.nonce.as_deref(),
+        };
+        issue_user_tokens(state, request, now).await
     }
 }

@@ -187,18 +187,26 @@ pub async fn revoke_grant(state: &AppState, grant_id: &str, now: i64) -> Result<
     tokens::mark_grant_revoked(state, grant_id).await
 }
 
+/// What a user grant issues tokens for.
+pub(crate) struct UserTokens<'a> {
+    pub client: &'a Client,
+    pub account: &'a Account,
+    pub grant: &'a GrantRow,
+    pub context: &'a GrantContext,
+    /// The scope of these tokens (the grant's, or narrower on refresh).
+    pub scope: &'a str,
+    /// Only for the first ID token of an authorization (OIDC Core §12.2).
+    pub nonce: Option<&'a str>,
+}
+
 /// Issues the tokens of a user grant: access token, refresh token (with `offline_access`) and ID
 /// token (with `openid`).
 pub(crate) async fn issue_user_tokens(
     state: &AppState,
-    client: &Client,
-    account: &Account,
-    grant: &GrantRow,
-    context: &GrantContext,
-    scope: &str,
-    nonce: Option<&str>,
+    request: UserTokens<'_>,
     now: i64,
 ) -> Result<TokenResponse, OAuthError> {
+    let UserTokens { client, account, grant, context, scope, nonce } = request;
     let subject = crate::oidc::claims::subject_for(client, &account.id);
     let scopes: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
     let minted = tokens::mint_access_token(

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{Grant, GrantContext, TokenResponse, active_account, issue_user_tokens, revoke_grant};
+use super::{Grant, GrantContext, TokenResponse, UserTokens, active_account, issue_user_tokens, revoke_grant};
 use crate::app::AppState;
 use crate::clients::AuthenticatedClient;
 use crate::error::{OAuthError, OAuthErrorCode};
@@ -90,6 +90,14 @@ impl Grant for RefreshTokenGrant {
         };
         let account = active_account(state, &grant.account_id).await?;
         let context: GrantContext = serde_json::from_str(&grant.claims).unwrap_or_default();
-        issue_user_tokens(state, &client.client, &account, &grant, &context, &scope, None, now).await
+        let request = UserTokens {
+            client: &client.client,
+            account: &account,
+            grant: &grant,
+            context: &context,
+            scope: &scope,
+            nonce: None,
+        };
+        issue_user_tokens(state, request, now).await
     }
 }
