@@ -41,6 +41,8 @@ pub enum StartError {
     Keys(#[from] crate::keys::KeyError),
     #[error("password hashing parameters: {0}; check the [password] section")]
     Password(#[from] crate::authn::password::PasswordError),
+    #[error("mail: {0}; check the [mail] section")]
+    Mail(#[from] crate::mail::MailError),
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
     #[error("cannot listen on {addr}: {source}; is another process using it? choose another with --listen")]
@@ -66,6 +68,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub grants: Arc<crate::oidc::token::GrantRegistry>,
     pub verified_tokens: Arc<crate::oidc::tokens::VerifiedTokens>,
+    pub mailer: crate::mail::SharedMailer,
+    pub mail_templates: Arc<crate::mail::MailTemplates>,
 }
 
 impl AppState {
@@ -119,6 +123,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     let clients = ClientRegistry::start(store.clone()).await?;
     clients.spawn_refresher(crate::clients::DEFAULT_REFRESH_INTERVAL);
     let passwords = PasswordHasher::new(&config.password)?;
+    let mailer = crate::mail::from_config(&config)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -139,6 +144,8 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         http,
         grants,
         verified_tokens: Arc::new(crate::oidc::tokens::VerifiedTokens::new(100_000)),
+        mailer,
+        mail_templates: Arc::new(crate::mail::MailTemplates::new()),
     })
 }
 
@@ -161,6 +168,8 @@ pub fn router(state: AppState) -> Router {
         .route(crate::oidc::logout::PATH, get(crate::oidc::logout::end_session).post(crate::oidc::logout::end_session))
         .route(crate::oidc::authorize::RESUME_PATH, get(crate::oidc::authorize::resume))
         .route("/login", get(crate::authn::login::page).post(crate::authn::login::submit))
+        .route("/login/code", axum::routing::post(crate::authn::login::submit_code))
+        .route("/login/email", axum::routing::post(crate::authn::login::resend))
         .route("/consent", get(crate::oidc::consent::page).post(crate::oidc::consent::submit))
         .route("/static/style.css", get(crate::web::pages::stylesheet))
         .route("/healthz", get(healthz))

@@ -36,6 +36,7 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub session: SessionConfig,
     pub oidc: OidcConfig,
+    pub login: LoginConfig,
     pub password: PasswordConfig,
     pub log: LogConfig,
 }
@@ -142,6 +143,32 @@ pub struct TokensConfig {
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// The lowest assurance level any login may end at: `eidas1` (two factors), `eidas2`, `eidas3`,
+    /// or `none` (a password alone suffices — for tests and demonstrations only; warned at start).
+    pub minimum_acr: String,
+    /// Failed attempts (any factor) before an account is locked.
+    pub max_failures: u32,
+    /// How long a lockout lasts; it ends by itself.
+    #[serde(with = "humantime_serde")]
+    pub lockout: Duration,
+    /// Failed attempts allowed from one client address in `lockout`, across accounts.
+    pub max_failures_per_address: u32,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            minimum_acr: "eidas1".into(),
+            max_failures: 5,
+            lockout: Duration::from_secs(15 * 60),
+            max_failures_per_address: 100,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct OidcConfig {
     /// Require every client to use pushed authorization requests (RFC 9126), not only those that
     /// registered `require_pushed_authorization_requests`.
@@ -223,6 +250,7 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             session: SessionConfig::default(),
             oidc: OidcConfig::default(),
+            login: LoginConfig::default(),
             password: PasswordConfig::default(),
             log: LogConfig::default(),
         }
@@ -407,6 +435,12 @@ impl Config {
                 "must not exceed tokens.refresh_token_absolute_lifetime",
             ));
         }
+        if !["none", "eidas1", "eidas2", "eidas3"].contains(&self.login.minimum_acr.as_str()) {
+            return Err(ConfigError::new("login.minimum_acr", "must be eidas1, eidas2, eidas3 or none"));
+        }
+        if self.login.max_failures == 0 || self.login.max_failures_per_address == 0 {
+            return Err(ConfigError::new("login.max_failures", "failure limits must be at least 1"));
+        }
         let p = &self.password;
         if p.argon2_memory_kib < 8 * 1024 {
             return Err(ConfigError::new(
@@ -477,6 +511,12 @@ impl Config {
         }
         if self.storage.redis_url.is_none() {
             warnings.push("ephemeral data is in memory: run a single instance, or set storage.redis_url".into());
+        }
+        if self.login.minimum_acr == "none" {
+            warnings.push(
+                "login.minimum_acr = none: a password alone opens a session; never use this for health professionals"
+                    .into(),
+            );
         }
         if self.keys.master_key.is_some() {
             warnings.push(

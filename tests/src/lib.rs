@@ -282,6 +282,9 @@ pub async fn test_config(storage: Storage, data_dir: &Path) -> Option<Config> {
     let mut config = Config { data_dir: data_dir.to_path_buf(), ..Default::default() };
     config.password.argon2_memory_kib = 8192;
     config.password.argon2_iterations = 1;
+    // The protocol tests log in with a password alone; the login-journey tests set the
+    // production floor (eidas1) back.
+    config.login.minimum_acr = "none".into();
     if storage == Storage::Services {
         config.storage.database_url = Some(habilis_idp::testing::postgres_schema_url().await?);
         let redis_url = habilis_idp::testing::redis_url();
@@ -805,3 +808,5 @@ impl Drop for LogoutReceiver {
         self.task.abort();
     }
 }
+
+pub mod smtp_sink;

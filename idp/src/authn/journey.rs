@@ -20,11 +20,17 @@ pub fn level_of(amr: &[String]) -> Option<AcrLevel> {
     None
 }
 
-/// Whether some login method of this deployment can reach `level`. Factors are added issue by
-/// issue; until a method exists, a request that requires its level fails clearly instead of
-/// being silently downgraded.
-pub fn level_achievable(_level: AcrLevel) -> bool {
-    false
+/// Whether some login method of this deployment can reach `level`: password + one-time code
+/// (email or TOTP) reach `eidas1`. Phishing-resistant keys and the CPS card come with their own
+/// factors; until then a request that requires their level fails clearly instead of being
+/// silently downgraded.
+pub fn level_achievable(level: AcrLevel) -> bool {
+    level == AcrLevel::Eidas1
+}
+
+/// The configured lowest level of any login (`login.minimum_acr`); `None` when set to `none`.
+pub fn floor(state: &crate::app::AppState) -> Option<AcrLevel> {
+    AcrLevel::parse(&state.config.login.minimum_acr)
 }
 
 #[cfg(test)]

@@ -1,63 +1,82 @@
-//! The login page: identifier + password, the first step of the login journey. Unknown accounts
-//! and wrong passwords get the same answer after the same work (a dummy hash is verified for
-//! unknown accounts), and attempts are counted per account and per address.
+//! The login pages: the password step, then the second factor the session still lacks (email
+//! code, authenticator app, recovery code). The journey asks only for what is missing: the
+//! required level comes from `login.minimum_acr`, the client and the request (see
+//! `oidc::authorize::required_acr`), and what is already proven comes from the session — unless
+//! the request demands a fresh login (`prompt=login`, `max_age`, another account).
+//!
+//! Failures are throttled per login name and per client address (lockout that ends by itself,
+//! progressive delay), and unknown accounts are indistinguishable from wrong passwords.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
+use crate::authn::journey::level_of;
 use crate::authn::session::{self, FactorRecord, Session};
-use crate::error::OAuthError;
+use crate::authn::throttle::{Throttle, ThrottleError, ThrottlePolicy, delay_for};
+use crate::error::{OAuthError, OAuthErrorCode};
+use crate::oidc::authorize::{Prompt, required_acr};
 use crate::oidc::interaction::{self, Interaction};
 use crate::oidc::params::Params;
 use crate::store::{Account, AccountStatus};
-use crate::web::i18n::Lang;
+use crate::web::i18n::{Lang, Texts};
 
-/// Failed attempts allowed per account, then per client address, in one window.
-const ACCOUNT_ATTEMPTS: u64 = 10;
-const ADDRESS_ATTEMPTS: u64 = 100;
-const ATTEMPT_WINDOW: Duration = Duration::from_secs(15 * 60);
-
-#[derive(Deserialize)]
-pub struct LoginQuery {
-    interaction: String,
+/// The second-factor methods, in order of preference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    Totp,
+    Email,
+    Recovery,
 }
 
-pub async fn page(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
-    match interaction::load_bound(&state, &headers, &q.interaction).await {
-        Ok(interaction) => {
-            let login_hint = interaction.request.login_hint.clone().unwrap_or_default();
-            render(&state, &headers, &interaction, &login_hint, None).await
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Totp => "totp",
+            Method::Email => "email",
+            Method::Recovery => "recovery",
         }
-        Err(e) => crate::web::pages_error(&state, &headers, None, e),
+    }
+    fn parse(s: &str) -> Option<Method> {
+        match s {
+            "totp" => Some(Method::Totp),
+            "email" => Some(Method::Email),
+            "recovery" => Some(Method::Recovery),
+            _ => None,
+        }
+    }
+    fn label(self, t: &Texts) -> &'static str {
+        match self {
+            Method::Totp => t.method_totp,
+            Method::Email => t.method_email,
+            Method::Recovery => t.method_recovery,
+        }
     }
 }
 
-async fn render(
-    state: &AppState,
-    headers: &HeaderMap,
-    interaction: &Interaction,
-    login: &str,
-    error: Option<&str>,
-) -> Response {
-    let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), headers);
-    let client_name = crate::oidc::consent::client_name(state, &interaction.request.client_id).await;
-    let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
-    state.pages.page(
-        status,
-        "login.html",
-        lang,
-        minijinja::context! {
-            interaction => interaction.id.clone(), csrf => interaction.csrf.clone(), login_hint => login,
-            error => error.unwrap_or(""), client_name => client_name,
-        },
-    )
+fn account_throttle(state: &AppState) -> Throttle {
+    let c = &state.config.login;
+    Throttle::new(ThrottlePolicy { max_failures: c.max_failures, lockout: c.lockout, window: c.lockout })
+}
+
+fn address_throttle(state: &AppState) -> Throttle {
+    let c = &state.config.login;
+    Throttle::new(ThrottlePolicy { max_failures: c.max_failures_per_address, lockout: c.lockout, window: c.lockout })
+}
+
+/// Failures are counted per login name (known or not, so lockouts reveal nothing) and per address.
+fn login_scope(login: &str) -> String {
+    format!("login:{login}")
+}
+
+fn address_scope(peer: &SocketAddr) -> String {
+    format!("ip:{}", peer.ip())
 }
 
 /// Normalises what the user typed: idNat and ADELI are upper-case alphanumerics, other logins
@@ -70,6 +89,249 @@ pub fn normalise_login(input: &str) -> String {
     }
 }
 
+/// Whether this authorization needs a login from scratch, ignoring the current session's factors.
+fn needs_fresh_login(interaction: &Interaction, session: Option<&Session>, now: i64) -> bool {
+    let Some(session) = session else { return true };
+    if interaction.account_id.as_ref().is_some_and(|a| a != &session.account_id) {
+        return true;
+    }
+    let request = &interaction.request;
+    request.has_prompt(Prompt::Login) || request.max_age.is_some_and(|max| now - session.auth_time > max)
+}
+
+/// The factors that count for this interaction: its own, plus the session's when it may be reused.
+fn counted_factors(interaction: &Interaction, session: Option<&Session>, fresh: bool) -> Vec<FactorRecord> {
+    let mut factors: Vec<FactorRecord> = match (session, fresh) {
+        (Some(s), false) => s.factors.clone(),
+        _ => Vec::new(),
+    };
+    for f in &interaction.factors {
+        factors.retain(|existing| existing.method != f.method);
+        factors.push(f.clone());
+    }
+    factors
+}
+
+fn amr_of(factors: &[FactorRecord]) -> Vec<String> {
+    let probe = Session {
+        id: String::new(),
+        sid: String::new(),
+        account_id: String::new(),
+        auth_time: 0,
+        factors: factors.to_vec(),
+        created_at: 0,
+        last_seen: 0,
+        clients: Vec::new(),
+    };
+    probe.amr()
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    interaction: String,
+    method: Option<String>,
+}
+
+/// `GET /login`: the next step of the journey for this interaction.
+pub async fn page(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
+    let now = crate::unix_now();
+    let mut interaction = match interaction::load_bound(&state, &headers, &q.interaction).await {
+        Ok(i) => i,
+        Err(e) => return crate::web::pages_error(&state, &headers, None, e),
+    };
+    let session = state.sessions.current(&state, &headers, now).await.ok().flatten();
+    let fresh = needs_fresh_login(&interaction, session.as_ref(), now);
+    let factors = counted_factors(&interaction, session.as_ref(), fresh);
+    if !factors.iter().any(|f| f.method == "pwd") {
+        let hint = interaction.request.login_hint.clone().unwrap_or_default();
+        return password_page(&state, &headers, &interaction, &hint, None, StatusCode::OK).await;
+    }
+    if interaction.account_id.is_none() {
+        interaction.account_id = session.as_ref().map(|s| s.account_id.clone());
+    }
+    let requested = q.method.as_deref().and_then(Method::parse);
+    second_factor_page(&state, &headers, interaction, requested, None, None, now).await
+}
+
+async fn password_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    interaction: &Interaction,
+    login: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), headers);
+    let client_name = crate::oidc::consent::client_name(state, &interaction.request.client_id).await;
+    state.pages.page(
+        status,
+        "login.html",
+        lang,
+        minijinja::context! {
+            interaction => interaction.id.clone(), csrf => interaction.csrf.clone(), login_hint => login,
+            error => error.unwrap_or(""), client_name => client_name,
+        },
+    )
+}
+
+/// The second-factor methods the account has, in order of preference.
+async fn methods_of(state: &AppState, account: &Account) -> Result<Vec<Method>, OAuthError> {
+    let mut methods = Vec::new();
+    if !state.store.credentials_of(&account.id, "totp").await?.is_empty() {
+        methods.push(Method::Totp);
+    }
+    if account.email.is_some() {
+        methods.push(Method::Email);
+    }
+    if !state.store.credentials_of(&account.id, "recovery").await?.is_empty() {
+        methods.push(Method::Recovery);
+    }
+    Ok(methods)
+}
+
+fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".into(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn second_factor_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    mut interaction: Interaction,
+    requested: Option<Method>,
+    error: Option<&str>,
+    notice: Option<&str>,
+    now: i64,
+) -> Response {
+    let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), headers);
+    let t = state.pages.texts(lang);
+    let account = match load_account(state, interaction.account_id.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => return crate::web::pages_error(state, headers, None, e),
+    };
+    let methods = match methods_of(state, &account).await {
+        Ok(m) => m,
+        Err(e) => return crate::web::pages_error(state, headers, None, e),
+    };
+    let Some(default) = methods.first().copied() else {
+        let request = interaction.request.clone();
+        let _ = interaction::finish(state, &interaction).await;
+        let error = OAuthError::new(OAuthErrorCode::UnmetAuthenticationRequirements, t.no_second_factor);
+        return crate::oidc::authorize::respond(
+            state,
+            &request.redirect_uri,
+            request.response_mode,
+            headers,
+            vec![
+                ("error", error.code.as_str().to_string()),
+                ("error_description", error.description.to_string()),
+                ("state", request.state.clone().unwrap_or_default()),
+            ],
+        );
+    };
+    let method = requested.filter(|m| methods.contains(m)).unwrap_or(default);
+    let mut notice = notice.map(str::to_string);
+    if method == Method::Email && interaction.otp_challenge.is_none() {
+        match send_email_code(state, &account, &interaction, lang, now).await {
+            Ok(challenge) => interaction.otp_challenge = Some(challenge),
+            Err(SendError::TooSoon) => notice = Some(t.resend_too_soon.to_string()),
+            Err(SendError::Failed(e)) => return crate::web::pages_error(state, headers, None, e),
+        }
+    }
+    if let Err(e) = interaction::save(state, &interaction).await {
+        return crate::web::pages_error(state, headers, None, e);
+    }
+    let others: Vec<serde_json::Value> = methods
+        .iter()
+        .filter(|m| **m != method)
+        .map(|m| serde_json::json!({ "method": m.as_str(), "label": m.label(t) }))
+        .collect();
+    let client_name = crate::oidc::consent::client_name(state, &interaction.request.client_id).await;
+    let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+    state.pages.page(
+        status,
+        "second_factor.html",
+        lang,
+        minijinja::context! {
+            interaction => interaction.id.clone(), csrf => interaction.csrf.clone(), method => method.as_str(),
+            masked_email => account.email.as_deref().map(mask_email).unwrap_or_default(),
+            error => error.unwrap_or(""), notice => notice.unwrap_or_default(), others => minijinja::value::Serde(&others), client_name => client_name,
+        },
+    )
+}
+
+async fn load_account(state: &AppState, account_id: Option<&str>) -> Result<Account, OAuthError> {
+    let id = account_id.ok_or_else(|| OAuthError::invalid_request("log in with your password first"))?;
+    match state.store.account_by_id(id).await? {
+        Some(a) if a.status == AccountStatus::Active => Ok(a),
+        _ => Err(OAuthError::new(OAuthErrorCode::AccessDenied, "this account is disabled; contact your administrator")),
+    }
+}
+
+enum SendError {
+    TooSoon,
+    Failed(OAuthError),
+}
+
+/// Issues an email one-time code and mails it in the user's language.
+async fn send_email_code(
+    state: &AppState,
+    account: &Account,
+    interaction: &Interaction,
+    lang: Lang,
+    now: i64,
+) -> Result<String, SendError> {
+    let Some(email) = account.email.clone() else { return Err(SendError::Failed(OAuthError::server_error())) };
+    let issued = match crate::authn::email_otp::issue(state.ephemeral.as_ref(), &account.id, now).await {
+        Ok(issued) => issued,
+        Err(crate::authn::email_otp::EmailOtpError::ResendTooSoon { .. }) => return Err(SendError::TooSoon),
+        Err(e) => {
+            tracing::error!(error = %e, "email code not issued");
+            return Err(SendError::Failed(OAuthError::new(
+                OAuthErrorCode::TemporarilyUnavailable,
+                "the code could not be sent; try again shortly",
+            )));
+        }
+    };
+    let client_name = crate::oidc::consent::client_name(state, &interaction.request.client_id).await;
+    let language = account.locale.as_deref().filter(|l| *l == "fr" || *l == "en").unwrap_or(lang.code());
+    let rendered = state
+        .mail_templates
+        .otp_code(
+            language,
+            issued.code.as_str(),
+            crate::authn::email_otp::CODE_LIFETIME_MINUTES,
+            client_name.as_deref(),
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "email code template failed");
+            SendError::Failed(OAuthError::server_error())
+        })?;
+    let name = [account.given_name.as_deref(), account.family_name.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mail = crate::mail::OutgoingMail::new(email, if name.is_empty() { None } else { Some(name) }, rendered);
+    let mailer = state.mailer.clone();
+    let account_id = account.id.clone();
+    // Sending must not hold the page: an SMTP hiccup is logged, and the user can ask again.
+    tokio::spawn(async move {
+        match mailer.send(&mail).await {
+            Ok(()) => tracing::info!(account = %account_id, "email code sent"),
+            Err(e) => tracing::error!(account = %account_id, error = %e, "email code not delivered"),
+        }
+    });
+    Ok(issued.challenge_id)
+}
+
+/// `POST /login`: the password step.
 pub async fn submit(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -77,101 +339,309 @@ pub async fn submit(
     body: Bytes,
 ) -> Response {
     let now = crate::unix_now();
-    let params = match Params::parse(&body) {
-        Ok(p) => p,
-        Err(e) => return crate::web::pages_error(&state, &headers, None, e),
+    let (mut interaction, params) = match load_form(&state, &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    let mut interaction = match interaction::load_bound(&state, &headers, params.get("interaction").unwrap_or("")).await
-    {
-        Ok(i) => i,
-        Err(e) => return crate::web::pages_error(&state, &headers, None, e),
-    };
-    if !interaction.csrf_matches(params.get("csrf").unwrap_or("")) {
-        return crate::web::pages_error(
-            &state,
-            &headers,
-            None,
-            OAuthError::invalid_request("the form is out of date; reload the page"),
-        );
-    }
     let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), &headers);
     let texts = state.pages.texts(lang);
     let typed = params.get("login").unwrap_or("");
     let login = normalise_login(typed);
     let password = zeroize::Zeroizing::new(params.get("password").unwrap_or("").to_string());
     if login.is_empty() || login.len() > 254 || password.is_empty() {
-        return render(&state, &headers, &interaction, typed, Some(texts.bad_credentials)).await;
+        return password_page(
+            &state,
+            &headers,
+            &interaction,
+            typed,
+            Some(texts.bad_credentials),
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
     }
-
-    // Failed attempts are counted per account and per address; past the limit, no password is
-    // even checked until the window ends (the lockout of the login journey builds on this).
-    let account_key = format!("rl:login:acct:{login}");
-    let address_key = format!("rl:login:ip:{}", peer.ip());
-    let failures = |bytes: &Option<Vec<u8>>| -> u64 {
-        bytes.as_deref().and_then(|b| std::str::from_utf8(b).ok()).and_then(|s| s.parse().ok()).unwrap_or(0)
-    };
-    match (state.ephemeral.get(&account_key).await, state.ephemeral.get(&address_key).await) {
-        (Ok(a), Ok(b)) if failures(&a) >= ACCOUNT_ATTEMPTS || failures(&b) >= ADDRESS_ATTEMPTS => {
-            tracing::warn!(ip = %peer.ip(), "login throttled");
-            return render(&state, &headers, &interaction, typed, Some(texts.too_many_attempts)).await;
-        }
-        (Err(e), _) | (_, Err(e)) => return crate::web::pages_error(&state, &headers, None, e.into()),
-        _ => {}
+    let scope = login_scope(&login);
+    if let Err(response) = check_throttles(&state, &headers, &interaction, &scope, &peer, typed, now).await {
+        return response;
     }
-
     let account = match verify_password(&state, &login, password).await {
         Ok(Some(account)) => account,
         Ok(None) => {
-            let _ = state.ephemeral.incr(&account_key, ATTEMPT_WINDOW).await;
-            let _ = state.ephemeral.incr(&address_key, ATTEMPT_WINDOW).await;
+            tracing::info!(ip = %peer.ip(), "login failed: bad credentials");
             interaction.failures += 1;
             let _ = interaction::save(&state, &interaction).await;
-            tracing::info!(ip = %peer.ip(), "login failed: bad credentials");
-            return render(&state, &headers, &interaction, typed, Some(texts.bad_credentials)).await;
+            let locked = record_failure(&state, &scope, &peer, now).await;
+            let message = if locked { texts.locked } else { texts.bad_credentials };
+            return password_page(&state, &headers, &interaction, typed, Some(message), StatusCode::UNAUTHORIZED).await;
         }
         Err(e) => return crate::web::pages_error(&state, &headers, None, e),
     };
-    let _ = state.ephemeral.delete(&account_key).await;
+    tracing::info!(account = %account.id, method = "pwd", "password verified");
+    if interaction.account_id.as_ref().is_some_and(|a| a != &account.id) {
+        // Another account than the one this interaction started with: start the factors over.
+        interaction.factors.clear();
+        interaction.otp_challenge = None;
+    }
+    interaction.account_id = Some(account.id.clone());
+    interaction.factors.retain(|f| f.method != "pwd");
+    interaction.factors.push(FactorRecord { method: "pwd".into(), at: now });
+    advance(&state, &headers, interaction, now).await
+}
 
-    // A fresh session id at every login (no fixation); factors of the same account carry over so a
-    // later step-up adds to them.
-    let previous = state.sessions.current(&state, &headers, now).await.ok().flatten();
-    let mut factors = match &previous {
-        Some(s) if s.account_id == account.id => s.factors.iter().filter(|f| f.method != "pwd").cloned().collect(),
-        _ => Vec::new(),
+/// `POST /login/code`: a second factor (email code, authenticator code or recovery code).
+pub async fn submit_code(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = crate::unix_now();
+    let (mut interaction, params) = match load_form(&state, &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    factors.push(FactorRecord { method: "pwd".into(), at: now });
-    let clients =
-        previous.as_ref().filter(|s| s.account_id == account.id).map(|s| s.clients.clone()).unwrap_or_default();
+    let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), &headers);
+    let texts = state.pages.texts(lang);
+    let account = match load_account(&state, interaction.account_id.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => return crate::web::pages_error(&state, &headers, None, e),
+    };
+    let method = params.get("method").and_then(Method::parse).unwrap_or(Method::Email);
+    let code = params.get("code").unwrap_or("").trim().to_string();
+    let scope = login_scope(&account.login);
+    if let Err(response) = check_throttles(&state, &headers, &interaction, &scope, &peer, "", now).await {
+        return response;
+    }
+    let outcome = match method {
+        Method::Email => match interaction.otp_challenge.clone() {
+            Some(challenge) => {
+                match crate::authn::email_otp::verify(state.ephemeral.as_ref(), &challenge, &account.id, &code).await {
+                    Ok(()) => {
+                        interaction.otp_challenge = None;
+                        Ok(())
+                    }
+                    Err(crate::authn::email_otp::EmailOtpError::Invalid { .. }) => Err(texts.bad_code),
+                    Err(e) => {
+                        tracing::info!(error = %e, "email code refused");
+                        interaction.otp_challenge = None;
+                        Err(texts.code_expired)
+                    }
+                }
+            }
+            None => Err(texts.code_expired),
+        },
+        Method::Totp => {
+            let master = state.keys.master_key();
+            match crate::authn::totp::verify(
+                state.store.as_ref(),
+                state.ephemeral.as_ref(),
+                &master,
+                &account.id,
+                &code,
+                now,
+            )
+            .await
+            {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tracing::info!(error = %e, "authenticator code refused");
+                    Err(texts.bad_code)
+                }
+            }
+        }
+        Method::Recovery => match crate::authn::recovery::redeem(state.store.as_ref(), &account.id, &code, now).await {
+            Ok(remaining) => {
+                tracing::warn!(account = %account.id, remaining, "recovery code used");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "recovery code refused");
+                Err(texts.bad_code)
+            }
+        },
+    };
+    match outcome {
+        Ok(()) => {
+            tracing::info!(account = %account.id, method = method.as_str(), "second factor verified");
+            let _ = account_throttle(&state).record_success(state.ephemeral.as_ref(), &scope).await;
+            interaction.factors.retain(|f| f.method != "otp");
+            interaction.factors.push(FactorRecord { method: "otp".into(), at: now });
+            advance(&state, &headers, interaction, now).await
+        }
+        Err(message) => {
+            interaction.failures += 1;
+            let locked = record_failure(&state, &scope, &peer, now).await;
+            let message = if locked { texts.locked } else { message };
+            second_factor_page(&state, &headers, interaction, Some(method), Some(message), None, now).await
+        }
+    }
+}
+
+/// `POST /login/email`: send a new email code (throttled).
+pub async fn resend(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = crate::unix_now();
+    let (mut interaction, _params) = match load_form(&state, &headers, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), &headers);
+    let texts = state.pages.texts(lang);
+    let account = match load_account(&state, interaction.account_id.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => return crate::web::pages_error(&state, &headers, None, e),
+    };
+    let notice = match send_email_code(&state, &account, &interaction, lang, now).await {
+        Ok(challenge) => {
+            interaction.otp_challenge = Some(challenge);
+            texts.code_resent
+        }
+        Err(SendError::TooSoon) => texts.resend_too_soon,
+        Err(SendError::Failed(e)) => return crate::web::pages_error(&state, &headers, None, e),
+    };
+    second_factor_page(&state, &headers, interaction, Some(Method::Email), None, Some(notice), now).await
+}
+
+async fn load_form(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(Interaction, Params), Response> {
+    let params = Params::parse(body).map_err(|e| crate::web::pages_error(state, headers, None, e))?;
+    let interaction = interaction::load_bound(state, headers, params.get("interaction").unwrap_or(""))
+        .await
+        .map_err(|e| crate::web::pages_error(state, headers, None, e))?;
+    if !interaction.csrf_matches(params.get("csrf").unwrap_or("")) {
+        return Err(crate::web::pages_error(
+            state,
+            headers,
+            None,
+            OAuthError::invalid_request("the form is out of date; reload the page"),
+        ));
+    }
+    Ok((interaction, params))
+}
+
+/// Refuses (with the lockout message) while the login name or the address is locked.
+async fn check_throttles(
+    state: &AppState,
+    headers: &HeaderMap,
+    interaction: &Interaction,
+    scope: &str,
+    peer: &SocketAddr,
+    typed: &str,
+    now: i64,
+) -> Result<(), Response> {
+    let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), headers);
+    let texts = state.pages.texts(lang);
+    let checks = [
+        account_throttle(state).check(state.ephemeral.as_ref(), scope, now).await,
+        address_throttle(state).check(state.ephemeral.as_ref(), &address_scope(peer), now).await,
+    ];
+    for check in checks {
+        match check {
+            Ok(()) => {}
+            Err(ThrottleError::Locked { .. }) => {
+                tracing::warn!(ip = %peer.ip(), "login attempt while locked");
+                let response = if interaction.account_id.is_some() && typed.is_empty() {
+                    second_factor_page(state, headers, interaction.clone(), None, Some(texts.locked), None, now).await
+                } else {
+                    password_page(state, headers, interaction, typed, Some(texts.locked), StatusCode::TOO_MANY_REQUESTS)
+                        .await
+                };
+                return Err(response);
+            }
+            Err(ThrottleError::Storage(e)) => {
+                tracing::error!(error = %e, "throttle unavailable: refusing the attempt");
+                return Err(crate::web::pages_error(
+                    state,
+                    headers,
+                    None,
+                    OAuthError::new(
+                        OAuthErrorCode::TemporarilyUnavailable,
+                        "the service is temporarily unavailable; try again shortly",
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counts a failure for the login name and the address, then holds the answer for the
+/// progressive delay. Returns whether the login name is now locked.
+async fn record_failure(state: &AppState, scope: &str, peer: &SocketAddr, now: i64) -> bool {
+    let by_account = account_throttle(state).record_failure(state.ephemeral.as_ref(), scope, now).await;
+    let _ = address_throttle(state).record_failure(state.ephemeral.as_ref(), &address_scope(peer), now).await;
+    match by_account {
+        Ok(failure) => {
+            if let Some(until) = failure.locked_until {
+                tracing::warn!(ip = %peer.ip(), until, "account locked after repeated failures");
+            }
+            tokio::time::sleep(delay_for(failure.failures)).await;
+            failure.locked_until.is_some()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not count a failed login");
+            false
+        }
+    }
+}
+
+/// After a factor: either the required level is reached (the session is established or raised
+/// and the authorization resumes) or the next missing factor is asked for.
+async fn advance(state: &AppState, headers: &HeaderMap, mut interaction: Interaction, now: i64) -> Response {
+    let previous = state.sessions.current(state, headers, now).await.ok().flatten();
+    let fresh = needs_fresh_login(&interaction, previous.as_ref(), now);
+    let factors = counted_factors(&interaction, previous.as_ref(), fresh);
+    let client = match state.clients.get(&interaction.request.client_id).await {
+        Ok(Some(c)) => c,
+        _ => {
+            return crate::web::pages_error(
+                state,
+                headers,
+                None,
+                OAuthError::new(OAuthErrorCode::InvalidClient, "the application was removed"),
+            );
+        }
+    };
+    let required = required_acr(&interaction.request, &client, crate::authn::journey::floor(state));
+    let reached = level_of(&amr_of(&factors));
+    if required.is_some_and(|r| reached.is_none_or(|l| l < r)) {
+        if let Err(e) = interaction::save(state, &interaction).await {
+            return crate::web::pages_error(state, headers, None, e);
+        }
+        return Redirect::to(&format!("/login?interaction={}", interaction.id)).into_response();
+    }
+    let Some(account_id) = interaction.account_id.clone() else {
+        return crate::web::pages_error(state, headers, None, OAuthError::server_error());
+    };
+    let same_account = previous.as_ref().is_some_and(|s| s.account_id == account_id);
+    // A new secret session id at every login or step-up (no fixation); the public sid and the
+    // list of clients survive a step-up of the same account.
+    let new_session = Session {
+        id: crate::cli::random_token(),
+        sid: previous
+            .as_ref()
+            .filter(|_| same_account && !fresh)
+            .map(|s| s.sid.clone())
+            .unwrap_or_else(crate::cli::random_token),
+        account_id: account_id.clone(),
+        auth_time: now,
+        factors,
+        created_at: previous.as_ref().filter(|_| same_account && !fresh).map(|s| s.created_at).unwrap_or(now),
+        last_seen: now,
+        clients: previous.as_ref().filter(|_| same_account).map(|s| s.clients.clone()).unwrap_or_default(),
+    };
     if let Some(old) = &previous {
         let _ = session::delete(state.ephemeral.as_ref(), &old.id).await;
     }
-    // The public `sid` stays the same across step-ups of one account's session.
-    let sid = previous
-        .as_ref()
-        .filter(|s| s.account_id == account.id)
-        .map(|s| s.sid.clone())
-        .unwrap_or_else(crate::cli::random_token);
-    let new_session = Session {
-        id: crate::cli::random_token(),
-        sid,
-        account_id: account.id.clone(),
-        auth_time: now,
-        factors,
-        created_at: now,
-        last_seen: now,
-        clients,
-    };
     if let Err(e) = session::save(state.ephemeral.as_ref(), &state.sessions.settings, &new_session).await {
-        return crate::web::pages_error(&state, &headers, None, e);
+        return crate::web::pages_error(state, headers, None, e);
     }
-    if let Err(e) = state.store.record_authentication(&account.id, now).await {
+    if let Err(e) = state.store.record_authentication(&account_id, now).await {
         tracing::warn!(error = %e, "could not record the authentication time");
     }
-    tracing::info!(account = %account.id, method = "pwd", "login succeeded");
+    let _ = account_throttle(state).record_success(state.ephemeral.as_ref(), &format!("acct:{account_id}")).await;
+    tracing::info!(account = %account_id, amr = ?new_session.amr(), "login complete");
     interaction.login_at = Some(now);
-    if let Err(e) = interaction::save(&state, &interaction).await {
-        return crate::web::pages_error(&state, &headers, None, e);
+    interaction.factors.clear();
+    if let Err(e) = interaction::save(state, &interaction).await {
+        return crate::web::pages_error(state, headers, None, e);
     }
     let mut response = Redirect::to(&format!("{}?interaction={}", crate::oidc::authorize::RESUME_PATH, interaction.id))
         .into_response();
@@ -226,5 +696,17 @@ async fn rehash(state: &AppState, credential: &crate::store::Credential, passwor
             }
             Err(e) => tracing::warn!(error = %e, "password re-hash failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking_and_normalisation() {
+        assert_eq!(mask_email("kit.doc@example.org"), "k***@example.org");
+        assert_eq!(normalise_login(" 899700427885 "), "899700427885");
+        assert_eq!(normalise_login("Jeanne@Example.ORG"), "jeanne@example.org");
     }
 }

@@ -1,7 +1,11 @@
 //! Authentication factors. Each factor is its own module; the login journey (acr/amr ladder,
 //! step-up) composes them.
 
+pub mod email_otp;
 pub mod journey;
 pub mod login;
 pub mod password;
+pub mod recovery;
 pub mod session;
+pub mod throttle;
+pub mod totp;

@@ -555,12 +555,9 @@ impl LoginReason {
 
 /// The acr levels any of which satisfies the request: essential `acr` claim values, else the
 /// client's minimum. `acr_values` alone is a preference, not a requirement (OIDC Core §3.1.2.1).
-pub fn required_acr(request: &AuthorizationRequest, client: &Client) -> Option<AcrLevel> {
+pub fn required_acr(request: &AuthorizationRequest, client: &Client, floor: Option<AcrLevel>) -> Option<AcrLevel> {
     let essential = request.essential_acr.iter().filter_map(|l| AcrLevel::parse(l)).min();
-    match (essential, client.minimum_acr()) {
-        (Some(e), Some(m)) => Some(e.max(m)),
-        (e, m) => e.or(m),
-    }
+    [essential, client.minimum_acr(), floor].into_iter().flatten().max()
 }
 
 /// The acr a session's factors reach (None: below the ladder, e.g. password only).
@@ -571,6 +568,7 @@ pub fn session_acr(session: &Session) -> Option<AcrLevel> {
 pub fn decide(
     request: &AuthorizationRequest,
     client: &Client,
+    floor: Option<AcrLevel>,
     session: Option<&Session>,
     interaction: &Interaction,
     now: i64,
@@ -591,7 +589,7 @@ pub fn decide(
     {
         return Ok(Decision::Login(LoginReason::AccountMismatch));
     }
-    if let Some(required) = required_acr(request, client) {
+    if let Some(required) = required_acr(request, client, floor) {
         let reached = session_acr(session);
         if reached.is_none_or(|r| r < required) {
             if !crate::authn::journey::level_achievable(required) {
@@ -647,10 +645,11 @@ pub async fn continue_interaction(
             None => false,
         };
     }
-    let decision = match decide(&request, &client, session.as_ref(), &interaction, now) {
-        Ok(d) => d,
-        Err(e) => return redirect_error(state, &request, e),
-    };
+    let decision =
+        match decide(&request, &client, crate::authn::journey::floor(state), session.as_ref(), &interaction, now) {
+            Ok(d) => d,
+            Err(e) => return redirect_error(state, &request, e),
+        };
     match decision {
         Decision::Login(reason) => {
             if request.has_prompt(Prompt::None) {
@@ -995,7 +994,8 @@ mod step_tests {
         let request = validate(&state, &params(&[("claims", claims)]), None, 0).await.unwrap();
         assert_eq!(request.essential_acr, vec!["eidas2"]);
         let client = state.clients.get("app").await.unwrap().unwrap();
-        assert_eq!(required_acr(&request, &client), Some(AcrLevel::Eidas2));
+        assert_eq!(required_acr(&request, &client, None), Some(AcrLevel::Eidas2));
+        assert_eq!(required_acr(&request, &client, Some(AcrLevel::Eidas3)), Some(AcrLevel::Eidas3));
         let session = Session {
             id: "s".into(),
             sid: "p".into(),
@@ -1007,7 +1007,7 @@ mod step_tests {
             clients: vec![],
         };
         let interaction = Interaction::new(request.clone(), 0);
-        let err = decide(&request, &client, Some(&session), &interaction, 0).unwrap_err();
+        let err = decide(&request, &client, None, Some(&session), &interaction, 0).unwrap_err();
         assert_eq!(err.code.as_str(), "unmet_authentication_requirements");
     }
 
@@ -1027,26 +1027,29 @@ mod step_tests {
         };
         let plain = validate(&state, &params(&[]), None, 0).await.unwrap();
         let interaction = Interaction::new(plain.clone(), 200);
-        assert_eq!(decide(&plain, &client, None, &interaction, 200).unwrap(), Decision::Login(LoginReason::NoSession));
-        assert_eq!(decide(&plain, &client, Some(&session), &interaction, 200).unwrap(), Decision::Issue);
+        assert_eq!(
+            decide(&plain, &client, None, None, &interaction, 200).unwrap(),
+            Decision::Login(LoginReason::NoSession)
+        );
+        assert_eq!(decide(&plain, &client, None, Some(&session), &interaction, 200).unwrap(), Decision::Issue);
         let login = validate(&state, &params(&[("prompt", "login")]), None, 0).await.unwrap();
         assert_eq!(
-            decide(&login, &client, Some(&session), &interaction, 200).unwrap(),
+            decide(&login, &client, None, Some(&session), &interaction, 200).unwrap(),
             Decision::Login(LoginReason::PromptLogin)
         );
         let mut done = interaction.clone();
         done.login_at = Some(200);
-        assert_eq!(decide(&login, &client, Some(&session), &done, 200).unwrap(), Decision::Issue);
+        assert_eq!(decide(&login, &client, None, Some(&session), &done, 200).unwrap(), Decision::Issue);
         let max_age = validate(&state, &params(&[("max_age", "0")]), None, 0).await.unwrap();
         assert_eq!(
-            decide(&max_age, &client, Some(&session), &interaction, 200).unwrap(),
+            decide(&max_age, &client, None, Some(&session), &interaction, 200).unwrap(),
             Decision::Login(LoginReason::MaxAgeExceeded)
         );
         let mut other = max_age.clone();
         other.max_age = None;
         other.expected_subject = Some("someone-else".into());
         assert_eq!(
-            decide(&other, &client, Some(&session), &interaction, 200).unwrap(),
+            decide(&other, &client, None, Some(&session), &interaction, 200).unwrap(),
             Decision::Login(LoginReason::AccountMismatch)
         );
     }

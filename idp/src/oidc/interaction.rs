@@ -22,6 +22,15 @@ pub struct Interaction {
     pub consent_given: bool,
     /// Failed login attempts within this interaction (for messages; limits are per account/IP).
     pub failures: u32,
+    /// The account being logged in, once identified (password step, or the current session).
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// Factors completed during this interaction, not yet (or not all) in the session.
+    #[serde(default)]
+    pub factors: Vec<crate::authn::session::FactorRecord>,
+    /// The pending email one-time-code challenge, if one was sent.
+    #[serde(default)]
+    pub otp_challenge: Option<String>,
 }
 
 impl Interaction {
@@ -34,6 +43,9 @@ impl Interaction {
             login_at: None,
             consent_given: false,
             failures: 0,
+            account_id: None,
+            factors: Vec::new(),
+            otp_challenge: None,
         }
     }
 

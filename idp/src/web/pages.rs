@@ -19,6 +19,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", theme_file!("templates/base.html")),
     ("login.html", theme_file!("templates/login.html")),
     ("consent.html", theme_file!("templates/consent.html")),
+    ("second_factor.html", theme_file!("templates/second_factor.html")),
     ("error.html", theme_file!("templates/error.html")),
     ("form_post.html", theme_file!("templates/form_post.html")),
     ("logout.html", theme_file!("templates/logout.html")),
