@@ -274,6 +274,10 @@ async fn load_account(state: &AppState, account_id: Option<&str>) -> Result<Acco
     }
 }
 
+fn unavailable() -> OAuthError {
+    OAuthError::new(OAuthErrorCode::TemporarilyUnavailable, "the service is temporarily unavailable; try again shortly")
+}
+
 enum SendError {
     TooSoon,
     Failed(OAuthError),
@@ -419,7 +423,14 @@ pub async fn submit_code(
                         interaction.otp_challenge = None;
                         Ok(())
                     }
-                    Err(crate::authn::email_otp::EmailOtpError::Invalid { .. }) => Err(texts.bad_code),
+                    Err(
+                        crate::authn::email_otp::EmailOtpError::Invalid { .. }
+                        | crate::authn::email_otp::EmailOtpError::Malformed,
+                    ) => Err(texts.bad_code),
+                    Err(crate::authn::email_otp::EmailOtpError::Storage(e)) => {
+                        tracing::error!(error = %e, "email code check unavailable");
+                        return crate::web::pages_error(&state, &headers, None, unavailable());
+                    }
                     Err(e) => {
                         tracing::info!(error = %e, "email code refused");
                         interaction.otp_challenge = None;
@@ -442,6 +453,11 @@ pub async fn submit_code(
             .await
             {
                 Ok(()) => Ok(()),
+                Err(crate::authn::totp::TotpError::Replayed) => Err(texts.code_replayed),
+                Err(e @ (crate::authn::totp::TotpError::Storage(_) | crate::authn::totp::TotpError::Internal(_))) => {
+                    tracing::error!(error = %e, "authenticator check unavailable");
+                    return crate::web::pages_error(&state, &headers, None, unavailable());
+                }
                 Err(e) => {
                     tracing::info!(error = %e, "authenticator code refused");
                     Err(texts.bad_code)
