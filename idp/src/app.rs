@@ -169,6 +169,13 @@ pub fn router(state: AppState) -> Router {
         .route(crate::oidc::authorize::RESUME_PATH, get(crate::oidc::authorize::resume))
         .route("/login", get(crate::authn::login::page).post(crate::authn::login::submit))
         .route("/login/code", axum::routing::post(crate::authn::login::submit_code))
+        .route("/login/totp", get(crate::authn::login::totp_page).post(crate::authn::login::totp_submit))
+        .route(
+            "/invitation",
+            get(crate::authn::account::invitation_page).post(crate::authn::account::invitation_submit),
+        )
+        .route("/password/forgot", get(crate::authn::account::forgot_page).post(crate::authn::account::forgot_submit))
+        .route("/password/reset", get(crate::authn::account::reset_page).post(crate::authn::account::reset_submit))
         .route("/login/email", axum::routing::post(crate::authn::login::resend))
         .route("/consent", get(crate::oidc::consent::page).post(crate::oidc::consent::submit))
         .route("/static/style.css", get(crate::web::pages::stylesheet))

@@ -810,3 +810,109 @@ impl Drop for LogoutReceiver {
 }
 
 pub mod smtp_sink;
+
+// ---------------------------------------------------------------------------------------------
+// Login-journey helpers: the production assurance floor with mail through a real SMTP server,
+// accounts with a preferred language, browsers that ask for a language, and where the build
+// directory is (for artefacts such as screenshots).
+
+/// Where the login-journey tests' mail comes from.
+pub const TEST_MAIL_FROM: &str = "Habilis <no-reply@habilis.test>";
+
+/// Puts back the production login floor that [`test_config`] lowers for the protocol tests
+/// (`login.minimum_acr = "eidas1"`: a password and a one-time code), and sends mail through
+/// `smtp_url` (e.g. [`smtp_sink::SmtpSink::url`]).
+pub fn production_login(config: &mut Config, smtp_url: &str) {
+    config.login.minimum_acr = "eidas1".into();
+    config.mail.smtp_url = Some(url::Url::parse(smtp_url).expect("an SMTP URL"));
+    config.mail.from = TEST_MAIL_FROM.into();
+}
+
+/// Like [`create_account`], with a preferred language (`fr`, `en`) recorded on the account.
+pub async fn create_account_with_locale(
+    state: &AppState,
+    spec: &AccountSpec,
+    password: &str,
+    locale: Option<&str>,
+) -> String {
+    use habilis_idp::store::{Account, AccountStatus};
+    let now = habilis_idp::unix_now();
+    let account = Account {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind: spec.kind,
+        login: spec.login.clone(),
+        id_nat: spec.id_nat.clone(),
+        email: spec.email.clone(),
+        given_name: spec.given_name.clone(),
+        family_name: spec.family_name.clone(),
+        status: AccountStatus::Active,
+        locale: locale.map(str::to_string),
+        created_at: now,
+        updated_at: now,
+        last_authenticated_at: None,
+    };
+    state.store.insert_account(&account).await.expect("insert the account");
+    add_password(state, &account.id, password).await;
+    account.id
+}
+
+/// Gives `account_id` the password `password` (hashed by the server's hasher).
+pub async fn add_password(state: &AppState, account_id: &str, password: &str) {
+    use habilis_idp::store::Credential;
+    let hasher = state.passwords.clone();
+    let owned = password.to_string();
+    let hash = tokio::task::spawn_blocking(move || hasher.hash_blocking(&owned))
+        .await
+        .expect("the hashing task")
+        .expect("hash the password");
+    state
+        .store
+        .insert_credential(&Credential {
+            id: uuid::Uuid::new_v4().to_string(),
+            account_id: account_id.to_string(),
+            kind: "password".into(),
+            name: None,
+            secret: hash.into_bytes(),
+            created_at: habilis_idp::unix_now(),
+            last_used_at: None,
+        })
+        .await
+        .expect("insert the password credential");
+}
+
+impl Browser {
+    /// A browser with an empty cookie jar that sends `Accept-Language: accept_language` with every
+    /// request, as a browser configured for that language does.
+    pub fn with_accept_language(origin: &str, accept_language: &str) -> Browser {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::ACCEPT_LANGUAGE,
+            reqwest::header::HeaderValue::from_str(accept_language).expect("an Accept-Language value"),
+        );
+        let http = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .default_headers(headers)
+            .build()
+            .expect("the browser's HTTP client");
+        Browser { http, origin: origin.trim_end_matches('/').to_string(), set_cookies: Mutex::new(Vec::new()) }
+    }
+}
+
+/// The build directory (`CARGO_TARGET_DIR`, or `target/` of the workspace), found from this test
+/// executable's path (`<target>/<profile>/deps/<test>`), for artefacts such as screenshots.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    exe.parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for programs that must be told their port).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("its address").port()
+}

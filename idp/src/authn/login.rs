@@ -478,6 +478,7 @@ pub async fn submit_code(
     match outcome {
         Ok(()) => {
             tracing::info!(account = %account.id, method = method.as_str(), "second factor verified");
+            interaction.offer_totp = method == Method::Email;
             let _ = account_throttle(&state).record_success(state.ephemeral.as_ref(), &scope).await;
             interaction.factors.retain(|f| f.method != "otp");
             interaction.factors.push(FactorRecord { method: "otp".into(), at: now });
@@ -652,18 +653,185 @@ async fn advance(state: &AppState, headers: &HeaderMap, mut interaction: Interac
     if let Err(e) = state.store.record_authentication(&account_id, now).await {
         tracing::warn!(error = %e, "could not record the authentication time");
     }
-    let _ = account_throttle(state).record_success(state.ephemeral.as_ref(), &format!("acct:{account_id}")).await;
     tracing::info!(account = %account_id, amr = ?new_session.amr(), "login complete");
     interaction.login_at = Some(now);
     interaction.factors.clear();
     if let Err(e) = interaction::save(state, &interaction).await {
         return crate::web::pages_error(state, headers, None, e);
     }
-    let mut response = Redirect::to(&format!("{}?interaction={}", crate::oidc::authorize::RESUME_PATH, interaction.id))
-        .into_response();
+    let next = if should_offer_totp(state, &interaction, &account_id).await {
+        format!("/login/totp?interaction={}", interaction.id)
+    } else {
+        format!("{}?interaction={}", crate::oidc::authorize::RESUME_PATH, interaction.id)
+    };
+    let mut response = Redirect::to(&next).into_response();
     response.headers_mut().append(header::SET_COOKIE, state.sessions.settings.set_cookie(&new_session.id));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// After a login with an email code, people without an authenticator app are offered one (unless
+/// they chose "later" in the last 30 days): a login that just happened is the recent strong login
+/// that enrolling a factor requires.
+async fn should_offer_totp(state: &AppState, interaction: &Interaction, account_id: &str) -> bool {
+    if !interaction.offer_totp {
+        return false;
+    }
+    let enrolled = crate::authn::totp::is_enrolled(state.store.as_ref(), account_id).await.unwrap_or(true);
+    let postponed = state.ephemeral.get(&totp_later_key(account_id)).await.map(|v| v.is_some()).unwrap_or(true);
+    !enrolled && !postponed
+}
+
+fn totp_later_key(account_id: &str) -> String {
+    format!("totp-later:{account_id}")
+}
+
+/// How long enrolling an authenticator stays possible after the login that allowed it.
+const ENROLMENT_WINDOW_SECS: i64 = 10 * 60;
+
+/// The interaction and account allowed to enrol: the browser that just completed a login.
+async fn enrolment_context(
+    state: &AppState,
+    headers: &HeaderMap,
+    interaction_id: &str,
+    now: i64,
+) -> Result<(Interaction, Account), OAuthError> {
+    let interaction = interaction::load_bound(state, headers, interaction_id).await?;
+    let session = state.sessions.current(state, headers, now).await?;
+    let recent = interaction.login_at.is_some_and(|t| now - t <= ENROLMENT_WINDOW_SECS);
+    match (session, interaction.account_id.clone()) {
+        (Some(s), Some(id)) if s.account_id == id && recent => {
+            let account = load_account(state, Some(&id)).await?;
+            Ok((interaction, account))
+        }
+        _ => Err(OAuthError::invalid_request("log in again before changing your authentication factors")),
+    }
+}
+
+fn resume(interaction: &Interaction) -> Response {
+    Redirect::to(&format!("{}?interaction={}", crate::oidc::authorize::RESUME_PATH, interaction.id)).into_response()
+}
+
+/// `GET /login/totp`: QR code and key of a new authenticator secret, kept sealed in the interaction.
+pub async fn totp_page(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
+    let now = crate::unix_now();
+    let (mut interaction, account) = match enrolment_context(&state, &headers, &q.interaction, now).await {
+        Ok(x) => x,
+        Err(e) => return crate::web::pages_error(&state, &headers, None, e),
+    };
+    let pending = match crate::authn::totp::begin_enrolment(&account.login) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "authenticator enrolment could not start");
+            return crate::web::pages_error(&state, &headers, None, OAuthError::server_error());
+        }
+    };
+    let master = state.keys.master_key();
+    let aad = format!("totp-pending:{}", interaction.id);
+    match master.seal(pending.secret_base32.as_bytes(), aad.as_bytes()) {
+        Ok(sealed) => {
+            use base64::Engine as _;
+            interaction.totp_pending = Some(base64::engine::general_purpose::STANDARD.encode(sealed));
+        }
+        Err(_) => return crate::web::pages_error(&state, &headers, None, OAuthError::server_error()),
+    }
+    if let Err(e) = interaction::save(&state, &interaction).await {
+        return crate::web::pages_error(&state, &headers, None, e);
+    }
+    totp_setup_page(&state, &headers, &interaction, &pending, None)
+}
+
+fn totp_setup_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    interaction: &Interaction,
+    pending: &crate::authn::totp::PendingTotp,
+    error: Option<&str>,
+) -> Response {
+    let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), headers);
+    let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    state.pages.page(
+        status,
+        "totp_setup.html",
+        lang,
+        minijinja::context! {
+            interaction => interaction.id.clone(), csrf => interaction.csrf.clone(), qr_svg => pending.qr_svg.clone(),
+            secret => pending.secret_base32.clone(), error => error.unwrap_or(""),
+        },
+    )
+}
+
+/// `POST /login/totp`: confirm the new authenticator with a first code (then show the recovery
+/// codes, once), or postpone.
+pub async fn totp_submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = crate::unix_now();
+    let params = match Params::parse(&body) {
+        Ok(p) => p,
+        Err(e) => return crate::web::pages_error(&state, &headers, None, e),
+    };
+    let (mut interaction, account) =
+        match enrolment_context(&state, &headers, params.get("interaction").unwrap_or(""), now).await {
+            Ok(x) => x,
+            Err(e) => return crate::web::pages_error(&state, &headers, None, e),
+        };
+    if !interaction.csrf_matches(params.get("csrf").unwrap_or("")) {
+        return crate::web::pages_error(
+            &state,
+            &headers,
+            None,
+            OAuthError::invalid_request("the form is out of date; reload the page"),
+        );
+    }
+    if params.get("decision") != Some("enrol") {
+        let thirty_days = std::time::Duration::from_secs(30 * 24 * 3600);
+        let _ = state.ephemeral.put(&totp_later_key(&account.id), b"1", thirty_days).await;
+        return resume(&interaction);
+    }
+    let master = state.keys.master_key();
+    let aad = format!("totp-pending:{}", interaction.id);
+    let secret = interaction.totp_pending.as_deref().and_then(|b| {
+        use base64::Engine as _;
+        let sealed = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
+        let opened = master.open(&sealed, aad.as_bytes()).ok()?;
+        String::from_utf8(opened.to_vec()).ok()
+    });
+    let Some(secret) = secret else {
+        return Redirect::to(&format!("/login/totp?interaction={}", interaction.id)).into_response();
+    };
+    let secret = zeroize::Zeroizing::new(secret);
+    let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), &headers);
+    let t = state.pages.texts(lang);
+    let code = params.get("code").unwrap_or("").trim().to_string();
+    match crate::authn::totp::confirm_enrolment(state.store.as_ref(), &master, &account.id, &secret, &code, now).await {
+        Ok(_) => {}
+        Err(e @ (crate::authn::totp::TotpError::Storage(_) | crate::authn::totp::TotpError::Internal(_))) => {
+            tracing::error!(error = %e, "authenticator enrolment failed");
+            return crate::web::pages_error(&state, &headers, None, unavailable());
+        }
+        Err(_) => {
+            let pending = match crate::authn::totp::pending_from_secret(&secret, &account.login) {
+                Ok(p) => p,
+                Err(_) => return crate::web::pages_error(&state, &headers, None, OAuthError::server_error()),
+            };
+            return totp_setup_page(&state, &headers, &interaction, &pending, Some(t.bad_code));
+        }
+    }
+    tracing::info!(account = %account.id, "authenticator app enrolled");
+    interaction.totp_pending = None;
+    let _ = interaction::save(&state, &interaction).await;
+    let codes = match crate::authn::recovery::generate(state.store.as_ref(), &account.id, now).await {
+        Ok(c) => c.iter().cloned().collect::<Vec<String>>(),
+        Err(e) => {
+            tracing::error!(error = %e, "recovery codes not generated");
+            return resume(&interaction);
+        }
+    };
+    state.pages.page(
+        StatusCode::OK,
+        "recovery_codes.html",
+        lang,
+        minijinja::context! { codes => codes, interaction => interaction.id.clone() },
+    )
 }
 
 /// The account if `password` is right and the account active; `None` otherwise, after the same

@@ -1,6 +1,7 @@
 //! Authentication factors. Each factor is its own module; the login journey (acr/amr ladder,
 //! step-up) composes them.
 
+pub mod account;
 pub mod email_otp;
 pub mod journey;
 pub mod login;

@@ -13,9 +13,64 @@ pub enum PasswordError {
     TooShort(usize),
     #[error("the password is too long (at most 1024 bytes)")]
     TooLong,
+    #[error("the password is too common or too close to the account's own details")]
+    Weak,
     #[error("password hashing failed: {0}")]
     Hashing(String),
 }
+
+/// Long passwords that are nevertheless among the most used (with punctuation removed), in French
+/// and English. Short ones are already refused by the minimum length.
+const COMMON_PASSWORDS: &[&str] = &[
+    "123456789012",
+    "1234567890123",
+    "12345678901234",
+    "123456789abc",
+    "azertyuiop12",
+    "azertyuiop123",
+    "azertyuiopqs",
+    "qwertyuiop12",
+    "qwertyuiop123",
+    "qwertyuiopas",
+    "motdepasse12",
+    "motdepasse123",
+    "motdepasse2024",
+    "motdepasse2025",
+    "motdepasse2026",
+    "password1234",
+    "password12345",
+    "password2024",
+    "password2025",
+    "password2026",
+    "passwordpassword",
+    "iloveyou1234",
+    "jetaime12345",
+    "soleil123456",
+    "bonjour12345",
+    "doudou123456",
+    "marseille123",
+    "azerty123456",
+    "qwerty123456",
+    "abcdefghijkl",
+    "abcdef123456",
+    "changeme1234",
+    "welcome12345",
+    "bienvenue123",
+    "bienvenue1234",
+    "administrator",
+    "administrateur",
+    "letmein12345",
+    "trustno11234",
+    "football1234",
+    "princess1234",
+    "sunshine1234",
+    "motdepassemotdepasse",
+    "0000000000000",
+    "111111111111",
+    "aaaaaaaaaaaa",
+    "habilis12345",
+    "habilishabilis",
+];
 
 #[derive(Clone)]
 pub struct PasswordHasher {
@@ -41,6 +96,27 @@ impl PasswordHasher {
         }
         if password.chars().count() < self.min_length {
             return Err(PasswordError::TooShort(self.min_length));
+        }
+        Ok(())
+    }
+
+    /// The policy plus what makes a long password weak anyway: common passwords, one repeated or
+    /// sequential pattern, or the account's own login or names inside it.
+    pub fn check_policy_for(&self, password: &str, personal: &[&str]) -> Result<(), PasswordError> {
+        self.check_policy(password)?;
+        let lowered = password.to_lowercase();
+        let compact: String = lowered.chars().filter(|c| c.is_alphanumeric()).collect();
+        if COMMON_PASSWORDS.iter().any(|p| compact == *p || lowered == *p) {
+            return Err(PasswordError::Weak);
+        }
+        let distinct: std::collections::HashSet<char> = lowered.chars().collect();
+        if distinct.len() < 5 {
+            return Err(PasswordError::Weak);
+        }
+        for word in personal.iter().map(|w| w.trim().to_lowercase()).filter(|w| w.chars().count() >= 4) {
+            if lowered.contains(&word) {
+                return Err(PasswordError::Weak);
+            }
         }
         Ok(())
     }
@@ -131,6 +207,15 @@ mod tests {
         assert!(matches!(h.check_policy(&"x".repeat(2000)), Err(PasswordError::TooLong)));
         // 12 characters, more bytes: counted as characters.
         assert!(h.check_policy("éééééééééééé").is_ok());
+    }
+
+    #[test]
+    fn weak_long_passwords_are_refused() {
+        let h = hasher();
+        assert!(matches!(h.check_policy_for("Motdepasse2025!", &[]), Err(PasswordError::Weak)));
+        assert!(matches!(h.check_policy_for("aaaaaaaaaaaab", &[]), Err(PasswordError::Weak)));
+        assert!(matches!(h.check_policy_for("dupont is my password", &["Dupont"]), Err(PasswordError::Weak)));
+        assert!(h.check_policy_for("cheval agrafe correct batterie", &["Dupont", "899700427885"]).is_ok());
     }
 
     #[test]

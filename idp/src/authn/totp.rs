@@ -116,6 +116,16 @@ pub fn begin_enrolment(account_label: &str) -> Result<PendingTotp, TotpError> {
     Ok(PendingTotp { secret_base32: totp.secret().to_base32(), otpauth_uri, qr_svg })
 }
 
+/// Rebuilds the page data (URI, QR code) of a pending secret, e.g. to show the enrolment page
+/// again after a mistyped confirmation code.
+pub fn pending_from_secret(secret_base32: &str, account_label: &str) -> Result<PendingTotp, TotpError> {
+    let bytes = decode_secret(secret_base32).ok_or(TotpError::Malformed)?;
+    let totp = totp(&bytes, Some(&label(account_label)))?;
+    let otpauth_uri = totp.to_url()?;
+    let qr_svg = qr_svg(&otpauth_uri)?;
+    Ok(PendingTotp { secret_base32: secret_base32.to_string(), otpauth_uri, qr_svg })
+}
+
 /// Completes enrolment when `code` is valid for `pending_secret` (the `secret_base32` of
 /// [`begin_enrolment`]) at `now`: stores the sealed secret as the account's authenticator app,
 /// replacing any previous one, and returns the new credential id. The caller must have

@@ -30,10 +30,16 @@ const TEMPLATES: &[(&str, &str)] = &[
     mail_file!("otp_code.en.subject.txt"),
     mail_file!("otp_code.en.txt"),
     mail_file!("otp_code.en.html"),
+    mail_file!("password_reset.fr.subject.txt"),
+    mail_file!("password_reset.fr.txt"),
+    mail_file!("password_reset.fr.html"),
+    mail_file!("password_reset.en.subject.txt"),
+    mail_file!("password_reset.en.txt"),
+    mail_file!("password_reset.en.html"),
 ];
 
 /// Message kinds that have templates in every language of [`LANGS`].
-pub const KINDS: &[&str] = &["otp_code"];
+pub const KINDS: &[&str] = &["otp_code", "password_reset"];
 /// Languages of the messages; the first is the fallback (the service's users are in France).
 pub const LANGS: &[&str] = &["fr", "en"];
 
@@ -110,6 +116,11 @@ impl MailTemplates {
         client_name: Option<&str>,
     ) -> Result<RenderedMail, MailError> {
         self.render("otp_code", lang, context! { code => code, minutes => minutes, client_name => client_name })
+    }
+
+    /// The password-reset link mail.
+    pub fn password_reset(&self, lang: &str, link: &str, minutes: u32) -> Result<RenderedMail, MailError> {
+        self.render("password_reset", lang, context! { link => link, minutes => minutes })
     }
 
     fn render_one(&self, name: &str, context: &minijinja::Value) -> Result<String, MailError> {

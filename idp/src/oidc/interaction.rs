@@ -31,6 +31,12 @@ pub struct Interaction {
     /// The pending email one-time-code challenge, if one was sent.
     #[serde(default)]
     pub otp_challenge: Option<String>,
+    /// Set when the email code was used: the journey then offers an authenticator app.
+    #[serde(default)]
+    pub offer_totp: bool,
+    /// The authenticator secret being enrolled, sealed under the master key.
+    #[serde(default)]
+    pub totp_pending: Option<String>,
 }
 
 impl Interaction {
@@ -46,6 +52,8 @@ impl Interaction {
             account_id: None,
             factors: Vec::new(),
             otp_challenge: None,
+            offer_totp: false,
+            totp_pending: None,
         }
     }
 

@@ -222,6 +222,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Invitations
     async fn insert_invitation(&self, invitation: &Invitation) -> StoreResult<()>;
+    /// Looks at an invitation without consuming it (to show the page; consumption is `take_invitation`).
+    async fn invitation(&self, token_hash: &str) -> StoreResult<Option<Invitation>>;
     /// Consumes the invitation atomically: exactly one caller gets it, expired ones are never returned.
     async fn take_invitation(&self, token_hash: &str, now: UnixTime) -> StoreResult<Option<Invitation>>;
 

@@ -480,6 +480,22 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn invitation(&self, token_hash: &str) -> StoreResult<Option<Invitation>> {
+                let row = sqlx::query_as::<_, InvitationRow>(
+                    "SELECT token_hash, account_id, expires_at, created_at FROM invitations WHERE token_hash = $1",
+                )
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                Ok(row.map(|r| Invitation {
+                    token_hash: r.token_hash,
+                    account_id: r.account_id,
+                    expires_at: r.expires_at,
+                    created_at: r.created_at,
+                }))
+            }
+
             async fn take_invitation(&self, token_hash: &str, now: UnixTime) -> StoreResult<Option<Invitation>> {
                 // DELETE … RETURNING is atomic on both backends: two concurrent takers cannot both get a row.
                 let row = sqlx::query_as::<_, InvitationRow>(

@@ -104,6 +104,11 @@ async fn invitations_are_single_use_and_expire() {
             Invitation { token_hash: "h1".into(), account_id: a.id.clone(), expires_at: 2_000, created_at: 1_000 };
         store.insert_invitation(&inv).await.unwrap();
         store.insert_invitation(&Invitation { token_hash: "h2".into(), ..inv.clone() }).await.unwrap();
+        assert_eq!(
+            store.invitation("h1").await.unwrap().map(|i| i.account_id),
+            Some(a.id.clone()),
+            "peeking does not consume"
+        );
         // Concurrent takers: exactly one wins.
         let mut tasks = Vec::new();
         for _ in 0..20 {
