@@ -300,10 +300,7 @@ async fn serve(config: Config) -> Result<(), CliError> {
         ready_in_ms = started.elapsed().as_millis() as u64,
         "Habilis is ready"
     );
-    let mail = match &state.config.mail.smtp_url {
-        Some(_) => "SMTP (mail.smtp_url)".to_string(),
-        None => format!("written to {}", state.config.outbox_dir().display()),
-    };
+    let mail = state.mailer.describe();
     println!(
         "Habilis is ready on {listen}\n  issuer:      {issuer}\n  discovery:   {issuer}/.well-known/openid-configuration\n  \
          jwks:        {issuer}/jwks\n  health:      {issuer}/readyz   metrics: {issuer}/metrics\n  data:        {}\n  mail:        {mail}\n\

@@ -71,7 +71,8 @@ pub struct StorageConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MailConfig {
-    /// `smtp://`, `smtps://` (implicit TLS) or `smtp://…?tls=required` (STARTTLS); absent = outbox folder.
+    /// `smtps://host:465` (implicit TLS) or `smtp://host:587` (STARTTLS required; `?tls=opportunistic`,
+    /// or `?tls=none` on loopback hosts only); credentials as `user:password@`. Absent = outbox folder.
     pub smtp_url: Option<Url>,
     pub from: String,
     /// Defaults to `<data_dir>/outbox`.
@@ -388,10 +389,8 @@ impl Config {
         if self.storage.memory_max_entries < 100 {
             return Err(ConfigError::new("storage.memory_max_entries", "must be at least 100"));
         }
-        if let Some(url) = &self.mail.smtp_url
-            && !matches!(url.scheme(), "smtp" | "smtps")
-        {
-            return Err(ConfigError::new("mail.smtp_url", "must start with smtp:// or smtps://"));
+        if let Some(url) = &self.mail.smtp_url {
+            crate::mail::SmtpSettings::from_url(url).map_err(|e| ConfigError::new("mail.smtp_url", e.to_string()))?;
         }
         if !self.mail.from.contains('@') {
             return Err(ConfigError::new("mail.from", "must be an address such as `Habilis <no-reply@example.org>`"));

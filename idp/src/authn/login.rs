@@ -162,8 +162,8 @@ async fn password_page(
     status: StatusCode,
 ) -> Response {
     let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), headers);
-    let client_name = crate::oidc::consent::client_name(state, &interaction.request.client_id).await;
-    state.pages.page(
+    let (client_name, logo) = crate::oidc::consent::client_branding(state, &interaction.request.client_id).await;
+    state.pages.client_page(
         status,
         "login.html",
         lang,
@@ -171,6 +171,7 @@ async fn password_page(
             interaction => interaction.id.clone(), csrf => interaction.csrf.clone(), login_hint => login,
             error => error.unwrap_or(""), client_name => client_name,
         },
+        logo.as_ref(),
     )
 }
 
@@ -252,9 +253,9 @@ async fn second_factor_page(
         .filter(|m| **m != method)
         .map(|m| serde_json::json!({ "method": m.as_str(), "label": m.label(t) }))
         .collect();
-    let client_name = crate::oidc::consent::client_name(state, &interaction.request.client_id).await;
+    let (client_name, logo) = crate::oidc::consent::client_branding(state, &interaction.request.client_id).await;
     let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
-    state.pages.page(
+    state.pages.client_page(
         status,
         "second_factor.html",
         lang,
@@ -263,6 +264,7 @@ async fn second_factor_page(
             masked_email => account.email.as_deref().map(mask_email).unwrap_or_default(),
             error => error.unwrap_or(""), notice => notice.unwrap_or_default(), others => minijinja::value::Serde(&others), client_name => client_name,
         },
+        logo.as_ref(),
     )
 }
 

@@ -38,14 +38,15 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap, Query(q): Q
         Err(e) => return crate::web::pages_error(&state, &headers, None, e),
     };
     let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), &headers);
-    let client_name = client_name(&state, &interaction.request.client_id).await;
+    let (client_name, logo) = client_branding(&state, &interaction.request.client_id).await;
     let texts = state.pages.texts(lang);
     let scopes: Vec<&str> = interaction.request.scope.iter().filter_map(|s| texts.scope_label(s)).collect();
-    state.pages.page(
+    state.pages.client_page(
         StatusCode::OK,
         "consent.html",
         lang,
         minijinja::context! { interaction => interaction.id, csrf => interaction.csrf, client_name => client_name, scopes => scopes },
+        logo.as_ref(),
     )
 }
 
@@ -97,6 +98,14 @@ pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Byt
     // prompt=consent is satisfied by this decision.
     interaction.request.prompt.retain(|p| *p != crate::oidc::authorize::Prompt::Consent);
     crate::oidc::authorize::continue_interaction(&state, &headers, interaction, now).await
+}
+
+/// The name and logo a page shows for a client.
+pub async fn client_branding(state: &AppState, client_id: &str) -> (Option<String>, Option<url::Url>) {
+    match state.clients.get(client_id).await {
+        Ok(Some(c)) => (Some(c.client_name().unwrap_or(c.client_id()).to_string()), c.logo_uri().cloned()),
+        _ => (None, None),
+    }
 }
 
 pub async fn client_name(state: &AppState, client_id: &str) -> Option<String> {

@@ -74,6 +74,38 @@ impl Pages {
         }
     }
 
+    /// A page shown on behalf of a client: its logo (when registered, https) is displayed and
+    /// allowed by the page CSP, from its own origin only.
+    pub fn client_page<C: Serialize>(
+        &self,
+        status: StatusCode,
+        name: &str,
+        lang: Lang,
+        context: C,
+        logo: Option<&url::Url>,
+    ) -> Response {
+        let logo = logo.filter(|u| {
+            u.scheme() == "https" || u.host_str() == Some("127.0.0.1") || u.host_str() == Some("localhost")
+        });
+        let context = minijinja::context! { client_logo => logo.map(|u| u.to_string()), ..minijinja::Value::from(minijinja::value::Serde(&context)) };
+        match self.render(name, lang, context) {
+            Ok(html) => {
+                let csp = match logo {
+                    Some(url) => PAGE_CSP.replace(
+                        "img-src 'self' data:",
+                        &format!("img-src 'self' data: {}", url.origin().ascii_serialization()),
+                    ),
+                    None => PAGE_CSP.to_string(),
+                };
+                with_page_headers((status, Html(html)).into_response(), &csp)
+            }
+            Err(e) => {
+                tracing::error!(template = name, error = %e, "page rendering failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+            }
+        }
+    }
+
     /// The readable error page shown when an authorization request cannot be redirected back.
     pub fn error_page(
         &self,
