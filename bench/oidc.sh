@@ -35,7 +35,14 @@ cat > "$data/clients.json" <<JSON
 JSON
 "$bin" client import "$data/clients.json" >/dev/null
 password="bench password long enough"
-echo "$password" | "$bin" user add --kind professional --id-nat 899700427885 --given-name KIT --family-name DOC --password-stdin >/dev/null
+# Patient accounts bench0@… bench699@… (second factor by email code, read back from the outbox):
+# 0–31 for the refresh workers, the rest one per code flow (the email-code throttle allows one code
+# a minute per account). Created through SQL-free CLI calls, each hashing its password once.
+accounts=${ACCOUNTS:-700}
+for i in $(seq 0 $((accounts - 1))); do
+  echo "$password" | "$bin" user add --kind patient --email "bench$i@example.org" --password-stdin >/dev/null
+done
+export OUTBOX="$data/outbox"
 taskset -c 0 "$bin" serve >/dev/null 2>&1 &
 pid=$!
 until curl -sf -o /dev/null "$base/readyz"; do sleep 0.05; done
@@ -64,11 +71,11 @@ post /token "grant_type=client_credentials&scope=api"
 token=$(curl -s -u "bench:$secret" -d grant_type=client_credentials -d scope=api "$base/token" | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
 post /introspect "token=$token"
 # A user access token for userinfo, from one code flow.
-user_token=$(taskset -c 1 "$loadgen" print_access_token "$base" bench "$secret" 899700427885 "$password")
+user_token=$(FIRST_ACCOUNT=32 taskset -c 1 "$loadgen" print_access_token "$base" bench "$secret" "bench{}@example.org" "$password")
 cat > "$lua" <<LUA
 wrk.headers["Authorization"] = "Bearer $user_token"
 LUA
 taskset -c 1 wrk -t1 -c32 -d"${duration}s" --latency -s "$lua" "$base/userinfo" > "$data/wrk.txt"
 report /userinfo "GET, Bearer"
-taskset -c 1 "$loadgen" refresh "$base" bench "$secret" 899700427885 "$password" 32 "$duration"
-taskset -c 1 "$loadgen" code_flow "$base" bench "$secret" 899700427885 "$password" 8 "$duration"
+taskset -c 1 "$loadgen" refresh "$base" bench "$secret" "bench{}@example.org" "$password" 32 "$duration"
+FIRST_ACCOUNT=33 taskset -c 1 "$loadgen" code_flow "$base" bench "$secret" "bench{}@example.org" "$password" 8 "$duration"

@@ -4,6 +4,8 @@
 //! percentiles.
 //!
 //! loadgen SCENARIO BASE_URL CLIENT_ID CLIENT_SECRET LOGIN PASSWORD [CONNECTIONS] [SECONDS]
+//! LOGIN may contain `{}`, replaced by the worker number (one account per worker). With a second
+//! factor, OUTBOX names the server's mail outbox, where the email codes are read.
 //! SCENARIO: refresh | code_flow | print_access_token (one flow, prints the access token)
 
 use std::sync::Arc;
@@ -19,8 +21,36 @@ struct Target {
     base: String,
     client_id: String,
     secret: String,
+    /// `{}` in the login is replaced by the worker number (one account per worker).
     login: String,
     password: String,
+    /// The server's mail outbox (embedded mode): where the email codes are read from.
+    outbox: Option<std::path::PathBuf>,
+}
+
+/// Waits for the email code sent to `recipient` in the outbox, and deletes the message.
+async fn email_code(outbox: &std::path::Path, recipient: &str) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(entries) = std::fs::read_dir(outbox) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(text) = std::fs::read_to_string(&path) else { continue };
+                let text = text.replace('\r', "");
+                let to_me = text.lines().any(|l| l.starts_with("To:") && l.contains(recipient));
+                if !to_me {
+                    continue;
+                }
+                let code = text.lines().map(str::trim).find(|l| l.len() == 6 && l.bytes().all(|b| b.is_ascii_digit()));
+                if let Some(code) = code {
+                    let _ = std::fs::remove_file(&path);
+                    return Ok(code.to_string());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Err(format!("no email code for {recipient}"))
 }
 
 fn hidden(html: &str, name: &str) -> Option<String> {
@@ -35,7 +65,8 @@ fn location(r: &reqwest::Response) -> Option<String> {
 }
 
 /// One complete code flow with a fresh browser; returns the token response.
-async fn code_flow(t: &Target, api: &reqwest::Client) -> Result<serde_json::Value, String> {
+async fn code_flow(t: &Target, api: &reqwest::Client, worker: usize) -> Result<serde_json::Value, String> {
+    let login = t.login.replace("{}", &worker.to_string());
     let browser = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().map_err(|e| e.to_string())?;
     let verifier: String = (0..43).map(|_| (b'a' + rand::random::<u8>() % 26) as char).collect();
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
@@ -52,11 +83,34 @@ async fn code_flow(t: &Target, api: &reqwest::Client) -> Result<serde_json::Valu
     let csrf = hidden(&page, "csrf").ok_or("no csrf")?;
     let r = browser
         .post(format!("{}/login", t.base))
-        .form(&[("interaction", interaction.as_str()), ("csrf", csrf.as_str()), ("login", t.login.as_str()), ("password", t.password.as_str())])
+        .form(&[("interaction", interaction.as_str()), ("csrf", csrf.as_str()), ("login", login.as_str()), ("password", t.password.as_str())])
         .send()
         .await
         .map_err(|e| e.to_string())?;
-    let resume = format!("{}{}", t.base, location(&r).ok_or("login failed")?);
+    let mut next = location(&r).ok_or("login failed")?;
+    if next.starts_with("/login?") {
+        // Second factor by email: the page sends the code, read back from the outbox.
+        let _ = browser.get(format!("{}{next}", t.base)).send().await.map_err(|e| e.to_string())?;
+        let outbox = t.outbox.as_deref().ok_or("a second factor is required: pass the outbox directory")?;
+        let code = email_code(outbox, &login).await?;
+        let r = browser
+            .post(format!("{}/login/code", t.base))
+            .form(&[("interaction", interaction.as_str()), ("csrf", csrf.as_str()), ("method", "email"), ("code", code.as_str())])
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        next = location(&r).ok_or("second factor refused")?;
+        if next.starts_with("/login/totp") {
+            let r = browser
+                .post(format!("{}/login/totp", t.base))
+                .form(&[("interaction", interaction.as_str()), ("csrf", csrf.as_str()), ("decision", "later")])
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            next = location(&r).ok_or("enrolment offer not skipped")?;
+        }
+    }
+    let resume = format!("{}{next}", t.base);
     let r = browser.get(&resume).send().await.map_err(|e| e.to_string())?;
     let callback = location(&r).ok_or("no code")?;
     let code = callback.split("code=").nth(1).and_then(|s| s.split('&').next()).ok_or("no code")?.to_string();
@@ -99,12 +153,20 @@ async fn main() {
         std::process::exit(2);
     }
     let scenario = args[1].clone();
-    let target = Arc::new(Target { base: args[2].clone(), client_id: args[3].clone(), secret: args[4].clone(), login: args[5].clone(), password: args[6].clone() });
+    let target = Arc::new(Target {
+        base: args[2].clone(),
+        client_id: args[3].clone(),
+        secret: args[4].clone(),
+        login: args[5].clone(),
+        password: args[6].clone(),
+        outbox: std::env::var_os("OUTBOX").map(std::path::PathBuf::from),
+    });
     let connections: usize = args.get(7).and_then(|v| v.parse().ok()).unwrap_or(32);
     let seconds: u64 = args.get(8).and_then(|v| v.parse().ok()).unwrap_or(10);
     let api = reqwest::Client::builder().pool_max_idle_per_host(connections).build().expect("client");
     if scenario == "print_access_token" {
-        let tokens = code_flow(&target, &api).await.expect("code flow");
+        let first: usize = std::env::var("FIRST_ACCOUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let tokens = code_flow(&target, &api, first).await.expect("code flow");
         println!("{}", tokens["access_token"].as_str().unwrap_or_default());
         return;
     }
@@ -112,16 +174,21 @@ async fn main() {
     // Refresh: each worker first gets its own token family (not measured).
     let mut seeds = Vec::new();
     if scenario == "refresh" {
-        for _ in 0..connections {
-            let tokens = code_flow(&target, &api).await.expect("setup code flow");
+        for i in 0..connections {
+            let tokens = code_flow(&target, &api, i).await.expect("setup code flow");
             seeds.push(tokens["refresh_token"].as_str().unwrap_or_default().to_string());
         }
     }
+    // Code flows each use a fresh account (the email-code throttle allows one code a minute per
+    // account): accounts are numbered from FIRST_ACCOUNT (default: after the refresh workers').
+    let next_account = Arc::new(std::sync::atomic::AtomicUsize::new(
+        std::env::var("FIRST_ACCOUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut workers = Vec::new();
     for i in 0..connections {
-        let (target, api, stop) = (target.clone(), api.clone(), stop.clone());
+        let (target, api, stop, next_account) = (target.clone(), api.clone(), stop.clone(), next_account.clone());
         let scenario = scenario.clone();
         let mut token = seeds.get(i).cloned().unwrap_or_default();
         workers.push(tokio::spawn(async move {
@@ -131,7 +198,7 @@ async fn main() {
                 let t0 = Instant::now();
                 let result = match scenario.as_str() {
                     "refresh" => refresh(&target, &api, &token).await.map(|t| token = t),
-                    _ => code_flow(&target, &api).await.map(|_| ()),
+                    _ => code_flow(&target, &api, next_account.fetch_add(1, Ordering::Relaxed)).await.map(|_| ()),
                 };
                 match result {
                     Ok(()) => latencies.push(t0.elapsed()),
