@@ -49,9 +49,20 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
 }
 
-/// Everything a handler may need, cheap to clone (all shared behind `Arc`s).
+/// Everything a handler may need. Cloned for every request by the router, so it is one `Arc`
+/// (a single reference-count increment) around [`Services`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services of one Habilis instance, built once at start.
+pub struct Services {
     pub config: Arc<Config>,
     pub store: SharedStore,
     pub ephemeral: SharedEphemeral,
@@ -70,9 +81,16 @@ pub struct AppState {
     pub verified_tokens: Arc<crate::oidc::tokens::VerifiedTokens>,
     pub mailer: crate::mail::SharedMailer,
     pub mail_templates: Arc<crate::mail::MailTemplates>,
+    /// `config.issuer_string()`, computed once: it is read several times per token request.
+    issuer: String,
 }
 
-impl AppState {
+impl Services {
+    /// The issuer identifier (no trailing slash), as in tokens and discovery.
+    pub fn issuer_string(&self) -> String {
+        self.issuer.clone()
+    }
+
     pub async fn dummy_password_hash(&self) -> String {
         let hasher = self.passwords.clone();
         self.dummy_hash
@@ -129,7 +147,8 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| StartError::Http(e.to_string()))?;
-    Ok(AppState {
+    Ok(AppState(Arc::new(Services {
+        issuer: config.issuer_string(),
         sessions: Sessions { settings: SessionSettings::from_config(&config) },
         config: Arc::new(config),
         store,
@@ -146,7 +165,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         verified_tokens: Arc::new(crate::oidc::tokens::VerifiedTokens::new(100_000)),
         mailer,
         mail_templates: Arc::new(crate::mail::MailTemplates::new()),
-    })
+    })))
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -330,7 +349,7 @@ impl RunningServer {
         let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: requested, source })?;
         config.server.listen = addr;
         let state = build_state(config).await?;
-        let base_url = state.config.issuer_string();
+        let base_url = state.issuer_string();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(serve(state.clone(), listener, async move {
             let _ = rx.await;

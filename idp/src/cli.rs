@@ -292,7 +292,7 @@ async fn serve(config: Config) -> Result<(), CliError> {
     let listen = listener.local_addr().map_err(failed)?;
     config.server.listen = listen;
     let state = crate::app::build_state(config).await.map_err(failed)?;
-    let issuer = state.config.issuer_string();
+    let issuer = state.issuer_string();
     tracing::info!(
         issuer = %issuer,
         database = state.store.backend().as_str(),

@@ -304,7 +304,7 @@ async fn send_reset_link(state: &AppState, login: &str, lang: Lang) -> Result<()
     let Some(email) = account.email.clone().filter(|_| account.status == AccountStatus::Active) else { return Ok(()) };
     let token = crate::cli::random_token();
     state.ephemeral.put(&reset_key(&token), account.id.as_bytes(), RESET_LIFETIME).await?;
-    let link = format!("{}/password/reset?token={token}", state.config.issuer_string());
+    let link = format!("{}/password/reset?token={token}", state.issuer_string());
     let language = account.locale.as_deref().unwrap_or(lang.code());
     let rendered =
         state.mail_templates.password_reset(language, &link, (RESET_LIFETIME.as_secs() / 60) as u32).map_err(|e| {

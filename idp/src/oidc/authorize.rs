@@ -405,7 +405,7 @@ fn step_id_token_hint(steps: &Steps<'_>) -> Result<Option<String>, Failure> {
         .keys
         .verify(hint)
         .map_err(|_| steps.redirect(OAuthError::invalid_request("id_token_hint is not an ID token issued here")))?;
-    let issuer_ok = claims.get("iss").and_then(Value::as_str) == Some(steps.state.config.issuer_string().as_str());
+    let issuer_ok = claims.get("iss").and_then(Value::as_str) == Some(steps.state.issuer_string().as_str());
     let audience_ok = audience_contains(claims.get("aud"), steps.client().client_id());
     if !issuer_ok || !audience_ok {
         return Err(steps.redirect(OAuthError::invalid_request("id_token_hint was not issued to this client")));
@@ -798,7 +798,7 @@ pub fn respond(
     mut fields: Vec<(&'static str, String)>,
 ) -> Response {
     fields.retain(|(_, v)| !v.is_empty());
-    fields.push(("iss", state.config.issuer_string()));
+    fields.push(("iss", state.issuer_string()));
     match mode {
         ResponseMode::Query => {
             let mut url = match url::Url::parse(redirect_uri) {

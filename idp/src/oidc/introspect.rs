@@ -83,6 +83,6 @@ async fn handle(
     m.insert("scope".into(), json!(grant.scope));
     m.insert("iat".into(), json!(refresh.created_at));
     m.insert("exp".into(), json!(refresh.expires_at));
-    m.insert("iss".into(), json!(state.config.issuer_string()));
+    m.insert("iss".into(), json!(state.issuer_string()));
     Ok(m)
 }

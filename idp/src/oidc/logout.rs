@@ -78,7 +78,7 @@ async fn validate(state: &AppState, params: &Params) -> Result<LogoutRequest, OA
             .keys
             .verify(hint)
             .map_err(|_| OAuthError::invalid_request("id_token_hint is not an ID token issued here"))?;
-        if claims.get("iss").and_then(Value::as_str) != Some(state.config.issuer_string().as_str()) {
+        if claims.get("iss").and_then(Value::as_str) != Some(state.issuer_string().as_str()) {
             return Err(OAuthError::invalid_request("id_token_hint was issued by another issuer"));
         }
         let aud = match claims.get("aud") {
@@ -232,7 +232,7 @@ pub async fn end(state: &AppState, session: &Session, now: i64) {
 /// Back-Channel Logout 1.0 §2.4: `typ: logout+jwt`, `events`, `sid` and `sub`, never `nonce`.
 pub fn logout_token(state: &AppState, client: &Client, session: &Session, now: i64) -> Result<String, OAuthError> {
     let mut claims = Map::new();
-    claims.insert("iss".into(), json!(state.config.issuer_string()));
+    claims.insert("iss".into(), json!(state.issuer_string()));
     claims.insert("aud".into(), json!(client.client_id()));
     claims.insert("iat".into(), json!(now));
     claims.insert("exp".into(), json!(now + 120));

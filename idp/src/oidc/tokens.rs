@@ -91,12 +91,12 @@ pub fn mint_access_token(
     now: i64,
 ) -> Result<MintedAccessToken, OAuthError> {
     let aud = match request.audience.len() {
-        0 => Value::String(state.config.issuer_string()),
+        0 => Value::String(state.issuer_string()),
         1 => Value::String(request.audience[0].clone()),
         _ => json!(request.audience),
     };
     let claims = AccessClaims {
-        iss: state.config.issuer_string(),
+        iss: state.issuer_string(),
         sub: request.subject.to_string(),
         aud,
         client_id: request.client_id.to_string(),
@@ -131,7 +131,7 @@ pub struct IdTokenRequest<'a> {
 pub fn mint_id_token(state: &AppState, request: IdTokenRequest<'_>, now: i64) -> Result<String, OAuthError> {
     let alg = request.alg.unwrap_or(state.keys.default_alg());
     let mut claims = request.extra;
-    claims.insert("iss".into(), json!(state.config.issuer_string()));
+    claims.insert("iss".into(), json!(state.issuer_string()));
     claims.insert("sub".into(), json!(request.subject));
     claims.insert("aud".into(), json!(request.client_id));
     claims.insert("azp".into(), json!(request.client_id));
@@ -283,7 +283,7 @@ fn verify_signature(state: &AppState, token: &str) -> Result<AccessClaims, OAuth
     let map = state.keys.verify(token).map_err(|_| invalid_token("the access token signature does not verify"))?;
     let claims: AccessClaims = serde_json::from_value(Value::Object(map))
         .map_err(|_| invalid_token("the access token is missing required claims"))?;
-    if claims.iss != state.config.issuer_string() {
+    if claims.iss != state.issuer_string() {
         return Err(invalid_token("the access token was issued by another issuer"));
     }
     Ok(claims)

@@ -84,7 +84,7 @@ async fn handle(
     body.insert("sub".into(), json!(claims.sub));
     let client = state.clients.get(&claims.client_id).await?;
     if let Some(alg) = client.as_ref().and_then(|c| c.userinfo_signed_response_alg()) {
-        body.insert("iss".into(), json!(state.config.issuer_string()));
+        body.insert("iss".into(), json!(state.issuer_string()));
         body.insert("aud".into(), json!(claims.client_id));
         let jwt = state.keys.sign(Some(alg), "JWT", &body).map_err(|_| OAuthError::server_error())?;
         let response = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/jwt"))], jwt).into_response();

@@ -85,7 +85,7 @@ pub struct TokenResponse {
 
 /// The values `aud` of a client assertion may carry at this endpoint.
 pub fn assertion_audience(state: &AppState, endpoint_path: &str) -> Vec<String> {
-    let issuer = state.config.issuer_string();
+    let issuer = state.issuer_string();
     vec![format!("{issuer}{endpoint_path}"), issuer]
 }
 
