@@ -153,7 +153,8 @@ impl Chromedriver {
                     format!("--user-data-dir={}", profile.display()),
                 ],
                 "prefs": { "intl.accept_languages": languages },
-            }
+            },
+            "goog:loggingPrefs": { "browser": "ALL" },
         });
         let Value::Object(capabilities) = capabilities else { unreachable!() };
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -162,6 +163,27 @@ impl Chromedriver {
             .connect(&self.url)
             .await
             .map_err(|e| anyhow!("Chromium did not start through chromedriver: {e}\n{}", self.log_tail()))
+    }
+
+    /// What the page logged to the browser console (CSP violations land there), oldest first.
+    async fn console(&self, browser: &Client) -> Vec<String> {
+        let Ok(Some(session)) = browser.session_id().await else { return Vec::new() };
+        let response = backchannel_http()
+            .post(format!("{}/session/{session}/se/log", self.url))
+            .json(&json!({ "type": "browser" }))
+            .send()
+            .await;
+        let Ok(response) = response else { return Vec::new() };
+        let log: Value = response.json().await.unwrap_or_default();
+        log["value"]
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| format!("{} {}", e["level"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn stop(&mut self) {
@@ -200,10 +222,8 @@ impl Callback {
             "/cb",
             axum::routing::get(|Query(params): Query<BTreeMap<String, String>>| async move {
                 let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-                let rows: String = params
-                    .iter()
-                    .map(|(k, v)| format!("<p id=\"{}\">{}</p>\n", escape(k), escape(v)))
-                    .collect();
+                let rows: String =
+                    params.iter().map(|(k, v)| format!("<p id=\"{}\">{}</p>\n", escape(k), escape(v))).collect();
                 Html(format!("<!doctype html><title>Relying party</title><h1>Back at the application</h1>\n{rows}"))
             }),
         );
@@ -313,11 +333,14 @@ async fn journey_in_chromium(words: &Words) {
         Err(e) => panic!("{e:#}"),
     };
     let outcome = run_journey(&browser, &env, &sink, &callback, &secret, words).await;
+    let console = driver.console(&browser).await;
     let _ = browser.close().await;
     driver.stop();
     if let Err(e) = outcome {
-        panic!("the {} journey in Chromium failed: {e:#}", words.lang);
+        panic!("the {} journey in Chromium failed: {e:#}\n\nbrowser console:\n{}", words.lang, console.join("\n"));
     }
+    let violations: Vec<&String> = console.iter().filter(|l| l.contains("Content Security Policy")).collect();
+    assert!(violations.is_empty(), "the pages broke their own CSP:\n{violations:#?}");
 }
 
 fn screenshot_dir() -> PathBuf {
@@ -399,6 +422,15 @@ async fn run_journey(
             ("code_challenge_method", "S256"),
         ])
         .finish();
+
+    // 0. An error page (an unknown application), in the browser's language.
+    browser.goto(&env.url("/authorize?client_id=nobody&response_type=code&scope=openid")).await?;
+    let (page_lang, heading) = lang_and_heading(browser).await?;
+    ensure!(page_lang == lang, "the error page is in {page_lang:?}");
+    ensure!(heading == words.error_title, "error page heading {heading:?}");
+    let code_shown = wait_for(browser, "p.hint code").await?.text().await?;
+    ensure!(!code_shown.is_empty(), "the error page shows an error code");
+    screenshot(browser, &format!("error-{lang}")).await?;
 
     // 1. The login page.
     browser.goto(&env.url(&format!("/authorize?{query}"))).await?;
@@ -482,13 +514,5 @@ async fn run_journey(
     let (_, id) = verify_with_jwks(answer.body["id_token"].as_str().unwrap_or(""), &jwks).map_err(|e| anyhow!(e))?;
     ensure!(id["acr"] == "eidas1" && id["amr"] == json!(["pwd", "otp", "mfa"]), "ID token {id}");
 
-    // 6. An error page, in the same language.
-    browser.goto(&env.url("/authorize?client_id=nobody&response_type=code&scope=openid")).await?;
-    let (page_lang, heading) = lang_and_heading(browser).await?;
-    ensure!(page_lang == lang, "the error page is in {page_lang:?}");
-    ensure!(heading == words.error_title, "error page heading {heading:?}");
-    let code_shown = wait_for(browser, "p.hint code").await?.text().await?;
-    ensure!(!code_shown.is_empty(), "the error page shows an error code");
-    screenshot(browser, &format!("error-{lang}")).await?;
     Ok(())
 }

@@ -1114,6 +1114,53 @@ async fn error_pages_inside_an_english_login_are_in_english() {
     assert_eq!(error.lang().as_deref(), Some("en"), "the login asked for English (ui_locales=en):\n{}", error.body);
 }
 
+/// The message of an error page is in the page's language, like the rest of the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_page_messages_are_in_the_page_language() {
+    let Some(j) = journey(Storage::Embedded).await else { return };
+    let mut messages = Vec::new();
+    for language in ["fr-FR,fr", "en-GB,en"] {
+        let browser = Browser::with_accept_language(&j.env.url(""), language);
+        let page = Page::of(browser.navigate("/authorize?client_id=nobody&response_type=code&scope=openid").await);
+        assert_eq!(page.status, 400, "{}", page.body);
+        assert_eq!(page.lang().as_deref(), Some(&language[..2]), "{}", page.body);
+        let start = page.body.find(r#"<p class="error" role="alert">"#).expect("an error message")
+            + r#"<p class="error" role="alert">"#.len();
+        let end = page.body[start..].find("</p>").unwrap() + start;
+        messages.push(unescape(&page.body[start..end]));
+    }
+    assert_ne!(
+        messages[0], messages[1],
+        "the French and English error pages show the same message (untranslated): {:?}",
+        messages[0]
+    );
+}
+
+/// Once every recovery code is spent, the second-factor page stops offering "recovery code".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spent_recovery_codes_are_no_longer_offered() {
+    let Some(j) = journey(Storage::Embedded).await else { return };
+    let account_id = j.add_pro(None).await;
+    let store = j.env.state().store.clone();
+    let now = habilis_idp::unix_now();
+    let codes = habilis_idp::authn::recovery::generate(store.as_ref(), &account_id, now).await.unwrap();
+    for code in codes.iter() {
+        habilis_idp::authn::recovery::redeem(store.as_ref(), &account_id, code, now).await.expect("spend the code");
+    }
+    assert_eq!(habilis_idp::authn::recovery::remaining(store.as_ref(), &account_id).await.unwrap(), 0);
+    let browser = j.browser();
+    let (_, challenge) = pkce_pair();
+    let page = Page::of(browser.navigate(&j.authorize_url(CLIENT, &challenge, &[])).await);
+    let page = Page::of(enter_password(&browser, &page, PRO, PASSWORD).await);
+    assert!(page.is_second_factor(), "{}", page.body);
+    assert!(
+        !page.body.contains("method=recovery"),
+        "\"{}\" is offered although no recovery code is left:\n{}",
+        fr().method_recovery,
+        page.body
+    );
+}
+
 /// The attributes of every `<TAG …>` in `html` (double-quoted values, as the templates write them).
 fn tags(html: &str, tag: &str) -> Vec<HashMap<String, String>> {
     let open = format!("<{tag}");

@@ -184,7 +184,7 @@ async fn methods_of(state: &AppState, account: &Account) -> Result<Vec<Method>, 
     if account.email.is_some() {
         methods.push(Method::Email);
     }
-    if !state.store.credentials_of(&account.id, "recovery").await?.is_empty() {
+    if crate::authn::recovery::remaining(state.store.as_ref(), &account.id).await.unwrap_or(0) > 0 {
         methods.push(Method::Recovery);
     }
     Ok(methods)
@@ -214,11 +214,11 @@ async fn second_factor_page(
     let t = state.pages.texts(lang);
     let account = match load_account(state, interaction.account_id.as_deref()).await {
         Ok(a) => a,
-        Err(e) => return crate::web::pages_error(state, headers, None, e),
+        Err(e) => return fail(state, headers, &interaction, e),
     };
     let methods = match methods_of(state, &account).await {
         Ok(m) => m,
-        Err(e) => return crate::web::pages_error(state, headers, None, e),
+        Err(e) => return fail(state, headers, &interaction, e),
     };
     let Some(default) = methods.first().copied() else {
         let request = interaction.request.clone();
@@ -239,14 +239,14 @@ async fn second_factor_page(
     let method = requested.filter(|m| methods.contains(m)).unwrap_or(default);
     let mut notice = notice.map(str::to_string);
     if method == Method::Email && interaction.otp_challenge.is_none() {
-        match send_email_code(state, &account, &interaction, lang, now).await {
+        match send_email_code(state, &account, &interaction, lang, now, true).await {
             Ok(challenge) => interaction.otp_challenge = Some(challenge),
             Err(SendError::TooSoon) => notice = Some(t.resend_too_soon.to_string()),
-            Err(SendError::Failed(e)) => return crate::web::pages_error(state, headers, None, e),
+            Err(SendError::Failed(e)) => return fail(state, headers, &interaction, e),
         }
     }
     if let Err(e) = interaction::save(state, &interaction).await {
-        return crate::web::pages_error(state, headers, None, e);
+        return fail(state, headers, &interaction, e);
     }
     let others: Vec<serde_json::Value> = methods
         .iter()
@@ -292,9 +292,17 @@ async fn send_email_code(
     interaction: &Interaction,
     lang: Lang,
     now: i64,
+    first_of_interaction: bool,
 ) -> Result<String, SendError> {
     let Some(email) = account.email.clone() else { return Err(SendError::Failed(OAuthError::server_error())) };
-    let issued = match crate::authn::email_otp::issue(state.ephemeral.as_ref(), &account.id, now).await {
+    // The first code of a new login is always sent (a person logging in again right after a
+    // login must not wait a minute); asking for another within the same login is throttled. The
+    // hourly cap applies to both.
+    let mut policy = crate::authn::email_otp::EmailOtpPolicy::default();
+    if first_of_interaction {
+        policy.resend_interval = std::time::Duration::ZERO;
+    }
+    let issued = match crate::authn::email_otp::issue_with(&policy, state.ephemeral.as_ref(), &account.id, now).await {
         Ok(issued) => issued,
         Err(crate::authn::email_otp::EmailOtpError::ResendTooSoon { .. }) => return Err(SendError::TooSoon),
         Err(e) => {
@@ -409,7 +417,7 @@ pub async fn submit_code(
     let texts = state.pages.texts(lang);
     let account = match load_account(&state, interaction.account_id.as_deref()).await {
         Ok(a) => a,
-        Err(e) => return crate::web::pages_error(&state, &headers, None, e),
+        Err(e) => return fail(&state, &headers, &interaction, e),
     };
     let method = params.get("method").and_then(Method::parse).unwrap_or(Method::Email);
     let code = params.get("code").unwrap_or("").trim().to_string();
@@ -431,7 +439,7 @@ pub async fn submit_code(
                     ) => Err(texts.bad_code),
                     Err(crate::authn::email_otp::EmailOtpError::Storage(e)) => {
                         tracing::error!(error = %e, "email code check unavailable");
-                        return crate::web::pages_error(&state, &headers, None, unavailable());
+                        return fail(&state, &headers, &interaction, unavailable());
                     }
                     Err(e) => {
                         tracing::info!(error = %e, "email code refused");
@@ -458,7 +466,7 @@ pub async fn submit_code(
                 Err(crate::authn::totp::TotpError::Replayed) => Err(texts.code_replayed),
                 Err(e @ (crate::authn::totp::TotpError::Storage(_) | crate::authn::totp::TotpError::Internal(_))) => {
                     tracing::error!(error = %e, "authenticator check unavailable");
-                    return crate::web::pages_error(&state, &headers, None, unavailable());
+                    return fail(&state, &headers, &interaction, unavailable());
                 }
                 Err(e) => {
                     tracing::info!(error = %e, "authenticator code refused");
@@ -506,15 +514,15 @@ pub async fn resend(State(state): State<AppState>, headers: HeaderMap, body: Byt
     let texts = state.pages.texts(lang);
     let account = match load_account(&state, interaction.account_id.as_deref()).await {
         Ok(a) => a,
-        Err(e) => return crate::web::pages_error(&state, &headers, None, e),
+        Err(e) => return fail(&state, &headers, &interaction, e),
     };
-    let notice = match send_email_code(&state, &account, &interaction, lang, now).await {
+    let notice = match send_email_code(&state, &account, &interaction, lang, now, false).await {
         Ok(challenge) => {
             interaction.otp_challenge = Some(challenge);
             texts.code_resent
         }
         Err(SendError::TooSoon) => texts.resend_too_soon,
-        Err(SendError::Failed(e)) => return crate::web::pages_error(&state, &headers, None, e),
+        Err(SendError::Failed(e)) => return fail(&state, &headers, &interaction, e),
     };
     second_factor_page(&state, &headers, interaction, Some(Method::Email), None, Some(notice), now).await
 }
@@ -525,14 +533,20 @@ async fn load_form(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result
         .await
         .map_err(|e| crate::web::pages_error(state, headers, None, e))?;
     if !interaction.csrf_matches(params.get("csrf").unwrap_or("")) {
-        return Err(crate::web::pages_error(
+        return Err(fail(
             state,
             headers,
-            None,
+            &interaction,
             OAuthError::invalid_request("the form is out of date; reload the page"),
         ));
     }
     Ok((interaction, params))
+}
+
+/// An error page in the language of the login in progress.
+fn fail(state: &AppState, headers: &HeaderMap, interaction: &Interaction, error: OAuthError) -> Response {
+    let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), headers);
+    crate::web::pages_error_in(state, lang, None, error)
 }
 
 /// Refuses (with the lockout message) while the login name or the address is locked.

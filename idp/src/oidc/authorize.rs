@@ -557,7 +557,10 @@ impl LoginReason {
 /// client's minimum. `acr_values` alone is a preference, not a requirement (OIDC Core §3.1.2.1).
 pub fn required_acr(request: &AuthorizationRequest, client: &Client, floor: Option<AcrLevel>) -> Option<AcrLevel> {
     let essential = request.essential_acr.iter().filter_map(|l| AcrLevel::parse(l)).min();
-    [essential, client.minimum_acr(), floor].into_iter().flatten().max()
+    // Apps built for Pro Santé Connect send `acr_values` expecting it to be honoured: any of the
+    // listed ladder levels satisfies the request, so the lowest of them is required.
+    let asked = request.acr_values.iter().filter_map(|l| AcrLevel::parse(l)).min();
+    [essential, asked, client.minimum_acr(), floor].into_iter().flatten().max()
 }
 
 /// The acr a session's factors reach (None: below the ladder, e.g. password only).
@@ -573,6 +576,15 @@ pub fn decide(
     interaction: &Interaction,
     now: i64,
 ) -> Result<Decision, OAuthError> {
+    // A level no login method can reach fails at once, before any page is shown.
+    if let Some(required) = required_acr(request, client, floor)
+        && !crate::authn::journey::level_achievable(required)
+    {
+        return Err(OAuthError::new(
+            OAuthErrorCode::UnmetAuthenticationRequirements,
+            format!("this service requires {} and no such login method is available yet", required.as_str()),
+        ));
+    }
     let Some(session) = session else { return Ok(Decision::Login(LoginReason::NoSession)) };
     let logged_in_here = interaction.login_at.is_some_and(|t| t >= interaction.created_at);
     if request.has_prompt(Prompt::Login) && !logged_in_here {

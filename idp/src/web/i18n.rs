@@ -69,6 +69,7 @@ pub struct Texts {
     pub error_title: &'static str,
     pub error_next: &'static str,
     pub error_code: &'static str,
+    pub error_detail: &'static str,
     pub request_id: &'static str,
     pub logout_title: &'static str,
     pub logout_question: &'static str,
@@ -154,6 +155,7 @@ static FR: Texts = Texts {
     error_title: "Connexion impossible",
     error_next: "Retournez à l'application et recommencez. Si le problème persiste, contactez son support en indiquant le code ci-dessous.",
     error_code: "Code",
+    error_detail: "Détail technique",
     request_id: "Référence",
     logout_title: "Déconnexion",
     logout_question: "Voulez-vous vous déconnecter de Habilis et des applications de cette session ?",
@@ -232,6 +234,7 @@ static EN: Texts = Texts {
     error_title: "Cannot log in",
     error_next: "Go back to the application and start again. If it keeps failing, contact its support with the code below.",
     error_code: "Code",
+    error_detail: "Technical detail",
     request_id: "Reference",
     logout_title: "Log out",
     logout_question: "Do you want to log out of Habilis and of the applications of this session?",
@@ -290,6 +293,27 @@ static EN: Texts = Texts {
     scope_phone: "your phone number",
     scope_offline_access: "lasting access without logging in again",
 };
+
+/// What an error means for the person in front of the page, by OAuth error code; the technical
+/// description (in English, as the protocol has it) is shown beneath for support.
+pub fn error_message(lang: Lang, code: &str) -> &'static str {
+    match (lang, code) {
+        (Lang::Fr, "invalid_client") => "L'application qui vous a envoyé ici n'est pas reconnue par Habilis.",
+        (Lang::En, "invalid_client") => "The application that sent you here is not known to Habilis.",
+        (Lang::Fr, "temporarily_unavailable") => {
+            "Le service est momentanément indisponible. Réessayez dans quelques instants."
+        }
+        (Lang::En, "temporarily_unavailable") => "The service is temporarily unavailable. Try again in a moment.",
+        (Lang::Fr, "server_error") => "Une erreur interne est survenue. Elle a été enregistrée.",
+        (Lang::En, "server_error") => "An internal error occurred. It has been recorded.",
+        (Lang::Fr, "access_denied") => "L'accès est refusé.",
+        (Lang::En, "access_denied") => "Access is denied.",
+        (Lang::Fr, "invalid_request_uri") => "Cette demande de connexion a expiré ou a déjà servi.",
+        (Lang::En, "invalid_request_uri") => "This login request has expired or was already used.",
+        (Lang::Fr, _) => "La demande de connexion n'a pas pu être traitée.",
+        (Lang::En, _) => "The login request could not be processed.",
+    }
+}
 
 impl Texts {
     pub fn scope_label(&self, scope: &str) -> Option<&'static str> {

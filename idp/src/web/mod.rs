@@ -76,8 +76,17 @@ pub fn pages_error(
     client_name: Option<&str>,
     error: crate::error::OAuthError,
 ) -> Response {
+    pages_error_in(state, i18n::Lang::negotiate(None, headers), client_name, error)
+}
+
+/// [`pages_error`] in a known language (e.g. the `ui_locales` of the login in progress).
+pub fn pages_error_in(
+    state: &crate::app::AppState,
+    lang: i18n::Lang,
+    client_name: Option<&str>,
+    error: crate::error::OAuthError,
+) -> Response {
     tracing::info!(error = error.code.as_str(), description = %error.description, "error page shown");
-    let lang = i18n::Lang::negotiate(None, headers);
     let status = match error.code.status() {
         StatusCode::UNAUTHORIZED => StatusCode::BAD_REQUEST,
         other => other,

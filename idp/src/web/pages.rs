@@ -111,15 +111,22 @@ impl Pages {
         &self,
         status: StatusCode,
         lang: Lang,
-        message: &str,
+        description: &str,
         code: &str,
         client_name: Option<&str>,
     ) -> Response {
+        let message = super::i18n::error_message(lang, code);
+        // Descriptions written for people (they end with what to do) are shown as they are in
+        // English pages; in French the translated message leads and the description is the detail.
+        let (message, detail) = match lang {
+            Lang::En => (description, None),
+            Lang::Fr => (message, Some(description)),
+        };
         self.page(
             status,
             "error.html",
             lang,
-            minijinja::context! { message => message, code => code, client_name => client_name },
+            minijinja::context! { message => message, detail => detail, code => code, client_name => client_name },
         )
     }
 
