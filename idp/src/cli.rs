@@ -485,18 +485,7 @@ async fn add_user(config: &Config, store: &crate::store::SharedStore, args: &Use
         other => failed(other),
     })?;
     if let Some(hash) = password_hash {
-        store
-            .insert_credential(&Credential {
-                id: uuid::Uuid::new_v4().to_string(),
-                account_id: account.id.clone(),
-                kind: "password".into(),
-                name: None,
-                secret: hash.into_bytes(),
-                created_at: now,
-                last_used_at: None,
-            })
-            .await
-            .map_err(failed)?;
+        store.insert_credential(&Credential::password(&account.id, hash, now)).await.map_err(failed)?;
         println!("created {} account {} (login {login}) with the given password", kind.as_str(), account.id);
     } else {
         let token = random_token();

@@ -214,15 +214,7 @@ async fn submit_form(state: AppState, headers: HeaderMap, body: Bytes, purpose: 
         Ok(h) => h,
         Err(e) => return crate::web::pages_error(&state, &headers, None, OAuthError::invalid_request(e.to_string())),
     };
-    let credential = Credential {
-        id: uuid::Uuid::new_v4().to_string(),
-        account_id: account.id.clone(),
-        kind: "password".into(),
-        name: None,
-        secret: hash.into_bytes(),
-        created_at: now,
-        last_used_at: None,
-    };
+    let credential = Credential::password(&account.id, hash, now);
     if let Err(e) = state.store.replace_credentials(&credential).await {
         return crate::web::pages_error(&state, &headers, None, e.into());
     }

@@ -113,6 +113,21 @@ pub struct Credential {
     pub last_used_at: Option<UnixTime>,
 }
 
+impl Credential {
+    /// A password credential holding an argon2 PHC string (never the password itself).
+    pub fn password(account_id: &str, phc: String, now: UnixTime) -> Credential {
+        Credential {
+            id: uuid::Uuid::new_v4().to_string(),
+            account_id: account_id.to_string(),
+            kind: "password".into(),
+            name: None,
+            secret: phc.into_bytes(),
+            created_at: now,
+            last_used_at: None,
+        }
+    }
+}
+
 /// A single-use invitation: only the hash of the token is stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invitation {

@@ -305,6 +305,18 @@ struct ConsentRow {
     updated_at: i64,
 }
 
+impl From<ConsentRow> for Consent {
+    fn from(r: ConsentRow) -> Self {
+        Consent {
+            account_id: r.account_id,
+            client_id: r.client_id,
+            scope: r.scope,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
 macro_rules! grant_columns {
     () => {
         "id, account_id, client_id, session_id, scope, claims, auth_time, created_at, expires_at, revoked_at"
@@ -732,13 +744,7 @@ macro_rules! sql_store {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(unavailable)?
-                .map(|r| Consent {
-                    account_id: r.account_id,
-                    client_id: r.client_id,
-                    scope: r.scope,
-                    created_at: r.created_at,
-                    updated_at: r.updated_at,
-                }))
+                .map(Consent::from))
             }
 
             async fn upsert_consent(&self, c: &Consent) -> StoreResult<()> {
@@ -766,13 +772,7 @@ macro_rules! sql_store {
                 .await
                 .map_err(unavailable)?
                 .into_iter()
-                .map(|r| Consent {
-                    account_id: r.account_id,
-                    client_id: r.client_id,
-                    scope: r.scope,
-                    created_at: r.created_at,
-                    updated_at: r.updated_at,
-                })
+                .map(Consent::from)
                 .collect())
             }
 
