@@ -198,6 +198,8 @@ pub fn router(state: AppState) -> Router {
         .route("/login/email", axum::routing::post(crate::authn::login::resend))
         .route("/consent", get(crate::oidc::consent::page).post(crate::oidc::consent::submit))
         .route("/static/style.css", get(crate::web::pages::stylesheet))
+        // Browsers ask for it on every page; answering "nothing here" keeps consoles and logs clean.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

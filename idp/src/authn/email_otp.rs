@@ -175,9 +175,32 @@ pub async fn issue_with(
     account_id: &str,
     now: i64,
 ) -> Result<IssuedCode, EmailOtpError> {
+    issue_inner(policy, ephemeral, account_id, now, false).await
+}
+
+/// The first code of a new login: sent even within the resend interval of an earlier login's
+/// code (someone logging in again right away must not wait a minute), but it still starts a new
+/// interval for resends and counts towards the hourly cap.
+pub async fn issue_for_new_login(
+    ephemeral: &dyn EphemeralStore,
+    account_id: &str,
+    now: i64,
+) -> Result<IssuedCode, EmailOtpError> {
+    issue_inner(&EmailOtpPolicy::default(), ephemeral, account_id, now, true).await
+}
+
+async fn issue_inner(
+    policy: &EmailOtpPolicy,
+    ephemeral: &dyn EphemeralStore,
+    account_id: &str,
+    now: i64,
+    new_login: bool,
+) -> Result<IssuedCode, EmailOtpError> {
     // One code per interval: the marker's value is when it was set, to compute the wait.
     let resend = resend_key(account_id);
-    if !ephemeral.put_if_absent(&resend, now.to_string().as_bytes(), policy.resend_interval).await? {
+    if new_login {
+        ephemeral.put(&resend, now.to_string().as_bytes(), policy.resend_interval).await?;
+    } else if !ephemeral.put_if_absent(&resend, now.to_string().as_bytes(), policy.resend_interval).await? {
         let sent_at = read_i64(ephemeral.get(&resend).await?).unwrap_or(now);
         return Err(EmailOtpError::ResendTooSoon {
             retry_after_secs: retry_after(sent_at, policy.resend_interval, now),

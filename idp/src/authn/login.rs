@@ -172,6 +172,7 @@ async fn password_page(
             error => error.unwrap_or(""), client_name => client_name,
         },
         logo.as_ref(),
+        Some(&interaction.request.redirect_uri),
     )
 }
 
@@ -239,8 +240,12 @@ async fn second_factor_page(
     let method = requested.filter(|m| methods.contains(m)).unwrap_or(default);
     let mut notice = notice.map(str::to_string);
     if method == Method::Email && interaction.otp_challenge.is_none() {
-        match send_email_code(state, &account, &interaction, lang, now, true).await {
-            Ok(challenge) => interaction.otp_challenge = Some(challenge),
+        let first = !interaction.email_code_sent;
+        match send_email_code(state, &account, &interaction, lang, now, first).await {
+            Ok(challenge) => {
+                interaction.otp_challenge = Some(challenge);
+                interaction.email_code_sent = true;
+            }
             Err(SendError::TooSoon) => notice = Some(t.resend_too_soon.to_string()),
             Err(SendError::Failed(e)) => return fail(state, headers, &interaction, e),
         }
@@ -265,6 +270,7 @@ async fn second_factor_page(
             error => error.unwrap_or(""), notice => notice.unwrap_or_default(), others => minijinja::value::Serde(&others), client_name => client_name,
         },
         logo.as_ref(),
+        Some(&interaction.request.redirect_uri),
     )
 }
 
@@ -295,14 +301,14 @@ async fn send_email_code(
     first_of_interaction: bool,
 ) -> Result<String, SendError> {
     let Some(email) = account.email.clone() else { return Err(SendError::Failed(OAuthError::server_error())) };
-    // The first code of a new login is always sent (a person logging in again right after a
-    // login must not wait a minute); asking for another within the same login is throttled. The
-    // hourly cap applies to both.
-    let mut policy = crate::authn::email_otp::EmailOtpPolicy::default();
-    if first_of_interaction {
-        policy.resend_interval = std::time::Duration::ZERO;
-    }
-    let issued = match crate::authn::email_otp::issue_with(&policy, state.ephemeral.as_ref(), &account.id, now).await {
+    // The first code of a login is sent at once, even right after an earlier login's code; asking
+    // again within the same login waits for the resend interval. The hourly cap applies to both.
+    let issuing = if first_of_interaction {
+        crate::authn::email_otp::issue_for_new_login(state.ephemeral.as_ref(), &account.id, now).await
+    } else {
+        crate::authn::email_otp::issue(state.ephemeral.as_ref(), &account.id, now).await
+    };
+    let issued = match issuing {
         Ok(issued) => issued,
         Err(crate::authn::email_otp::EmailOtpError::ResendTooSoon { .. }) => return Err(SendError::TooSoon),
         Err(e) => {
@@ -754,26 +760,34 @@ pub async fn totp_page(State(state): State<AppState>, headers: HeaderMap, Query(
     if let Err(e) = interaction::save(&state, &interaction).await {
         return crate::web::pages_error(&state, &headers, None, e);
     }
-    totp_setup_page(&state, &headers, &interaction, &pending, None)
+    totp_setup_page(&state, &headers, &interaction, &pending, None).await
 }
 
-fn totp_setup_page(
+/// A key shown in groups of four, easier to type into an app.
+fn grouped(key: &str) -> String {
+    key.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(" ")
+}
+
+async fn totp_setup_page(
     state: &AppState,
     headers: &HeaderMap,
     interaction: &Interaction,
     pending: &crate::authn::totp::PendingTotp,
     error: Option<&str>,
 ) -> Response {
+    let (client_name, logo) = crate::oidc::consent::client_branding(state, &interaction.request.client_id).await;
     let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), headers);
     let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    state.pages.page(
+    state.pages.client_page(
         status,
         "totp_setup.html",
         lang,
         minijinja::context! {
             interaction => interaction.id.clone(), csrf => interaction.csrf.clone(), qr_svg => pending.qr_svg.clone(),
-            secret => pending.secret_base32.clone(), error => error.unwrap_or(""),
+            secret => grouped(&pending.secret_base32), error => error.unwrap_or(""), client_name => client_name,
         },
+        logo.as_ref(),
+        Some(&interaction.request.redirect_uri),
     )
 }
 
@@ -829,7 +843,7 @@ pub async fn totp_submit(State(state): State<AppState>, headers: HeaderMap, body
                 Ok(p) => p,
                 Err(_) => return crate::web::pages_error(&state, &headers, None, OAuthError::server_error()),
             };
-            return totp_setup_page(&state, &headers, &interaction, &pending, Some(t.bad_code));
+            return totp_setup_page(&state, &headers, &interaction, &pending, Some(t.bad_code)).await;
         }
     }
     tracing::info!(account = %account.id, "authenticator app enrolled");
@@ -842,11 +856,14 @@ pub async fn totp_submit(State(state): State<AppState>, headers: HeaderMap, body
             return resume(&interaction);
         }
     };
-    state.pages.page(
+    let (client_name, logo) = crate::oidc::consent::client_branding(&state, &interaction.request.client_id).await;
+    state.pages.client_page(
         StatusCode::OK,
         "recovery_codes.html",
         lang,
-        minijinja::context! { codes => codes, interaction => interaction.id.clone() },
+        minijinja::context! { codes => codes, interaction => interaction.id.clone(), client_name => client_name },
+        logo.as_ref(),
+        Some(&interaction.request.redirect_uri),
     )
 }
 

@@ -47,6 +47,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap, Query(q): Q
         lang,
         minijinja::context! { interaction => interaction.id, csrf => interaction.csrf, client_name => client_name, scopes => scopes },
         logo.as_ref(),
+        Some(&interaction.request.redirect_uri),
     )
 }
 

@@ -31,6 +31,9 @@ pub struct Interaction {
     /// The pending email one-time-code challenge, if one was sent.
     #[serde(default)]
     pub otp_challenge: Option<String>,
+    /// Whether this interaction already sent an email code (later ones obey the resend interval).
+    #[serde(default)]
+    pub email_code_sent: bool,
     /// Set when the email code was used: the journey then offers an authenticator app.
     #[serde(default)]
     pub offer_totp: bool,
@@ -52,6 +55,7 @@ impl Interaction {
             account_id: None,
             factors: Vec::new(),
             otp_challenge: None,
+            email_code_sent: false,
             offer_totp: false,
             totp_pending: None,
         }

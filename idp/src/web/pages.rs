@@ -83,22 +83,14 @@ impl Pages {
         lang: Lang,
         context: C,
         logo: Option<&url::Url>,
+        redirect_uri: Option<&str>,
     ) -> Response {
         let logo = logo.filter(|u| {
             u.scheme() == "https" || u.host_str() == Some("127.0.0.1") || u.host_str() == Some("localhost")
         });
         let context = minijinja::context! { client_logo => logo.map(|u| u.to_string()), ..minijinja::Value::from(minijinja::value::Serde(&context)) };
         match self.render(name, lang, context) {
-            Ok(html) => {
-                let csp = match logo {
-                    Some(url) => PAGE_CSP.replace(
-                        "img-src 'self' data:",
-                        &format!("img-src 'self' data: {}", url.origin().ascii_serialization()),
-                    ),
-                    None => PAGE_CSP.to_string(),
-                };
-                with_page_headers((status, Html(html)).into_response(), &csp)
-            }
+            Ok(html) => with_page_headers((status, Html(html)).into_response(), &client_csp(logo, redirect_uri)),
             Err(e) => {
                 tracing::error!(template = name, error = %e, "page rendering failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
@@ -135,6 +127,23 @@ impl Pages {
     }
 }
 
+/// The CSP of a page shown during a client's login: the client's logo origin may be loaded, and
+/// forms may lead (through Habilis' redirects) to the client's redirect URI — CSP `form-action`
+/// also governs the redirects that follow a form submission.
+pub fn client_csp(logo: Option<&url::Url>, redirect_uri: Option<&str>) -> String {
+    let mut csp = PAGE_CSP.to_string();
+    if let Some(url) = logo {
+        csp = csp
+            .replace("img-src 'self' data:", &format!("img-src 'self' data: {}", url.origin().ascii_serialization()));
+    }
+    if let Some(origin) =
+        redirect_uri.and_then(|u| url::Url::parse(u).ok()).map(|u| u.origin()).filter(|o| o.is_tuple())
+    {
+        csp = csp.replace("form-action 'self'", &format!("form-action 'self' {}", origin.ascii_serialization()));
+    }
+    csp
+}
+
 /// Pages must never be cached (they carry CSRF tokens and personal data) nor framed.
 pub fn with_page_headers(mut response: Response, csp: &str) -> Response {
     let headers = response.headers_mut();
@@ -160,6 +169,15 @@ pub async fn stylesheet() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_pages_may_post_towards_the_redirect_uri_only() {
+        let csp = client_csp(None, Some("https://app.example:8443/cb?x=1"));
+        assert!(csp.contains("form-action 'self' https://app.example:8443;"), "{csp}");
+        assert_eq!(client_csp(None, Some("com.example.app:/cb")), PAGE_CSP, "opaque origins add nothing");
+        let logo = url::Url::parse("https://cdn.example/logo.png").unwrap();
+        assert!(client_csp(Some(&logo), None).contains("img-src 'self' data: https://cdn.example;"));
+    }
 
     #[test]
     fn every_template_compiles_and_escapes() {
