@@ -268,6 +268,14 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_refresh_token(&self, token: &RefreshToken) -> StoreResult<()>;
     /// Spends a refresh token atomically: of concurrent callers exactly one gets `Fresh`.
     async fn use_refresh_token(&self, token_hash: &str, at: UnixTime) -> StoreResult<RefreshUse>;
+    /// Spends a refresh token and stores its successor in one transaction: of concurrent callers
+    /// exactly one gets `Fresh`, and only then does the successor exist.
+    async fn rotate_refresh_token(
+        &self,
+        token_hash: &str,
+        at: UnixTime,
+        successor: &RefreshToken,
+    ) -> StoreResult<RefreshUse>;
     async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>>;
 
     // Consents

@@ -57,7 +57,7 @@ async fn open(url: &str, max_connections: u32) -> StoreResult<AnySqlStore> {
             .connect_with(options)
             .await
             .map_err(unavailable)?;
-        Ok(AnySqlStore::Sqlite(SqliteStore { pool }))
+        Ok(AnySqlStore::Sqlite(SqliteStore { pool, writes: tokio::sync::Semaphore::new(1) }))
     } else {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {}", redact(&e.to_string()))))?;
@@ -68,7 +68,7 @@ async fn open(url: &str, max_connections: u32) -> StoreResult<AnySqlStore> {
             .connect_with(options)
             .await
             .map_err(unavailable)?;
-        Ok(AnySqlStore::Postgres(PgStore { pool }))
+        Ok(AnySqlStore::Postgres(PgStore { pool, writes: tokio::sync::Semaphore::new(max_connections as usize) }))
     }
 }
 
@@ -328,6 +328,16 @@ macro_rules! sql_store {
     ($store:ident, $pool:ty, $backend:expr) => {
         pub struct $store {
             pool: $pool,
+            /// Serialises this instance's writes. SQLite allows one writer at a time and makes the
+            /// others sleep in its busy handler (milliseconds each): queueing them here is far
+            /// cheaper. PostgreSQL gets as many permits as it has connections.
+            writes: tokio::sync::Semaphore,
+        }
+
+        impl $store {
+            async fn writer(&self) -> StoreResult<tokio::sync::SemaphorePermit<'_>> {
+                self.writes.acquire().await.map_err(|_| StoreError::Unavailable("the store is shutting down".into()))
+            }
         }
 
         #[async_trait]
@@ -342,6 +352,7 @@ macro_rules! sql_store {
             }
 
             async fn insert_account(&self, a: &Account) -> StoreResult<()> {
+                let _writer = self.writer().await?;
                 sqlx::query(concat!(
                     "INSERT INTO accounts (",
                     account_columns!(),
@@ -402,6 +413,7 @@ macro_rules! sql_store {
             }
 
             async fn set_account_status(&self, id: &str, status: AccountStatus, now: UnixTime) -> StoreResult<bool> {
+                let _writer = self.writer().await?;
                 let done = sqlx::query("UPDATE accounts SET status = $1, updated_at = $2 WHERE id = $3")
                     .bind(status.as_str())
                     .bind(now)
@@ -413,6 +425,7 @@ macro_rules! sql_store {
             }
 
             async fn record_authentication(&self, id: &str, at: UnixTime) -> StoreResult<()> {
+                let _writer = self.writer().await?;
                 sqlx::query("UPDATE accounts SET last_authenticated_at = $1 WHERE id = $2")
                     .bind(at)
                     .bind(id)
@@ -423,6 +436,7 @@ macro_rules! sql_store {
             }
 
             async fn insert_credential(&self, c: &Credential) -> StoreResult<()> {
+                let _writer = self.writer().await?;
                 sqlx::query(
                     "INSERT INTO credentials (id, account_id, kind, name, secret, created_at, last_used_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -456,6 +470,7 @@ macro_rules! sql_store {
             }
 
             async fn replace_credentials(&self, c: &Credential) -> StoreResult<()> {
+                let _writer = self.writer().await?;
                 let mut tx = self.pool.begin().await.map_err(unavailable)?;
                 sqlx::query("DELETE FROM credentials WHERE account_id = $1 AND kind = $2")
                     .bind(&c.account_id)
@@ -481,6 +496,7 @@ macro_rules! sql_store {
             }
 
             async fn insert_invitation(&self, i: &Invitation) -> StoreResult<()> {
+                let _writer = self.writer().await?;
                 sqlx::query("INSERT INTO invitations (token_hash, account_id, expires_at, created_at) VALUES ($1, $2, $3, $4)")
                     .bind(&i.token_hash)
                     .bind(&i.account_id)
@@ -509,6 +525,7 @@ macro_rules! sql_store {
             }
 
             async fn take_invitation(&self, token_hash: &str, now: UnixTime) -> StoreResult<Option<Invitation>> {
+                let _writer = self.writer().await?;
                 // DELETE … RETURNING is atomic on both backends: two concurrent takers cannot both get a row.
                 let row = sqlx::query_as::<_, InvitationRow>(
                     "DELETE FROM invitations WHERE token_hash = $1 RETURNING token_hash, account_id, expires_at, created_at",
@@ -526,6 +543,7 @@ macro_rules! sql_store {
             }
 
             async fn upsert_client(&self, c: &ClientRecord) -> StoreResult<()> {
+                let _writer = self.writer().await?;
                 sqlx::query(
                     "INSERT INTO clients (client_id, metadata, secret_hash, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (client_id) DO UPDATE SET metadata = excluded.metadata, \
@@ -566,6 +584,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
+                let _writer = self.writer().await?;
                 let done = sqlx::query("DELETE FROM clients WHERE client_id = $1")
                     .bind(client_id)
                     .execute(&self.pool)
@@ -584,6 +603,7 @@ macro_rules! sql_store {
             }
 
             async fn insert_signing_key(&self, k: &SigningKeyRecord) -> StoreResult<()> {
+                let _writer = self.writer().await?;
                 sqlx::query(
                     "INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, created_at, activates_at, retired_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -615,6 +635,7 @@ macro_rules! sql_store {
             }
 
             async fn retire_signing_key(&self, kid: &str, at: UnixTime) -> StoreResult<bool> {
+                let _writer = self.writer().await?;
                 let done = sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL")
                     .bind(at)
                     .bind(kid)
@@ -625,6 +646,7 @@ macro_rules! sql_store {
             }
 
             async fn purge_signing_keys(&self, retired_before: UnixTime) -> StoreResult<u64> {
+                let _writer = self.writer().await?;
                 let done = sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
                     .bind(retired_before)
                     .execute(&self.pool)
@@ -634,6 +656,7 @@ macro_rules! sql_store {
             }
 
             async fn insert_grant(&self, g: &Grant) -> StoreResult<()> {
+                let _writer = self.writer().await?;
                 sqlx::query(concat!(
                     "INSERT INTO grants (",
                     grant_columns!(),
@@ -665,6 +688,7 @@ macro_rules! sql_store {
             }
 
             async fn revoke_grant(&self, id: &str, at: UnixTime) -> StoreResult<bool> {
+                let _writer = self.writer().await?;
                 let done = sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                     .bind(at)
                     .bind(id)
@@ -675,6 +699,7 @@ macro_rules! sql_store {
             }
 
             async fn revoke_session_grants(&self, session_id: &str, at: UnixTime) -> StoreResult<Vec<Grant>> {
+                let _writer = self.writer().await?;
                 Ok(sqlx::query_as::<_, GrantRow>(concat!(
                     "UPDATE grants SET revoked_at = $1 WHERE session_id = $2 AND revoked_at IS NULL RETURNING ",
                     grant_columns!()
@@ -690,6 +715,7 @@ macro_rules! sql_store {
             }
 
             async fn insert_refresh_token(&self, t: &RefreshToken) -> StoreResult<()> {
+                let _writer = self.writer().await?;
                 sqlx::query(
                     "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5)",
                 )
@@ -705,6 +731,7 @@ macro_rules! sql_store {
             }
 
             async fn use_refresh_token(&self, token_hash: &str, at: UnixTime) -> StoreResult<RefreshUse> {
+                let _writer = self.writer().await?;
                 // The conditional UPDATE is the atomic step: only one caller flips used_at from NULL.
                 let spent = sqlx::query_as::<_, RefreshRow>(
                     "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
@@ -722,6 +749,41 @@ macro_rules! sql_store {
                     Some(token) => RefreshUse::Reused(token),
                     None => RefreshUse::Unknown,
                 })
+            }
+
+            async fn rotate_refresh_token(&self, token_hash: &str, at: UnixTime, successor: &RefreshToken) -> StoreResult<RefreshUse> {
+                let _writer = self.writer().await?;
+                // Spend and replace in one transaction: the successor exists only if the spend won.
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                let spent = sqlx::query_as::<_, RefreshRow>(
+                    "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
+                     RETURNING token_hash, grant_id, created_at, expires_at, used_at",
+                )
+                .bind(at)
+                .bind(token_hash)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+                let Some(row) = spent else {
+                    tx.rollback().await.map_err(unavailable)?;
+                    return Ok(match self.refresh_token(token_hash).await? {
+                        Some(token) => RefreshUse::Reused(token),
+                        None => RefreshUse::Unknown,
+                    });
+                };
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&successor.token_hash)
+                .bind(&successor.grant_id)
+                .bind(successor.created_at)
+                .bind(successor.expires_at)
+                .bind(successor.used_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error("refresh token"))?;
+                tx.commit().await.map_err(unavailable)?;
+                Ok(RefreshUse::Fresh(row.into()))
             }
 
             async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>> {
@@ -748,6 +810,7 @@ macro_rules! sql_store {
             }
 
             async fn upsert_consent(&self, c: &Consent) -> StoreResult<()> {
+                let _writer = self.writer().await?;
                 sqlx::query(
                     "INSERT INTO consents (account_id, client_id, scope, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (account_id, client_id) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at",
@@ -777,6 +840,7 @@ macro_rules! sql_store {
             }
 
             async fn delete_consent(&self, account_id: &str, client_id: &str) -> StoreResult<bool> {
+                let _writer = self.writer().await?;
                 let done = sqlx::query("DELETE FROM consents WHERE account_id = $1 AND client_id = $2")
                     .bind(account_id)
                     .bind(client_id)

@@ -278,3 +278,72 @@ async fn consents_upsert_and_delete() {
         assert!(!store.delete_consent(&a.id, "third").await.unwrap());
     }
 }
+
+#[tokio::test]
+async fn rotation_spends_and_replaces_in_one_step() {
+    for (store, _guard) in test_stores().await {
+        let backend = store.backend().as_str();
+        let a = account("rotate@example.org", None);
+        store.insert_account(&a).await.unwrap();
+        store
+            .upsert_client(&ClientRecord {
+                client_id: "app".into(),
+                metadata: "{}".into(),
+                secret_hash: None,
+                created_at: 1,
+                updated_at: 1,
+            })
+            .await
+            .unwrap();
+        let grant = Grant {
+            id: "g".into(),
+            account_id: a.id.clone(),
+            client_id: "app".into(),
+            session_id: None,
+            scope: "openid offline_access".into(),
+            claims: "{}".into(),
+            auth_time: 1,
+            created_at: 1,
+            expires_at: 10_000,
+            revoked_at: None,
+        };
+        store.insert_grant(&grant).await.unwrap();
+        let first = RefreshToken {
+            token_hash: "r0".into(),
+            grant_id: "g".into(),
+            created_at: 1,
+            expires_at: 5_000,
+            used_at: None,
+        };
+        store.insert_refresh_token(&first).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let successor = RefreshToken {
+                    token_hash: format!("r1-{i}"),
+                    grant_id: "g".into(),
+                    created_at: 2,
+                    expires_at: 5_000,
+                    used_at: None,
+                };
+                (i, store.rotate_refresh_token("r0", 2, &successor).await.unwrap())
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            let (i, outcome) = t.await.unwrap();
+            match outcome {
+                RefreshUse::Fresh(_) => winners.push(i),
+                RefreshUse::Reused(_) => {}
+                RefreshUse::Unknown => panic!("known token reported unknown"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "{backend}");
+        for i in 0..12 {
+            let exists = store.refresh_token(&format!("r1-{i}")).await.unwrap().is_some();
+            assert_eq!(exists, winners.contains(&i), "{backend}: only the winner's successor is stored");
+        }
+        assert_eq!(store.rotate_refresh_token("nope", 3, &first).await.unwrap(), RefreshUse::Unknown);
+    }
+}

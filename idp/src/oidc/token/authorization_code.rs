@@ -3,7 +3,9 @@
 
 use async_trait::async_trait;
 
-use super::{Grant, GrantContext, TokenResponse, UserTokens, active_account, issue_user_tokens, revoke_grant};
+use super::{
+    Grant, GrantContext, RefreshPlan, TokenResponse, UserTokens, active_account, issue_user_tokens, revoke_grant,
+};
 use crate::app::AppState;
 use crate::clients::AuthenticatedClient;
 use crate::error::{OAuthError, OAuthErrorCode};
@@ -92,6 +94,7 @@ impl Grant for AuthorizationCode {
             context: &context,
             scope: &record.scope,
             nonce: record.nonce.as_deref(),
+            refresh: RefreshPlan::Issue,
         };
         issue_user_tokens(state, request, now).await
     }

@@ -197,6 +197,29 @@ pub(crate) struct UserTokens<'a> {
     pub scope: &'a str,
     /// Only for the first ID token of an authorization (OIDC Core §12.2).
     pub nonce: Option<&'a str>,
+    pub refresh: RefreshPlan,
+}
+
+/// What to do about the refresh token of a response.
+pub(crate) enum RefreshPlan {
+    /// Issue a new family member when the scope has `offline_access` (code exchange).
+    Issue,
+    /// Already stored atomically with the spend of its predecessor (refresh rotation).
+    Rotated(String),
+    /// No refresh token.
+    Omit,
+}
+
+/// The stored form of a new refresh token of `grant`: idle lifetime, capped by the family's end.
+pub(crate) fn successor_of(state: &AppState, client: &Client, grant: &GrantRow, value: &str, now: i64) -> RefreshToken {
+    let idle = lifetime(client.refresh_token_idle_lifetime(), state.config.tokens.refresh_token_idle_lifetime);
+    RefreshToken {
+        token_hash: crate::cli::sha256_hex(value),
+        grant_id: grant.id.clone(),
+        created_at: now,
+        expires_at: (now + idle).min(grant.expires_at),
+        used_at: None,
+    }
 }
 
 /// Issues the tokens of a user grant: access token, refresh token (with `offline_access`) and ID
@@ -206,7 +229,7 @@ pub(crate) async fn issue_user_tokens(
     request: UserTokens<'_>,
     now: i64,
 ) -> Result<TokenResponse, OAuthError> {
-    let UserTokens { client, account, grant, context, scope, nonce } = request;
+    let UserTokens { client, account, grant, context, scope, nonce, refresh } = request;
     let subject = crate::oidc::claims::subject_for(client, &account.id);
     let scopes: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
     let minted = tokens::mint_access_token(
@@ -223,22 +246,14 @@ pub(crate) async fn issue_user_tokens(
         },
         now,
     )?;
-    let refresh_token = if scopes.contains(&"offline_access") && client.allows_grant("refresh_token") {
-        let value = crate::cli::random_token();
-        let idle = lifetime(client.refresh_token_idle_lifetime(), state.config.tokens.refresh_token_idle_lifetime);
-        state
-            .store
-            .insert_refresh_token(&RefreshToken {
-                token_hash: crate::cli::sha256_hex(&value),
-                grant_id: grant.id.clone(),
-                created_at: now,
-                expires_at: (now + idle).min(grant.expires_at),
-                used_at: None,
-            })
-            .await?;
-        Some(value)
-    } else {
-        None
+    let refresh_token = match refresh {
+        RefreshPlan::Rotated(value) => Some(value),
+        RefreshPlan::Issue if scopes.contains(&"offline_access") && client.allows_grant("refresh_token") => {
+            let value = crate::cli::random_token();
+            state.store.insert_refresh_token(&successor_of(state, client, grant, &value, now)).await?;
+            Some(value)
+        }
+        RefreshPlan::Issue | RefreshPlan::Omit => None,
     };
     let id_token = if scopes.contains(&"openid") {
         let extra = requested_id_token_claims(account, context.claims.as_ref(), &scopes);

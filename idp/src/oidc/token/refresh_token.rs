@@ -3,7 +3,10 @@
 
 use async_trait::async_trait;
 
-use super::{Grant, GrantContext, TokenResponse, UserTokens, active_account, issue_user_tokens, revoke_grant};
+use super::{
+    Grant, GrantContext, RefreshPlan, TokenResponse, UserTokens, active_account, issue_user_tokens, revoke_grant,
+    successor_of,
+};
 use crate::app::AppState;
 use crate::clients::AuthenticatedClient;
 use crate::error::{OAuthError, OAuthErrorCode};
@@ -11,6 +14,15 @@ use crate::oidc::params::Params;
 use crate::store::RefreshUse;
 
 pub struct RefreshTokenGrant;
+
+/// A spent token presented again: a sign of theft, so the whole family is revoked.
+async fn reused(state: &AppState, client: &AuthenticatedClient, grant_id: &str, now: i64) -> OAuthError {
+    if let Err(e) = revoke_grant(state, grant_id, now).await {
+        return e;
+    }
+    tracing::warn!(client_id = client.client.client_id(), grant = %grant_id, "refresh token reused: family revoked");
+    invalid_grant("the refresh token was already used; the whole token family is revoked, log in again")
+}
 
 fn invalid_grant(description: &'static str) -> OAuthError {
     OAuthError::new(OAuthErrorCode::InvalidGrant, description)
@@ -39,33 +51,17 @@ impl Grant for RefreshTokenGrant {
         let Some(known) = state.store.refresh_token(&hash).await? else {
             return Err(invalid_grant("the refresh token is invalid"));
         };
-        match state.store.grant_by_id(&known.grant_id).await? {
-            Some(g) if g.client_id == client.client.client_id() => {}
+        let grant = match state.store.grant_by_id(&known.grant_id).await? {
+            Some(g) if g.client_id == client.client.client_id() => g,
             _ => return Err(invalid_grant("the refresh token is invalid")),
-        }
-        let token = match state.store.use_refresh_token(&hash, now).await? {
-            RefreshUse::Fresh(token) => token,
-            RefreshUse::Reused(token) => {
-                revoke_grant(state, &token.grant_id, now).await?;
-                tracing::warn!(client_id = client.client.client_id(), grant = %token.grant_id, "refresh token reused: family revoked");
-                return Err(invalid_grant(
-                    "the refresh token was already used; the whole token family is revoked, log in again",
-                ));
-            }
-            RefreshUse::Unknown => return Err(invalid_grant("the refresh token is invalid")),
         };
-        let grant = state
-            .store
-            .grant_by_id(&token.grant_id)
-            .await?
-            .ok_or_else(|| invalid_grant("the refresh token is invalid"))?;
-        if grant.client_id != client.client.client_id() {
-            return Err(invalid_grant("the refresh token was issued to another client"));
+        if known.used_at.is_some() {
+            return Err(reused(state, client, &grant.id, now).await);
         }
         if grant.revoked_at.is_some() {
             return Err(invalid_grant("the refresh token has been revoked"));
         }
-        if token.expires_at <= now || grant.expires_at <= now {
+        if known.expires_at <= now || grant.expires_at <= now {
             return Err(invalid_grant("the refresh token has expired; log in again"));
         }
         let granted: Vec<&str> = grant.scope.split(' ').filter(|s| !s.is_empty()).collect();
@@ -84,11 +80,25 @@ impl Grant for RefreshTokenGrant {
                         narrowed.push(s);
                     }
                 }
-                // The refresh token itself keeps living only while offline_access is kept.
                 narrowed.join(" ")
             }
         };
         let account = active_account(state, &grant.account_id).await?;
+        // Spend the presented token, atomically with storing its successor when the family goes on
+        // (the family ends when a narrowed scope drops offline_access).
+        let keeps_family = scope.split(' ').any(|s| s == "offline_access");
+        let (outcome, refresh) = if keeps_family {
+            let value = crate::cli::random_token();
+            let successor = successor_of(state, &client.client, &grant, &value, now);
+            (state.store.rotate_refresh_token(&hash, now, &successor).await?, RefreshPlan::Rotated(value))
+        } else {
+            (state.store.use_refresh_token(&hash, now).await?, RefreshPlan::Omit)
+        };
+        match outcome {
+            RefreshUse::Fresh(_) => {}
+            RefreshUse::Reused(_) => return Err(reused(state, client, &grant.id, now).await),
+            RefreshUse::Unknown => return Err(invalid_grant("the refresh token is invalid")),
+        }
         let context: GrantContext = serde_json::from_str(&grant.claims).unwrap_or_default();
         let request = UserTokens {
             client: &client.client,
@@ -97,6 +107,7 @@ impl Grant for RefreshTokenGrant {
             context: &context,
             scope: &scope,
             nonce: None,
+            refresh,
         };
         issue_user_tokens(state, request, now).await
     }
