@@ -916,3 +916,16 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("its address").port()
 }
+
+/// The query of an authorization request: `base` parameters, then `overrides` replacing (`Some`)
+/// or removing (`None`) parameters, or adding new ones.
+pub fn authorize_query(base: &[(&str, &str)], overrides: &[(&str, Option<&str>)]) -> String {
+    let mut params: Vec<(String, String)> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    for (name, value) in overrides {
+        params.retain(|(k, _)| k != name);
+        if let Some(value) = value {
+            params.push((name.to_string(), value.to_string()));
+        }
+    }
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish()
+}

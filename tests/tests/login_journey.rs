@@ -144,7 +144,7 @@ impl Journey {
     /// An authorization request of `client_id`; `overrides` replace (`Some`) or remove (`None`)
     /// parameters, and add new ones.
     fn authorize_url(&self, client_id: &str, challenge: &str, overrides: &[(&str, Option<&str>)]) -> String {
-        let mut params: Vec<(String, String)> = [
+        let base = [
             ("response_type", "code"),
             ("client_id", client_id),
             ("redirect_uri", CALLBACK),
@@ -153,18 +153,8 @@ impl Journey {
             ("nonce", NONCE),
             ("code_challenge", challenge),
             ("code_challenge_method", "S256"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        for (name, value) in overrides {
-            params.retain(|(k, _)| k != name);
-            if let Some(value) = value {
-                params.push((name.to_string(), value.to_string()));
-            }
-        }
-        let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
-        self.env.url(&format!("/authorize?{query}"))
+        ];
+        self.env.url(&format!("/authorize?{}", habilis_e2e::authorize_query(&base, overrides)))
     }
 
     /// The next mail to `to`, with its 6-digit code.

@@ -100,7 +100,7 @@ async fn rp(storage: Storage) -> Option<Rp> {
 /// The URL of an authorization request of `client_id` with the usual parameters; `overrides`
 /// replace (`Some`) or remove (`None`) parameters, and add new ones.
 fn authorize_url(env: &TestEnv, client_id: &str, challenge: &str, overrides: &[(&str, Option<&str>)]) -> String {
-    let mut params: Vec<(String, String)> = [
+    let base = [
         ("response_type", "code"),
         ("client_id", client_id),
         ("redirect_uri", CALLBACK),
@@ -109,18 +109,8 @@ fn authorize_url(env: &TestEnv, client_id: &str, challenge: &str, overrides: &[(
         ("nonce", NONCE),
         ("code_challenge", challenge),
         ("code_challenge_method", "S256"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    for (name, value) in overrides {
-        params.retain(|(k, _)| k != name);
-        if let Some(value) = value {
-            params.push((name.to_string(), value.to_string()));
-        }
-    }
-    let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
-    env.url(&format!("/authorize?{query}"))
+    ];
+    env.url(&format!("/authorize?{}", habilis_e2e::authorize_query(&base, overrides)))
 }
 
 /// Logs in through the browser and returns (code, code_verifier); checks `state` and `iss`.
