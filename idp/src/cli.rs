@@ -292,6 +292,8 @@ async fn serve(config: Config) -> Result<(), CliError> {
     let listen = listener.local_addr().map_err(failed)?;
     config.server.listen = listen;
     let state = crate::app::build_state(config).await.map_err(failed)?;
+    // Signal handlers are registered before the banner announces the server as ready.
+    let shutdown = crate::app::shutdown_signal();
     let issuer = state.issuer_string();
     tracing::info!(
         issuer = %issuer,
@@ -308,7 +310,7 @@ async fn serve(config: Config) -> Result<(), CliError> {
         state.config.data_dir.display()
     );
     let _ = std::io::stdout().flush();
-    crate::app::serve(state, listener, crate::app::shutdown_signal()).await.map_err(failed)?;
+    crate::app::serve(state, listener, shutdown).await.map_err(failed)?;
     tracing::info!("stopped");
     Ok(())
 }
