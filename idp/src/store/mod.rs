@@ -268,8 +268,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_refresh_token(&self, token: &RefreshToken) -> StoreResult<()>;
     /// Spends a refresh token atomically: of concurrent callers exactly one gets `Fresh`.
     async fn use_refresh_token(&self, token_hash: &str, at: UnixTime) -> StoreResult<RefreshUse>;
-    /// Spends a refresh token and stores its successor in one transaction: of concurrent callers
-    /// exactly one gets `Fresh`, and only then does the successor exist.
+    /// Spends a refresh token and stores its successor: of concurrent callers exactly one gets
+    /// `Fresh`, and only that caller writes a successor.
     async fn rotate_refresh_token(
         &self,
         token_hash: &str,
@@ -277,6 +277,8 @@ pub trait Store: Send + Sync + 'static {
         successor: &RefreshToken,
     ) -> StoreResult<RefreshUse>;
     async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>>;
+    /// A refresh token and its grant, in one read (the refresh grant's hot path).
+    async fn refresh_context(&self, token_hash: &str) -> StoreResult<Option<(RefreshToken, Grant)>>;
 
     // Consents
     async fn consent(&self, account_id: &str, client_id: &str) -> StoreResult<Option<Consent>>;

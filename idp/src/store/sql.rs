@@ -296,6 +296,25 @@ impl From<RefreshRow> for RefreshToken {
     }
 }
 
+/// A refresh token with its grant, read in one query on the refresh path.
+#[derive(sqlx::FromRow)]
+struct RefreshContextRow {
+    token_hash: String,
+    grant_id: String,
+    token_created_at: i64,
+    token_expires_at: i64,
+    used_at: Option<i64>,
+    account_id: String,
+    client_id: String,
+    session_id: Option<String>,
+    scope: String,
+    claims: String,
+    auth_time: i64,
+    created_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+}
+
 #[derive(sqlx::FromRow)]
 struct ConsentRow {
     account_id: String,
@@ -753,19 +772,20 @@ macro_rules! sql_store {
 
             async fn rotate_refresh_token(&self, token_hash: &str, at: UnixTime, successor: &RefreshToken) -> StoreResult<RefreshUse> {
                 let _writer = self.writer().await?;
-                // Spend and replace in one transaction: the successor exists only if the spend won.
-                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                // The conditional UPDATE is the atomic step; the successor is written only by the
+                // caller that won it. Two statements rather than a transaction: each statement is a
+                // hand-off to the database (a thread hop for SQLite, a round trip for PostgreSQL),
+                // and a crash in between only loses the successor — the client logs in again.
                 let spent = sqlx::query_as::<_, RefreshRow>(
                     "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
                      RETURNING token_hash, grant_id, created_at, expires_at, used_at",
                 )
                 .bind(at)
                 .bind(token_hash)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&self.pool)
                 .await
                 .map_err(unavailable)?;
                 let Some(row) = spent else {
-                    tx.rollback().await.map_err(unavailable)?;
                     return Ok(match self.refresh_token(token_hash).await? {
                         Some(token) => RefreshUse::Reused(token),
                         None => RefreshUse::Unknown,
@@ -779,11 +799,44 @@ macro_rules! sql_store {
                 .bind(successor.created_at)
                 .bind(successor.expires_at)
                 .bind(successor.used_at)
-                .execute(&mut *tx)
+                .execute(&self.pool)
                 .await
                 .map_err(write_error("refresh token"))?;
-                tx.commit().await.map_err(unavailable)?;
                 Ok(RefreshUse::Fresh(row.into()))
+            }
+
+            async fn refresh_context(&self, token_hash: &str) -> StoreResult<Option<(RefreshToken, Grant)>> {
+                let row = sqlx::query_as::<_, RefreshContextRow>(
+                    "SELECT t.token_hash, t.grant_id, t.created_at AS token_created_at, t.expires_at AS token_expires_at, t.used_at, \
+                     g.account_id, g.client_id, g.session_id, g.scope, g.claims, g.auth_time, g.created_at, g.expires_at, g.revoked_at \
+                     FROM refresh_tokens t JOIN grants g ON g.id = t.grant_id WHERE t.token_hash = $1",
+                )
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                Ok(row.map(|r| {
+                    let token = RefreshToken {
+                        token_hash: r.token_hash,
+                        grant_id: r.grant_id.clone(),
+                        created_at: r.token_created_at,
+                        expires_at: r.token_expires_at,
+                        used_at: r.used_at,
+                    };
+                    let grant = Grant {
+                        id: r.grant_id,
+                        account_id: r.account_id,
+                        client_id: r.client_id,
+                        session_id: r.session_id,
+                        scope: r.scope,
+                        claims: r.claims,
+                        auth_time: r.auth_time,
+                        created_at: r.created_at,
+                        expires_at: r.expires_at,
+                        revoked_at: r.revoked_at,
+                    };
+                    (token, grant)
+                }))
             }
 
             async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>> {

@@ -48,13 +48,11 @@ impl Grant for RefreshTokenGrant {
         let hash = crate::cli::sha256_hex(presented);
         // Check the owner before spending: a client holding a leaked token of another application
         // must not be able to burn (and so revoke) that application's token family.
-        let Some(known) = state.store.refresh_token(&hash).await? else {
-            return Err(invalid_grant("the refresh token is invalid"));
-        };
-        let grant = match state.store.grant_by_id(&known.grant_id).await? {
-            Some(g) if g.client_id == client.client.client_id() => g,
+        let grant = match state.store.refresh_context(&hash).await? {
+            Some((known, grant)) if grant.client_id == client.client.client_id() => (known, grant),
             _ => return Err(invalid_grant("the refresh token is invalid")),
         };
+        let (known, grant) = grant;
         if known.used_at.is_some() {
             return Err(reused(state, client, &grant.id, now).await);
         }
@@ -84,7 +82,7 @@ impl Grant for RefreshTokenGrant {
             }
         };
         let account = active_account(state, &grant.account_id).await?;
-        // Spend the presented token, atomically with storing its successor when the family goes on
+        // Spend the presented token (atomically) and store its successor when the family goes on
         // (the family ends when a narrowed scope drops offline_access).
         let keeps_family = scope.split(' ').any(|s| s == "offline_access");
         let (outcome, refresh) = if keeps_family {
