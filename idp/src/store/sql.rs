@@ -1,5 +1,5 @@
 //! The SQL implementation of [`Store`], written once and compiled for SQLite and PostgreSQL by a
-//! macro: both backends accept `$n` placeholders, `ON CONFLICT` and `RETURNING`, and the schemas use
+//! macro: both backends accept `$n` parameters, `ON CONFLICT` and `RETURNING`, and the schemas use
 //! the same column types from Rust's point of view (TEXT, 64-bit integers, bytes).
 
 use std::str::FromStr;
@@ -771,38 +771,15 @@ macro_rules! sql_store {
             }
 
             async fn rotate_refresh_token(&self, token_hash: &str, at: UnixTime, successor: &RefreshToken) -> StoreResult<RefreshUse> {
-                let _writer = self.writer().await?;
-                // The conditional UPDATE is the atomic step; the successor is written only by the
-                // caller that won it. Two statements rather than a transaction: each statement is a
-                // hand-off to the database (a thread hop for SQLite, a round trip for PostgreSQL),
-                // and a crash in between only loses the successor — the client logs in again.
-                let spent = sqlx::query_as::<_, RefreshRow>(
-                    "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
-                     RETURNING token_hash, grant_id, created_at, expires_at, used_at",
-                )
-                .bind(at)
-                .bind(token_hash)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(unavailable)?;
-                let Some(row) = spent else {
-                    return Ok(match self.refresh_token(token_hash).await? {
-                        Some(token) => RefreshUse::Reused(token),
-                        None => RefreshUse::Unknown,
-                    });
-                };
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&successor.token_hash)
-                .bind(&successor.grant_id)
-                .bind(successor.created_at)
-                .bind(successor.expires_at)
-                .bind(successor.used_at)
-                .execute(&self.pool)
-                .await
-                .map_err(write_error("refresh token"))?;
-                Ok(RefreshUse::Fresh(row.into()))
+                // The spend is the atomic step; only its winner writes the successor. Two statements
+                // rather than a transaction: each statement is a hand-off to the database (a thread
+                // hop for SQLite, a round trip for PostgreSQL), and a crash in between only loses the
+                // successor — the client logs in again.
+                let outcome = self.use_refresh_token(token_hash, at).await?;
+                if matches!(outcome, RefreshUse::Fresh(_)) {
+                    self.insert_refresh_token(successor).await?;
+                }
+                Ok(outcome)
             }
 
             async fn refresh_context(&self, token_hash: &str) -> StoreResult<Option<(RefreshToken, Grant)>> {
