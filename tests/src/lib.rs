@@ -401,43 +401,7 @@ pub struct AccountSpec {
 
 /// Creates an active account with a password through the server's store and hasher.
 pub async fn create_account(state: &AppState, spec: &AccountSpec, password: &str) -> String {
-    use habilis_idp::store::{Account, AccountStatus, Credential};
-    let now = habilis_idp::unix_now();
-    let account = Account {
-        id: uuid::Uuid::new_v4().to_string(),
-        kind: spec.kind,
-        login: spec.login.clone(),
-        id_nat: spec.id_nat.clone(),
-        email: spec.email.clone(),
-        given_name: spec.given_name.clone(),
-        family_name: spec.family_name.clone(),
-        status: AccountStatus::Active,
-        locale: None,
-        created_at: now,
-        updated_at: now,
-        last_authenticated_at: None,
-    };
-    state.store.insert_account(&account).await.expect("insert the account");
-    let hasher = state.passwords.clone();
-    let owned = password.to_string();
-    let hash = tokio::task::spawn_blocking(move || hasher.hash_blocking(&owned))
-        .await
-        .expect("the hashing task")
-        .expect("hash the password");
-    state
-        .store
-        .insert_credential(&Credential {
-            id: uuid::Uuid::new_v4().to_string(),
-            account_id: account.id.clone(),
-            kind: "password".into(),
-            name: None,
-            secret: hash.into_bytes(),
-            created_at: now,
-            last_used_at: None,
-        })
-        .await
-        .expect("insert the password credential");
-    account.id
+    create_account_with_locale(state, spec, password, None).await
 }
 
 /// Registers a client through the server's registry; returns the generated secret, if any.
@@ -867,15 +831,7 @@ pub async fn add_password(state: &AppState, account_id: &str, password: &str) {
         .expect("hash the password");
     state
         .store
-        .insert_credential(&Credential {
-            id: uuid::Uuid::new_v4().to_string(),
-            account_id: account_id.to_string(),
-            kind: "password".into(),
-            name: None,
-            secret: hash.into_bytes(),
-            created_at: habilis_idp::unix_now(),
-            last_used_at: None,
-        })
+        .insert_credential(&Credential::password(account_id, hash, habilis_idp::unix_now()))
         .await
         .expect("insert the password credential");
 }
@@ -928,4 +884,21 @@ pub fn authorize_query(base: &[(&str, &str)], overrides: &[(&str, Option<&str>)]
         }
     }
     url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish()
+}
+
+/// Metadata of a confidential, first-party web client (`client_secret_basic`, code + refresh)
+/// redirecting to `callback`, with `extra` members merged in.
+pub fn first_party_client_metadata(callback: &str, scope: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut metadata = serde_json::json!({
+        "client_name": "Test RP",
+        "redirect_uris": [callback],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_method": "client_secret_basic",
+        "scope": scope,
+        "first_party": true,
+    });
+    if let (Some(target), serde_json::Value::Object(extra)) = (metadata.as_object_mut(), extra) {
+        target.extend(extra);
+    }
+    metadata
 }

@@ -81,18 +81,7 @@ struct Journey {
 }
 
 fn client_metadata(extra: Value) -> Value {
-    let mut metadata = json!({
-        "client_name": "Test RP",
-        "redirect_uris": [CALLBACK],
-        "grant_types": ["authorization_code", "refresh_token"],
-        "token_endpoint_auth_method": "client_secret_basic",
-        "scope": SCOPE,
-        "first_party": true,
-    });
-    if let (Some(target), Value::Object(extra)) = (metadata.as_object_mut(), extra) {
-        target.extend(extra);
-    }
-    metadata
+    habilis_e2e::first_party_client_metadata(CALLBACK, SCOPE, extra)
 }
 
 async fn journey_with(storage: Storage, tweak: impl FnOnce(&mut Config)) -> Option<Journey> {

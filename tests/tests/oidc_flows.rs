@@ -70,18 +70,7 @@ struct Rp {
 
 /// A confidential, first-party web client (`client_secret_basic`) with `extra` metadata merged in.
 fn client_metadata(extra: Value) -> Value {
-    let mut metadata = json!({
-        "client_name": "Test RP",
-        "redirect_uris": [CALLBACK],
-        "grant_types": ["authorization_code", "refresh_token"],
-        "token_endpoint_auth_method": "client_secret_basic",
-        "scope": SCOPE,
-        "first_party": true,
-    });
-    if let (Some(target), Value::Object(extra)) = (metadata.as_object_mut(), extra) {
-        target.extend(extra);
-    }
-    metadata
+    habilis_e2e::first_party_client_metadata(CALLBACK, SCOPE, extra)
 }
 
 async fn rp_with(storage: Storage, tweak: impl FnOnce(&mut habilis_idp::config::Config), extra: Value) -> Option<Rp> {

@@ -402,8 +402,7 @@ pub async fn submit(
         interaction.otp_challenge = None;
     }
     interaction.account_id = Some(account.id.clone());
-    interaction.factors.retain(|f| f.method != "pwd");
-    interaction.factors.push(FactorRecord { method: "pwd".into(), at: now });
+    interaction.complete_factor("pwd", now);
     advance(&state, &headers, interaction, now).await
 }
 
@@ -496,8 +495,7 @@ pub async fn submit_code(
             tracing::info!(account = %account.id, method = method.as_str(), "second factor verified");
             interaction.offer_totp = method == Method::Email;
             let _ = account_throttle(&state).record_success(state.ephemeral.as_ref(), &scope).await;
-            interaction.factors.retain(|f| f.method != "otp");
-            interaction.factors.push(FactorRecord { method: "otp".into(), at: now });
+            interaction.complete_factor("otp", now);
             advance(&state, &headers, interaction, now).await
         }
         Err(message) => {

@@ -61,6 +61,12 @@ impl Interaction {
         }
     }
 
+    /// Records a factor completed now, replacing an earlier completion of the same method.
+    pub fn complete_factor(&mut self, method: &str, now: i64) {
+        self.factors.retain(|f| f.method != method);
+        self.factors.push(crate::authn::session::FactorRecord { method: method.to_string(), at: now });
+    }
+
     /// Constant-time check of the form's CSRF token.
     pub fn csrf_matches(&self, presented: &str) -> bool {
         use subtle::ConstantTimeEq;
