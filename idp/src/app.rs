@@ -45,6 +45,8 @@ pub enum StartError {
     Mail(#[from] crate::mail::MailError),
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    #[error("{0}; check the [card] section")]
+    Card(String),
     #[error("cannot listen on {addr}: {source}; is another process using it? choose another with --listen")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -81,6 +83,9 @@ pub struct Services {
     pub verified_tokens: Arc<crate::oidc::tokens::VerifiedTokens>,
     pub mailer: crate::mail::SharedMailer,
     pub mail_templates: Arc<crate::mail::MailTemplates>,
+    pub audit: Arc<crate::audit::Audit>,
+    /// CPS card login, when enabled (`card.mode`).
+    pub card: Option<Arc<crate::cps::service::CardLogin>>,
     /// `config.issuer_string()`, computed once: it is read several times per token request.
     issuer: String,
 }
@@ -137,7 +142,6 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     keys.spawn_reloader(config.keys.reload_interval);
     let algs: Vec<&str> = keys.signing_algs().into_iter().map(|a| a.as_str()).collect();
     let grants = Arc::new(crate::oidc::token::GrantRegistry::standard());
-    let discovery = Arc::new(DiscoveryDocument::build(&config, &algs, &grants.grant_types()));
     let clients = ClientRegistry::start(store.clone()).await?;
     clients.spawn_refresher(crate::clients::DEFAULT_REFRESH_INTERVAL);
     let passwords = PasswordHasher::new(&config.password)?;
@@ -147,7 +151,10 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| StartError::Http(e.to_string()))?;
-    Ok(AppState(Arc::new(Services {
+    let card = crate::cps::service::CardLogin::start(&config).map_err(|e| StartError::Card(e.to_string()))?;
+    let mtls_base = card.as_ref().filter(|c| c.tls.is_some()).map(|c| c.public_url.clone());
+    let discovery = Arc::new(DiscoveryDocument::build(&config, &algs, &grants.grant_types(), mtls_base.as_deref()));
+    let state = AppState(Arc::new(Services {
         issuer: config.issuer_string(),
         sessions: Sessions { settings: SessionSettings::from_config(&config) },
         config: Arc::new(config),
@@ -165,14 +172,20 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         verified_tokens: Arc::new(crate::oidc::tokens::VerifiedTokens::new(100_000)),
         mailer,
         mail_templates: Arc::new(crate::mail::MailTemplates::new()),
-    })))
+        audit: Arc::new(crate::audit::Audit::default()),
+        card,
+    }));
+    if let Some(card) = &state.card {
+        card.spawn_crl_refresher(state.clone(), state.config.card.crl_refresh_interval);
+    }
+    Ok(state)
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
     let https = state.config.issuer().scheme() == "https";
-    let mut router = Router::new()
+    let router = Router::new()
         .route(crate::oidc::discovery::PATH, get(crate::oidc::discovery::discovery))
         .route(crate::oidc::jwks::PATH, get(crate::oidc::jwks::jwks))
         .route(
@@ -196,6 +209,8 @@ pub fn router(state: AppState) -> Router {
         .route("/password/forgot", get(crate::authn::account::forgot_page).post(crate::authn::account::forgot_submit))
         .route("/password/reset", get(crate::authn::account::reset_page).post(crate::authn::account::reset_submit))
         .route("/login/email", axum::routing::post(crate::authn::login::resend))
+        .route(crate::cps::login::CARD_PATH, get(crate::cps::login::card_login))
+        .route(crate::cps::login::COMPLETE_PATH, get(crate::cps::login::complete))
         .route("/consent", get(crate::oidc::consent::page).post(crate::oidc::consent::submit))
         .route("/static/style.css", get(crate::web::pages::stylesheet))
         // Browsers ask for it on every page; answering "nothing here" keeps consoles and logs clean.
@@ -203,8 +218,15 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::telemetry::track_http));
+        .fallback(not_found);
+    with_common_layers(router, state, https)
+}
+
+/// The layers every listener shares: metrics, security headers, body limit, timeout, request id
+/// and its tracing span.
+pub fn with_common_layers(router: Router<AppState>, state: AppState, https: bool) -> Router {
+    let mut router =
+        router.layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::telemetry::track_http));
     for layer in crate::web::security_headers(https) {
         router = router.layer(layer);
     }
@@ -288,11 +310,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = state.config.server.shutdown_grace;
+    let card_handle = start_card_listener(&state);
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (drain_started_tx, drain_started_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
+        if let Some(handle) = &card_handle {
+            handle.graceful_shutdown(Some(grace));
+        }
         let _ = drain_started_tx.send(());
     });
     let deadline = async move {
@@ -309,6 +335,20 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// Starts the card listener (direct mode) when card login has one; its handle stops it.
+fn start_card_listener(state: &AppState) -> Option<axum_server::Handle<SocketAddr>> {
+    let card = state.card.as_ref()?;
+    let (listener, tls) = (card.take_listener()?, card.tls.clone()?);
+    let handle = axum_server::Handle::new();
+    let server = crate::cps::listener::serve_card_listener(state.clone(), listener, tls, handle.clone());
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "the card listener stopped");
+        }
+    });
+    Some(handle)
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).

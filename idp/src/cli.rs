@@ -53,6 +53,20 @@ pub enum Command {
     /// rotate secrets. Changes reach running servers within a second.
     #[command(subcommand)]
     Client(crate::clients::cli::ClientCommand),
+    /// Generate a TEST PKI for CPS card login: a root, a "PERSONNES"-like intermediate, card
+    /// certificates with the real subject layout (valid, staff, revoked, expired, wrong usage, no
+    /// idNat, unknown CA) as PEM and PKCS#12 (password `habilis`), an organisation certificate
+    /// for RFC 8705 clients, the card listener's server certificate and a CRL. Never for real cards.
+    DevPki {
+        /// Directory to write (created; refused when it holds something other than a dev PKI).
+        dir: std::path::PathBuf,
+        /// Host names or IP addresses of the card listener's certificate (repeatable).
+        #[arg(long = "server-name", default_values_t = vec!["localhost".to_string(), "127.0.0.1".to_string()])]
+        server_names: Vec<String>,
+        /// URL where the CRL will be published, written into the cards' CRL distribution point.
+        #[arg(long)]
+        crl_url: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +136,12 @@ pub enum UserCommand {
     /// List the consents an account gave to third-party applications.
     Consents {
         /// The account's login (idNat, email…).
+        login: String,
+    },
+    /// Approve an account created from a CPS card (card.unknown_id_nat = "pending"): it becomes
+    /// active and the card logs in.
+    Approve {
+        /// The account's login (the idNat).
         login: String,
     },
     /// Withdraw an account's consent to an application: it will ask again at the next login.
@@ -258,6 +278,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let config = load_config(&cli, None, Vec::new())?;
             user_command(config, command).await
         }
+        Command::DevPki { dir, server_names, crl_url } => {
+            let summary = crate::cps::devpki::generate(dir, server_names, crl_url.as_deref())
+                .map_err(|e| CliError::Failed(format!("{e:#}")))?;
+            println!("test PKI written to {} (TEST ONLY: never trust it for real cards)", summary.dir.display());
+            for (file, description) in &summary.files {
+                println!("  {file:<28} {description}");
+            }
+            println!(
+                "Use it with card.mode = \"on\", card.trust_anchors = [\"{}/trust-bundle.pem\"], card.crl_sources = [\"{}/crl.der\"],\n\
+                 card.tls_certificate / card.tls_key = server.pem / server.key.pem (card.mode = \"demo\" does all this by itself).",
+                summary.dir.display(),
+                summary.dir.display()
+            );
+            Ok(())
+        }
         Command::Client(command) => {
             let config = load_config(&cli, None, Vec::new())?;
             crate::app::ensure_data_dir(&config).map_err(failed)?;
@@ -305,10 +340,20 @@ async fn serve(config: Config) -> Result<(), CliError> {
     let mail = state.mailer.describe();
     println!(
         "Habilis is ready on {listen}\n  issuer:      {issuer}\n  discovery:   {issuer}/.well-known/openid-configuration\n  \
-         jwks:        {issuer}/jwks\n  health:      {issuer}/readyz   metrics: {issuer}/metrics\n  data:        {}\n  mail:        {mail}\n\
-         Point an OpenID Connect client at the discovery URL; create accounts with `habilis user add --help`.",
+         jwks:        {issuer}/jwks\n  health:      {issuer}/readyz   metrics: {issuer}/metrics\n  data:        {}\n  mail:        {mail}",
         state.config.data_dir.display()
     );
+    if let Some(card) = &state.card {
+        println!("  card login:  {}{} (from the login page)", card.public_url, crate::cps::login::CARD_PATH);
+        if let Some(dir) = &card.demo_pki {
+            println!(
+                "  test cards:  {}/cards/*.p12 (password `habilis`): import one in the browser, and trust {}/root-ca.pem",
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
+    println!("Point an OpenID Connect client at the discovery URL; create accounts with `habilis user add --help`.");
     let _ = std::io::stdout().flush();
     crate::app::serve(state, listener, shutdown).await.map_err(failed)?;
     tracing::info!("stopped");
@@ -400,6 +445,23 @@ async fn user_command(config: Config, command: &UserCommand) -> Result<(), CliEr
             for c in consents {
                 println!("{:<30} {:<40} since {}", c.client_id, c.scope, format_time(c.updated_at));
             }
+            Ok(())
+        }
+        UserCommand::Approve { login } => {
+            let account = find_account(&store, login).await?;
+            let requests =
+                store.credentials_of(&account.id, crate::cps::login::APPROVAL_REQUEST).await.map_err(failed)?;
+            if requests.is_empty() {
+                return Err(CliError::Failed(format!(
+                    "{} is not waiting for approval (status {}); see `habilis user list`",
+                    account.login,
+                    account.status.as_str()
+                )));
+            }
+            let now = crate::unix_now();
+            store.set_account_status(&account.id, crate::store::AccountStatus::Active, now).await.map_err(failed)?;
+            store.delete_credentials(&account.id, crate::cps::login::APPROVAL_REQUEST).await.map_err(failed)?;
+            println!("{} approved: the account is active", account.login);
             Ok(())
         }
         UserCommand::RevokeConsent { login, client_id } => {

@@ -38,6 +38,7 @@ pub struct Config {
     pub oidc: OidcConfig,
     pub login: LoginConfig,
     pub password: PasswordConfig,
+    pub card: CardConfig,
     pub log: LogConfig,
 }
 
@@ -225,6 +226,131 @@ pub struct PasswordConfig {
     pub min_length: usize,
 }
 
+/// Whether CPS card login runs, and on which trust anchors.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CardMode {
+    /// `demo` for the embedded mode (a loopback http issuer), `off` otherwise.
+    Auto,
+    Off,
+    /// Card login on the configured trust anchors (`card.trust_anchors`).
+    On,
+    /// Card login on a test PKI generated in `<data_dir>/dev-pki` (see `habilis dev-pki`).
+    Demo,
+}
+
+/// What happens when a valid card's idNat matches no account.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownIdNat {
+    /// The login is refused; an administrator must create the account first.
+    Refuse,
+    /// An account is created from the certificate, disabled until an administrator approves it.
+    Pending,
+    /// An active account is created from the certificate.
+    Provision,
+}
+
+/// Whether a card whose revocation status cannot be established (no CRL, or a stale one) may log in.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevocationSetting {
+    /// Refuse (fail closed): the default, and the only safe choice.
+    Enforce,
+    /// Let the login through, logged and audited on every use. An emergency switch only.
+    FailOpen,
+}
+
+/// How a TLS-terminating reverse proxy forwards the client certificate.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyHeaderFormat {
+    /// nginx `$ssl_client_escaped_cert`: the URL-encoded PEM of the leaf.
+    Nginx,
+    /// Envoy `x-forwarded-client-cert`: `Cert="<url-encoded PEM>"` (and `Chain=`) elements.
+    Xfcc,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CardConfig {
+    pub mode: CardMode,
+    /// Direct mode: address of the TLS listener that asks for an (optional) client certificate.
+    /// Its routes are the card login and the RFC 8705 mTLS aliases of the token endpoints.
+    pub listen: Option<SocketAddr>,
+    /// The URL browsers open for card login (the card listener, or the proxy host that asks for
+    /// the certificate). Default: `https://<issuer host>:<listen port>`.
+    pub public_url: Option<Url>,
+    /// Server certificate chain and private key (PEM) of the card listener.
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// IGC-Santé roots and intermediates: PEM, DER or PKCS#7 bundles.
+    pub trust_anchors: Vec<PathBuf>,
+    /// Accept test trust anchors (IGC-Santé TEST chains, `habilis dev-pki`) with an https issuer.
+    pub allow_test_anchors: bool,
+    /// Key usages every card certificate must carry (RFC 5280 names).
+    pub key_usage: Vec<String>,
+    /// Extended key usages every card certificate must carry (`clientAuth` or dotted OIDs).
+    pub extended_key_usage: Vec<String>,
+    /// Certificate policy OIDs, one of which a card must carry; empty = not checked.
+    pub policies: Vec<String>,
+    /// CRL sources (http(s) URLs or files), besides the distribution points of the cards seen.
+    pub crl_sources: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub crl_refresh_interval: Duration,
+    /// A CRL issued longer ago than this is stale: card logins then fail closed.
+    #[serde(with = "humantime_serde")]
+    pub crl_max_staleness: Duration,
+    pub revocation: RevocationSetting,
+    pub unknown_id_nat: UnknownIdNat,
+    /// Proxy mode: the request header carrying the client certificate (e.g. `x-ssl-client-cert`).
+    pub proxy_header: Option<String>,
+    pub proxy_header_format: ProxyHeaderFormat,
+    /// Addresses or CIDRs of the proxies allowed to send `proxy_header`; from anyone else it is
+    /// ignored, logged and audited as a forgery attempt.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for CardConfig {
+    fn default() -> Self {
+        CardConfig {
+            mode: CardMode::Auto,
+            listen: None,
+            public_url: None,
+            tls_certificate: None,
+            tls_key: None,
+            trust_anchors: Vec::new(),
+            allow_test_anchors: false,
+            key_usage: vec!["digitalSignature".into()],
+            extended_key_usage: vec!["clientAuth".into()],
+            policies: Vec::new(),
+            crl_sources: Vec::new(),
+            crl_refresh_interval: Duration::from_secs(3600),
+            crl_max_staleness: Duration::from_secs(48 * 3600),
+            revocation: RevocationSetting::Enforce,
+            unknown_id_nat: UnknownIdNat::Refuse,
+            proxy_header: None,
+            proxy_header_format: ProxyHeaderFormat::Nginx,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl CardConfig {
+    /// The CIDRs of `trusted_proxies` (validated by `Config::validate`).
+    pub fn trusted_proxy_nets(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies.iter().filter_map(|s| parse_net(s).ok()).collect()
+    }
+}
+
+/// `10.0.0.0/8`, `127.0.0.1` (a single address) or `::1`.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Ok(net);
+    }
+    s.parse::<IpAddr>().map(ipnet::IpNet::from).map_err(|_| format!("`{s}` is neither an address nor a CIDR"))
+}
+
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -253,6 +379,7 @@ impl Default for Config {
             oidc: OidcConfig::default(),
             login: LoginConfig::default(),
             password: PasswordConfig::default(),
+            card: CardConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -456,6 +583,7 @@ impl Config {
         if p.min_length < 12 {
             return Err(ConfigError::new("password.min_length", "must be at least 12"));
         }
+        self.validate_card()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", format!("not a valid filter: {e}")))?;
         Ok(())
@@ -500,8 +628,105 @@ impl Config {
     }
 
     /// Warnings about settings that are legal but unsafe in production; printed loudly at start.
+    /// The card mode once `auto` is resolved: `demo` in the embedded mode, `off` otherwise.
+    pub fn card_mode(&self) -> CardMode {
+        match self.card.mode {
+            CardMode::Auto if self.issuer().scheme() == "http" => CardMode::Demo,
+            CardMode::Auto => CardMode::Off,
+            other => other,
+        }
+    }
+
+    /// Whether this deployment faces real users: an https issuer on a non-loopback host.
+    pub fn is_production(&self) -> bool {
+        let issuer = self.issuer();
+        issuer.scheme() == "https" && !host_is_loopback(&issuer)
+    }
+
+    fn validate_card(&self) -> Result<(), ConfigError> {
+        let c = &self.card;
+        for (i, p) in c.trusted_proxies.iter().enumerate() {
+            parse_net(p).map_err(|e| ConfigError::new(format!("card.trusted_proxies[{i}]"), e))?;
+        }
+        if let Some(h) = &c.proxy_header {
+            if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(ConfigError::new("card.proxy_header", "is not a valid HTTP header name"));
+            }
+            if c.trusted_proxies.is_empty() {
+                return Err(ConfigError::new(
+                    "card.trusted_proxies",
+                    "must list the proxy addresses when card.proxy_header is set (the header is trusted from them only)",
+                ));
+            }
+        }
+        for (i, source) in c.crl_sources.iter().enumerate() {
+            if source.contains("://") && !(source.starts_with("http://") || source.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    format!("card.crl_sources[{i}]"),
+                    "must be an http(s) URL or a file path",
+                ));
+            }
+        }
+        if c.crl_refresh_interval < Duration::from_secs(1) || c.crl_refresh_interval > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::new("card.crl_refresh_interval", "must be between 1s and 24h"));
+        }
+        if c.crl_max_staleness < c.crl_refresh_interval {
+            return Err(ConfigError::new(
+                "card.crl_max_staleness",
+                "must be at least card.crl_refresh_interval (otherwise every CRL is stale before the next refresh)",
+            ));
+        }
+        if let Some(url) = &c.public_url
+            && url.scheme() != "https"
+        {
+            return Err(ConfigError::new("card.public_url", "must be an https URL (client certificates need TLS)"));
+        }
+        if self.card_mode() == CardMode::On {
+            if c.trust_anchors.is_empty() {
+                return Err(ConfigError::new(
+                    "card.trust_anchors",
+                    "card.mode = on needs the IGC-Santé roots and intermediates (PEM, DER or PKCS#7 files)",
+                ));
+            }
+            if c.listen.is_none() && c.proxy_header.is_none() {
+                return Err(ConfigError::new(
+                    "card.listen",
+                    "card.mode = on needs a way in: card.listen (direct TLS) or card.proxy_header (behind a proxy)",
+                ));
+            }
+            if c.listen.is_some() && (c.tls_certificate.is_none() || c.tls_key.is_none()) {
+                return Err(ConfigError::new(
+                    "card.tls_certificate",
+                    "the card listener needs card.tls_certificate and card.tls_key (PEM files)",
+                ));
+            }
+            if c.listen.is_none() && c.public_url.is_none() {
+                return Err(ConfigError::new(
+                    "card.public_url",
+                    "behind a proxy, set the URL of the proxy host that asks for the card certificate",
+                ));
+            }
+        }
+        if self.card_mode() == CardMode::Demo && self.is_production() && !c.allow_test_anchors {
+            return Err(ConfigError::new(
+                "card.mode",
+                "demo uses a test PKI and is refused with a production issuer; use card.mode = on with the IGC-Santé anchors",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
+        if self.card.revocation == RevocationSetting::FailOpen && self.card_mode() != CardMode::Off {
+            warnings.push(
+                "card.revocation = fail-open: cards are accepted when their revocation status is unknown; every such login is audited"
+                    .into(),
+            );
+        }
+        if self.card_mode() == CardMode::Demo {
+            warnings.push("card login runs on a generated TEST PKI (card.mode = demo): never for real cards".into());
+        }
         if self.issuer().scheme() == "http" {
             warnings.push(format!(
                 "the issuer {} uses plain http: acceptable on this machine only; set server.issuer to an https URL in production",
@@ -681,6 +906,32 @@ mod tests {
     fn bad_environment_duration_is_named() {
         let err = load_str("", &[("HABILIS_TOKENS__ID_TOKEN_LIFETIME", "soon")]).unwrap_err();
         assert_eq!(err.key, "tokens.id_token_lifetime");
+    }
+
+    #[test]
+    fn card_mode_follows_the_issuer_and_refuses_unsafe_settings() {
+        assert_eq!(load_str("", &[]).unwrap().card_mode(), CardMode::Demo, "embedded mode: demo cards");
+        let production = "[server]\nissuer = \"https://habilis.example.org\"\n";
+        assert_eq!(load_str(production, &[]).unwrap().card_mode(), CardMode::Off);
+        let err = load_str(&format!("{production}[card]\nmode = \"demo\"\n"), &[]).unwrap_err();
+        assert_eq!(err.key, "card.mode", "a test PKI is refused in production");
+        let err = load_str(&format!("{production}[card]\nmode = \"on\"\n"), &[]).unwrap_err();
+        assert_eq!(err.key, "card.trust_anchors");
+        let on = format!("{production}[card]\nmode = \"on\"\ntrust_anchors = [\"/etc/igc.pem\"]\n");
+        assert_eq!(load_str(&on, &[]).unwrap_err().key, "card.listen", "needs a way in");
+        let listener = format!("{on}listen = \"127.0.0.1:8443\"\n");
+        assert_eq!(load_str(&listener, &[]).unwrap_err().key, "card.tls_certificate");
+        let proxy = format!("{on}proxy_header = \"x-ssl-client-cert\"\npublic_url = \"https://carte.example.org\"\n");
+        assert_eq!(load_str(&proxy, &[]).unwrap_err().key, "card.trusted_proxies", "the header needs its proxies");
+        let proxied = format!("{proxy}trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n");
+        let config = load_str(&proxied, &[]).unwrap();
+        assert_eq!(config.card.trusted_proxy_nets().len(), 2);
+        let err = load_str(&format!("{proxy}trusted_proxies = [\"10.0.0.0/33\"]\n"), &[]).unwrap_err();
+        assert_eq!(err.key, "card.trusted_proxies[0]");
+        let err = load_str("[card]\ncrl_refresh_interval = \"2h\"\ncrl_max_staleness = \"1h\"\n", &[]).unwrap_err();
+        assert_eq!(err.key, "card.crl_max_staleness");
+        let fail_open = load_str("[card]\nrevocation = \"fail-open\"\n", &[]).unwrap();
+        assert!(fail_open.warnings().iter().any(|w| w.contains("fail-open")), "fail-open is warned about at start");
     }
 
     #[test]

@@ -13,6 +13,10 @@ pub enum IdNatError {
     Luhn(String),
     #[error("idNat type prefix `{0}` is not accepted for a professional account: use 8 (RPPS) or 0 (ADELI)")]
     Prefix(char),
+    #[error(
+        "a staff-card identifier is one type digit other than 8 and 0 followed by 8 to 19 digits, e.g. 500000000029751"
+    )]
+    StaffShape,
 }
 
 /// Kind of national identifier behind an idNat.
@@ -22,6 +26,9 @@ pub enum IdNatKind {
     Rpps,
     /// `0` + ADELI (9 characters).
     Adeli,
+    /// Holder of a staff card (CPE for establishment staff, CPA for practice staff): see
+    /// [`IdNat::parse_staff`].
+    Staff,
 }
 
 /// A validated idNat, e.g. `899700427885`.
@@ -56,6 +63,30 @@ impl IdNat {
             c if c.is_ascii_digit() => Err(IdNatError::Prefix(c)),
             _ => Err(IdNatError::Shape),
         }
+    }
+
+    /// Parses the identifier of a staff card holder (CPE/CPA), e.g. `500000000029751`.
+    ///
+    /// Staff such as medical secretaries have no RPPS or ADELI number: their cards carry an
+    /// identifier built from a type digit (which register the structure comes from) followed by
+    /// the structure's number and a sequence. No check digit is published for that form, so
+    /// only its shape can be verified: one type digit other than `8` and `0` (those are RPPS and
+    /// ADELI, which [`IdNat::parse`] handles with their own rules) then 8 to 19 ASCII digits.
+    /// It is a separate function so that a staff identifier is accepted only where a staff card
+    /// is expected (the `CN=<idNat>/<card>` form), never as a professional's identifier.
+    pub fn parse_staff(input: &str) -> Result<IdNat, IdNatError> {
+        let value = input.trim();
+        let bytes = value.as_bytes();
+        let (prefix, number) = match bytes.split_first() {
+            Some((prefix, number)) => (*prefix, number),
+            None => return Err(IdNatError::StaffShape),
+        };
+        let prefix_ok = prefix.is_ascii_digit() && prefix != b'8' && prefix != b'0';
+        let number_ok = (8..=19).contains(&number.len()) && number.iter().all(u8::is_ascii_digit);
+        if !prefix_ok || !number_ok {
+            return Err(IdNatError::StaffShape);
+        }
+        Ok(IdNat { value: value.to_string(), kind: IdNatKind::Staff })
     }
 
     pub fn as_str(&self) -> &str {
@@ -126,5 +157,22 @@ mod tests {
         assert_eq!(IdNat::parse("x99700427885"), Err(IdNatError::Shape));
         assert_eq!(IdNat::parse("399700427885"), Err(IdNatError::Prefix('3')));
         assert_eq!(IdNat::parse("00b7010446").unwrap().as_str(), "00B7010446");
+    }
+
+    #[test]
+    fn staff_identifiers() {
+        let id = IdNat::parse_staff("500000000029751").unwrap();
+        assert_eq!(id.kind(), IdNatKind::Staff);
+        assert_eq!(id.as_str(), "500000000029751");
+        assert_eq!(IdNat::parse_staff(" 312345678 ").unwrap().as_str(), "312345678");
+        assert_eq!(IdNat::parse_staff("31234567890123456789").unwrap().kind(), IdNatKind::Staff);
+        // Too short, too long, letters, RPPS/ADELI prefixes, non-ASCII digits.
+        for bad in ["", "5", "31234567", "312345678901234567890", "5000000000297a1", "899700427885", "000000000029751"]
+        {
+            assert_eq!(IdNat::parse_staff(bad), Err(IdNatError::StaffShape), "{bad}");
+        }
+        assert_eq!(IdNat::parse_staff("5\u{0663}00000000"), Err(IdNatError::StaffShape));
+        // A staff identifier is not a professional idNat.
+        assert_eq!(IdNat::parse("500000000029751"), Err(IdNatError::Prefix('5')));
     }
 }

@@ -6,10 +6,12 @@
 //! endpoints), `authn` (login factors), `web` (HTTP concerns shared by pages and APIs).
 
 pub mod app;
+pub mod audit;
 pub mod authn;
 pub mod cli;
 pub mod clients;
 pub mod config;
+pub mod cps;
 pub mod ephemeral;
 pub mod error;
 pub mod ids;

@@ -59,6 +59,17 @@ pub struct Metrics {
     pub dependency_errors: Family<DependencyLabels, Counter>,
     pub signing_keys_published: Gauge,
     pub tokens_issued: Family<GrantLabels, Counter>,
+    /// Card logins by outcome (`success` or the rejection code).
+    pub card_logins: Family<OutcomeLabels, Counter>,
+    /// Client-certificate headers received from addresses that are not trusted proxies.
+    pub forged_proxy_headers: Counter,
+    /// Seconds since the oldest CRL in use was issued.
+    pub revocation_list_age: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
 }
 
 impl Default for Metrics {
@@ -90,7 +101,24 @@ impl Metrics {
         );
         let tokens_issued = Family::<GrantLabels, Counter>::default();
         registry.register("tokens_issued", "Token responses by grant type", tokens_issued.clone());
+        let card_logins = Family::<OutcomeLabels, Counter>::default();
+        registry.register("card_logins", "CPS card logins by outcome", card_logins.clone());
+        let forged_proxy_headers = Counter::default();
+        registry.register(
+            "forged_proxy_headers",
+            "Client-certificate headers sent by addresses that are not trusted proxies",
+            forged_proxy_headers.clone(),
+        );
+        let revocation_list_age = Gauge::default();
+        registry.register(
+            "revocation_list_age_seconds",
+            "Age of the oldest certificate revocation list in use",
+            revocation_list_age.clone(),
+        );
         Metrics {
+            card_logins,
+            forged_proxy_headers,
+            revocation_list_age,
             registry: Mutex::new(registry),
             http_requests,
             http_duration,
@@ -102,6 +130,10 @@ impl Metrics {
 
     pub fn token_issued(&self, grant_type: &str) {
         self.tokens_issued.get_or_create(&GrantLabels { grant_type: grant_type.to_string() }).inc();
+    }
+
+    pub fn card_login(&self, outcome: &str) {
+        self.card_logins.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
     }
 
     pub fn dependency_error(&self, dependency: &str) {

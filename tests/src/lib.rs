@@ -285,6 +285,8 @@ pub async fn test_config(storage: Storage, data_dir: &Path) -> Option<Config> {
     // The protocol tests log in with a password alone; the login-journey tests set the
     // production floor (eidas1) back.
     config.login.minimum_acr = "none".into();
+    // Card login (on by itself in the embedded mode) only where a test sets it up.
+    config.card.mode = habilis_idp::config::CardMode::Off;
     if storage == Storage::Services {
         config.storage.database_url = Some(habilis_idp::testing::postgres_schema_url().await?);
         let redis_url = habilis_idp::testing::redis_url();
@@ -446,19 +448,39 @@ impl Landing {
 pub struct Browser {
     pub http: reqwest::Client,
     pub origin: String,
+    /// Other origins of the same server (the card host) whose redirects are followed too.
+    pub other_origins: Vec<String>,
     /// Every `Set-Cookie` header the server sent during navigations, in order.
     pub set_cookies: Mutex<Vec<String>>,
 }
 
 impl Browser {
     pub fn new(origin: &str) -> Browser {
-        let http = reqwest::Client::builder()
+        Self::build(origin, reqwest::Client::builder(), Vec::new())
+    }
+
+    /// A browser holding a client certificate (a CPS card: PEM certificate then PEM key), trusting
+    /// `root_pem` for https, that also follows redirects within `other_origins`.
+    pub fn with_card(origin: &str, identity_pem: &[u8], root_pem: &[u8], other_origins: &[&str]) -> Browser {
+        let identity = reqwest::Identity::from_pem(identity_pem).expect("a PEM certificate and key");
+        let root = reqwest::Certificate::from_pem(root_pem).expect("a PEM root certificate");
+        let builder = reqwest::Client::builder().identity(identity).add_root_certificate(root);
+        Self::build(origin, builder, other_origins.iter().map(|o| o.trim_end_matches('/').to_string()).collect())
+    }
+
+    fn build(origin: &str, builder: reqwest::ClientBuilder, other_origins: Vec<String>) -> Browser {
+        let http = builder
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
             .build()
             .expect("the browser's HTTP client");
-        Browser { http, origin: origin.trim_end_matches('/').to_string(), set_cookies: Mutex::new(Vec::new()) }
+        Browser {
+            http,
+            origin: origin.trim_end_matches('/').to_string(),
+            other_origins,
+            set_cookies: Mutex::new(Vec::new()),
+        }
     }
 
     /// The values the server last set for cookie `name` during navigations (latest last).
@@ -512,7 +534,8 @@ impl Browser {
                 .unwrap_or_else(|| panic!("a redirect without Location from {current}"))
                 .to_string();
             let next = current.join(&location).unwrap_or_else(|e| panic!("bad Location {location}: {e}"));
-            if next.origin().ascii_serialization() != self.origin {
+            let origin = next.origin().ascii_serialization();
+            if origin != self.origin && !self.other_origins.contains(&origin) {
                 return Landing::Left(next);
             }
             response = self.http.get(next.clone()).send().await.unwrap_or_else(|e| panic!("GET {next}: {e}"));
@@ -845,14 +868,7 @@ impl Browser {
             reqwest::header::ACCEPT_LANGUAGE,
             reqwest::header::HeaderValue::from_str(accept_language).expect("an Accept-Language value"),
         );
-        let http = reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30))
-            .default_headers(headers)
-            .build()
-            .expect("the browser's HTTP client");
-        Browser { http, origin: origin.trim_end_matches('/').to_string(), set_cookies: Mutex::new(Vec::new()) }
+        Self::build(origin, reqwest::Client::builder().default_headers(headers), Vec::new())
     }
 }
 

@@ -20,17 +20,35 @@ pub fn level_of(amr: &[String]) -> Option<AcrLevel> {
     None
 }
 
-/// Whether some login method of this deployment can reach `level`: password + one-time code
-/// (email or TOTP) reach `eidas1`. Phishing-resistant keys and the CPS card come with their own
-/// factors; until then a request that requires their level fails clearly instead of being
+/// The levels of this deployment: the lowest any login may end at, and the highest some login
+/// method reaches. A request that requires more than `highest` fails clearly instead of being
 /// silently downgraded.
-pub fn level_achievable(level: AcrLevel) -> bool {
-    level == AcrLevel::Eidas1
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Levels {
+    /// `login.minimum_acr`; `None` when set to `none`.
+    pub floor: Option<AcrLevel>,
+    pub highest: AcrLevel,
 }
 
-/// The configured lowest level of any login (`login.minimum_acr`); `None` when set to `none`.
-pub fn floor(state: &crate::app::AppState) -> Option<AcrLevel> {
-    AcrLevel::parse(&state.config.login.minimum_acr)
+impl Levels {
+    /// Password + one-time code (email or TOTP): `eidas1` at most, no floor.
+    pub const PASSWORD_AND_CODE: Levels = Levels { floor: None, highest: AcrLevel::Eidas1 };
+
+    pub fn of(config: &crate::config::Config) -> Levels {
+        // The CPS card reaches eidas3 (and so satisfies eidas2 requirements).
+        let highest =
+            if config.card_mode() != crate::config::CardMode::Off { AcrLevel::Eidas3 } else { AcrLevel::Eidas1 };
+        Levels { floor: AcrLevel::parse(&config.login.minimum_acr), highest }
+    }
+
+    pub fn achievable(&self, level: AcrLevel) -> bool {
+        level <= self.highest
+    }
+}
+
+/// The levels of the running deployment.
+pub fn levels(state: &crate::app::AppState) -> Levels {
+    Levels::of(&state.config)
 }
 
 #[cfg(test)]

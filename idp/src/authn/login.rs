@@ -170,6 +170,7 @@ async fn password_page(
         minijinja::context! {
             interaction => interaction.id.clone(), csrf => interaction.csrf.clone(), login_hint => login,
             error => error.unwrap_or(""), client_name => client_name,
+            card_url => state.card.as_ref().map(|c| format!("{}{}?interaction={}", c.public_url, crate::cps::login::CARD_PATH, interaction.id)),
         },
         logo.as_ref(),
         Some(&interaction.request.redirect_uri),
@@ -621,7 +622,7 @@ async fn record_failure(state: &AppState, scope: &str, peer: &SocketAddr, now: i
 
 /// After a factor: either the required level is reached (the session is established or raised
 /// and the authorization resumes) or the next missing factor is asked for.
-async fn advance(state: &AppState, headers: &HeaderMap, mut interaction: Interaction, now: i64) -> Response {
+pub(crate) async fn advance(state: &AppState, headers: &HeaderMap, mut interaction: Interaction, now: i64) -> Response {
     let previous = state.sessions.current(state, headers, now).await.ok().flatten();
     let fresh = needs_fresh_login(&interaction, previous.as_ref(), now);
     let factors = counted_factors(&interaction, previous.as_ref(), fresh);
@@ -636,7 +637,7 @@ async fn advance(state: &AppState, headers: &HeaderMap, mut interaction: Interac
             );
         }
     };
-    let required = required_acr(&interaction.request, &client, crate::authn::journey::floor(state));
+    let required = required_acr(&interaction.request, &client, crate::authn::journey::levels(state).floor);
     let reached = level_of(&amr_of(&factors));
     if required.is_some_and(|r| reached.is_none_or(|l| l < r)) {
         if let Err(e) = interaction::save(state, &interaction).await {

@@ -52,6 +52,9 @@ const FAILED: &str = "client authentication failed (unknown client or wrong cred
 pub struct AuthenticatedClient {
     pub client: Arc<Client>,
     pub method: TokenEndpointAuthMethod,
+    /// RFC 8705: the x5t#S256 of the certificate the client authenticated with; the access tokens
+    /// it gets are bound to that certificate (`cnf`).
+    pub certificate_thumbprint: Option<String>,
 }
 
 fn invalid_client(description: impl Into<std::borrow::Cow<'static, str>>) -> OAuthError {
@@ -443,5 +446,5 @@ fn finish(
     {
         return Err(invalid_client("the client_id parameter does not match the authenticated client"));
     }
-    Ok(AuthenticatedClient { client, method })
+    Ok(AuthenticatedClient { client, method, certificate_thumbprint: None })
 }

@@ -19,8 +19,8 @@ mod tests;
 pub use auth::{ASSERTION_LEEWAY_SECS, AuthenticatedClient, JWT_BEARER_ASSERTION_TYPE, MAX_ASSERTION_LIFETIME_SECS};
 pub use jose::ASSERTION_SIGNING_ALGS;
 pub use model::{
-    AcrLevel, ApplicationType, Client, ClientKeys, ClientMetadataError, DEFAULT_SCOPE, GrantType, MetadataErrorCode,
-    SubjectType, TokenEndpointAuthMethod, validate_client_id,
+    AcrLevel, ApplicationType, CertificateName, Client, ClientKeys, ClientMetadataError, DEFAULT_SCOPE, GrantType,
+    MetadataErrorCode, SubjectType, TokenEndpointAuthMethod, validate_client_id,
 };
 pub use registry::{
     ClientEntry, ClientRegistry, DEFAULT_REFRESH_INTERVAL, MIN_SECRET_LEN, PreparedRegistration, Registration,

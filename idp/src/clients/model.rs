@@ -118,14 +118,21 @@ pub enum TokenEndpointAuthMethod {
     ClientSecretPost,
     PrivateKeyJwt,
     None,
+    /// RFC 8705 §2.1: a certificate from a trusted CA (the card trust store) with the registered
+    /// subject DN or subject alternative name, presented on the mTLS listener.
+    TlsClientAuth,
+    /// RFC 8705 §2.2: a self-signed certificate registered in the client's `jwks` (`x5c`).
+    SelfSignedTlsClientAuth,
 }
 
 impl TokenEndpointAuthMethod {
-    pub const ALL: [TokenEndpointAuthMethod; 4] = [
+    pub const ALL: [TokenEndpointAuthMethod; 6] = [
         TokenEndpointAuthMethod::ClientSecretBasic,
         TokenEndpointAuthMethod::ClientSecretPost,
         TokenEndpointAuthMethod::PrivateKeyJwt,
         TokenEndpointAuthMethod::None,
+        TokenEndpointAuthMethod::TlsClientAuth,
+        TokenEndpointAuthMethod::SelfSignedTlsClientAuth,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -133,7 +140,13 @@ impl TokenEndpointAuthMethod {
             TokenEndpointAuthMethod::ClientSecretPost => "client_secret_post",
             TokenEndpointAuthMethod::PrivateKeyJwt => "private_key_jwt",
             TokenEndpointAuthMethod::None => "none",
+            TokenEndpointAuthMethod::TlsClientAuth => "tls_client_auth",
+            TokenEndpointAuthMethod::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
+    }
+    /// Methods where the TLS client certificate is the credential (RFC 8705).
+    pub fn uses_certificate(self) -> bool {
+        matches!(self, TokenEndpointAuthMethod::TlsClientAuth | TokenEndpointAuthMethod::SelfSignedTlsClientAuth)
     }
     pub fn parse(s: &str) -> Option<Self> {
         TokenEndpointAuthMethod::ALL.into_iter().find(|m| m.as_str() == s)
@@ -261,7 +274,21 @@ pub struct Client {
     access_token_lifetime: Option<Duration>,
     refresh_token_idle_lifetime: Option<Duration>,
     refresh_token_absolute_lifetime: Option<Duration>,
+    /// RFC 8705 `tls_client_auth`: the one certificate name the client registered.
+    tls_client_auth_name: Option<CertificateName>,
+    /// RFC 8705 `self_signed_tls_client_auth`: x5t#S256 of the certificates in `jwks` (`x5c`).
+    self_signed_certificates: Vec<String>,
     metadata: Map<String, Value>,
+}
+
+/// The certificate name a `tls_client_auth` client registered (RFC 8705 §2.1.2: exactly one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertificateName {
+    SubjectDn(String),
+    SanDns(String),
+    SanUri(String),
+    SanIp(String),
+    SanEmail(String),
 }
 
 /// The document as deserialised: every known member optional and typed, unknown members ignored
@@ -278,6 +305,11 @@ struct RawMetadata {
     application_type: Option<String>,
     scope: Option<String>,
     jwks: Option<Map<String, Value>>,
+    tls_client_auth_subject_dn: Option<String>,
+    tls_client_auth_san_dns: Option<String>,
+    tls_client_auth_san_uri: Option<String>,
+    tls_client_auth_san_ip: Option<String>,
+    tls_client_auth_san_email: Option<String>,
     jwks_uri: Option<String>,
     id_token_signed_response_alg: Option<String>,
     userinfo_signed_response_alg: Option<String>,
@@ -443,6 +475,12 @@ impl Client {
     /// Habilis extension `first_party` (default `false`): an application run by the operator
     /// itself (e.g. the admin console). Consent is not asked: the user is already dealing with the
     /// operator, and a consent screen would only teach people to click through.
+    pub fn tls_client_auth_name(&self) -> Option<&CertificateName> {
+        self.tls_client_auth_name.as_ref()
+    }
+    pub fn self_signed_certificates(&self) -> &[String] {
+        &self.self_signed_certificates
+    }
     pub fn first_party(&self) -> bool {
         self.first_party
     }
@@ -560,7 +598,7 @@ fn build(client_id: &str, raw: RawMetadata, metadata: Map<String, Value>) -> Met
         Some(m) => TokenEndpointAuthMethod::parse(m).ok_or_else(|| {
             ClientMetadataError::metadata(format!(
                 "token_endpoint_auth_method `{}` is not supported; use client_secret_basic, \
-                 client_secret_post, private_key_jwt or none{}",
+                 client_secret_post, private_key_jwt, tls_client_auth, self_signed_tls_client_auth or none{}",
                 m.escape_debug(),
                 if m == "client_secret_jwt" {
                     " (client_secret_jwt would need the secret in clear on the server)"
@@ -623,6 +661,33 @@ fn build(client_id: &str, raw: RawMetadata, metadata: Map<String, Value>) -> Met
             )));
         }
     };
+    let self_signed_certificates = raw.jwks.as_ref().map(x5c_thumbprints).unwrap_or_default();
+    let names = [
+        raw.tls_client_auth_subject_dn.map(CertificateName::SubjectDn),
+        raw.tls_client_auth_san_dns.map(CertificateName::SanDns),
+        raw.tls_client_auth_san_uri.map(CertificateName::SanUri),
+        raw.tls_client_auth_san_ip.map(CertificateName::SanIp),
+        raw.tls_client_auth_san_email.map(CertificateName::SanEmail),
+    ];
+    let mut names: Vec<CertificateName> = names.into_iter().flatten().collect();
+    let tls_client_auth_name = match token_endpoint_auth_method {
+        TokenEndpointAuthMethod::TlsClientAuth if names.len() == 1 => names.pop(),
+        TokenEndpointAuthMethod::TlsClientAuth => {
+            return Err(ClientMetadataError::metadata(
+                "tls_client_auth needs exactly one of tls_client_auth_subject_dn, tls_client_auth_san_dns, \
+                 tls_client_auth_san_uri, tls_client_auth_san_ip, tls_client_auth_san_email (RFC 8705 §2.1.2)",
+            ));
+        }
+        _ => None,
+    };
+    if token_endpoint_auth_method == TokenEndpointAuthMethod::SelfSignedTlsClientAuth
+        && self_signed_certificates.is_empty()
+    {
+        return Err(ClientMetadataError::metadata(
+            "self_signed_tls_client_auth needs the client's certificate in jwks: a JWK with x5c \
+             (base64 DER of the self-signed certificate); jwks_uri is not accepted for this method",
+        ));
+    }
     let keys = match (raw.jwks, raw.jwks_uri) {
         (Some(jwks), _) => ClientKeys::Inline(parse_jwks(jwks, token_endpoint_auth_signing_alg.as_deref())?),
         (None, Some(uri)) => ClientKeys::Remote(parse_https_url("jwks_uri", &uri, false)?),
@@ -752,8 +817,21 @@ fn build(client_id: &str, raw: RawMetadata, metadata: Map<String, Value>) -> Met
         access_token_lifetime,
         refresh_token_idle_lifetime,
         refresh_token_absolute_lifetime,
+        tls_client_auth_name,
+        self_signed_certificates,
         metadata,
     })
+}
+
+/// The x5t#S256 thumbprints of the first certificate of every `x5c` in a JWK set.
+fn x5c_thumbprints(jwks: &Map<String, Value>) -> Vec<String> {
+    use base64::Engine;
+    let keys = jwks.get("keys").and_then(Value::as_array).cloned().unwrap_or_default();
+    keys.iter()
+        .filter_map(|k| k.get("x5c")?.as_array()?.first()?.as_str().map(str::to_string))
+        .filter_map(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .map(|der| crate::cps::certificate::fingerprint(&der))
+        .collect()
 }
 
 /// Removes duplicates, keeping the first occurrence (order matters for display only).
@@ -1294,7 +1372,21 @@ mod tests {
         refused(
             with(web(), "token_endpoint_auth_method", json!("tls_client_auth")),
             MetadataErrorCode::InvalidClientMetadata,
-            "not supported",
+            "exactly one of tls_client_auth_subject_dn",
+        );
+        let mut tls = with(web(), "token_endpoint_auth_method", json!("tls_client_auth"));
+        tls["tls_client_auth_subject_dn"] = json!("CN=App,O=Hôpital");
+        let tls = parse(tls).unwrap();
+        assert_eq!(tls.tls_client_auth_name(), Some(&CertificateName::SubjectDn("CN=App,O=Hôpital".into())));
+        assert!(!tls.token_endpoint_auth_method().uses_secret());
+        let mut two = with(web(), "token_endpoint_auth_method", json!("tls_client_auth"));
+        two["tls_client_auth_subject_dn"] = json!("CN=App");
+        two["tls_client_auth_san_dns"] = json!("app.example.org");
+        refused(two, MetadataErrorCode::InvalidClientMetadata, "exactly one");
+        refused(
+            with(web(), "token_endpoint_auth_method", json!("self_signed_tls_client_auth")),
+            MetadataErrorCode::InvalidClientMetadata,
+            "x5c",
         );
         let public = parse(with(web(), "token_endpoint_auth_method", json!("none"))).unwrap();
         assert!(public.is_public());

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::app::AppState;
+use crate::authn::journey::Levels;
 use crate::authn::session::{self, Session};
 use crate::clients::{AcrLevel, ApplicationType, Client};
 use crate::error::{OAuthError, OAuthErrorCode};
@@ -571,14 +572,15 @@ pub fn session_acr(session: &Session) -> Option<AcrLevel> {
 pub fn decide(
     request: &AuthorizationRequest,
     client: &Client,
-    floor: Option<AcrLevel>,
+    levels: &Levels,
     session: Option<&Session>,
     interaction: &Interaction,
     now: i64,
 ) -> Result<Decision, OAuthError> {
+    let floor = levels.floor;
     // A level no login method can reach fails at once, before any page is shown.
     if let Some(required) = required_acr(request, client, floor)
-        && !crate::authn::journey::level_achievable(required)
+        && !levels.achievable(required)
     {
         return Err(OAuthError::new(
             OAuthErrorCode::UnmetAuthenticationRequirements,
@@ -604,7 +606,7 @@ pub fn decide(
     if let Some(required) = required_acr(request, client, floor) {
         let reached = session_acr(session);
         if reached.is_none_or(|r| r < required) {
-            if !crate::authn::journey::level_achievable(required) {
+            if !levels.achievable(required) {
                 return Err(OAuthError::new(
                     OAuthErrorCode::UnmetAuthenticationRequirements,
                     format!("this service requires {} and no such login method is available yet", required.as_str()),
@@ -658,7 +660,7 @@ pub async fn continue_interaction(
         };
     }
     let decision =
-        match decide(&request, &client, crate::authn::journey::floor(state), session.as_ref(), &interaction, now) {
+        match decide(&request, &client, &crate::authn::journey::levels(state), session.as_ref(), &interaction, now) {
             Ok(d) => d,
             Err(e) => return redirect_error(state, &request, e),
         };
@@ -1019,7 +1021,7 @@ mod step_tests {
             clients: vec![],
         };
         let interaction = Interaction::new(request.clone(), 0);
-        let err = decide(&request, &client, None, Some(&session), &interaction, 0).unwrap_err();
+        let err = decide(&request, &client, &Levels::PASSWORD_AND_CODE, Some(&session), &interaction, 0).unwrap_err();
         assert_eq!(err.code.as_str(), "unmet_authentication_requirements");
     }
 
@@ -1040,28 +1042,34 @@ mod step_tests {
         let plain = validate(&state, &params(&[]), None, 0).await.unwrap();
         let interaction = Interaction::new(plain.clone(), 200);
         assert_eq!(
-            decide(&plain, &client, None, None, &interaction, 200).unwrap(),
+            decide(&plain, &client, &Levels::PASSWORD_AND_CODE, None, &interaction, 200).unwrap(),
             Decision::Login(LoginReason::NoSession)
         );
-        assert_eq!(decide(&plain, &client, None, Some(&session), &interaction, 200).unwrap(), Decision::Issue);
+        assert_eq!(
+            decide(&plain, &client, &Levels::PASSWORD_AND_CODE, Some(&session), &interaction, 200).unwrap(),
+            Decision::Issue
+        );
         let login = validate(&state, &params(&[("prompt", "login")]), None, 0).await.unwrap();
         assert_eq!(
-            decide(&login, &client, None, Some(&session), &interaction, 200).unwrap(),
+            decide(&login, &client, &Levels::PASSWORD_AND_CODE, Some(&session), &interaction, 200).unwrap(),
             Decision::Login(LoginReason::PromptLogin)
         );
         let mut done = interaction.clone();
         done.login_at = Some(200);
-        assert_eq!(decide(&login, &client, None, Some(&session), &done, 200).unwrap(), Decision::Issue);
+        assert_eq!(
+            decide(&login, &client, &Levels::PASSWORD_AND_CODE, Some(&session), &done, 200).unwrap(),
+            Decision::Issue
+        );
         let max_age = validate(&state, &params(&[("max_age", "0")]), None, 0).await.unwrap();
         assert_eq!(
-            decide(&max_age, &client, None, Some(&session), &interaction, 200).unwrap(),
+            decide(&max_age, &client, &Levels::PASSWORD_AND_CODE, Some(&session), &interaction, 200).unwrap(),
             Decision::Login(LoginReason::MaxAgeExceeded)
         );
         let mut other = max_age.clone();
         other.max_age = None;
         other.expected_subject = Some("someone-else".into());
         assert_eq!(
-            decide(&other, &client, None, Some(&session), &interaction, 200).unwrap(),
+            decide(&other, &client, &Levels::PASSWORD_AND_CODE, Some(&session), &interaction, 200).unwrap(),
             Decision::Login(LoginReason::AccountMismatch)
         );
     }

@@ -49,12 +49,19 @@ pub struct DiscoveryDocument {
 }
 
 impl DiscoveryDocument {
-    pub fn build(config: &Config, signing_algs: &[&str], grant_types: &[&str]) -> DiscoveryDocument {
+    /// `mtls_base`: the base URL of the card listener, when it runs (RFC 8705 endpoint aliases and
+    /// certificate client authentication).
+    pub fn build(
+        config: &Config,
+        signing_algs: &[&str],
+        grant_types: &[&str],
+        mtls_base: Option<&str>,
+    ) -> DiscoveryDocument {
         let issuer = config.issuer_string();
         let endpoint = |path: &str| json!(format!("{issuer}{path}"));
         let achievable: Vec<&str> = [AcrLevel::Eidas1, AcrLevel::Eidas2, AcrLevel::Eidas3]
             .into_iter()
-            .filter(|l| crate::authn::journey::level_achievable(*l))
+            .filter(|l| crate::authn::journey::Levels::of(config).achievable(*l))
             .map(AcrLevel::as_str)
             .collect();
         let mut doc = Map::new();
@@ -80,13 +87,31 @@ impl DiscoveryDocument {
         doc.insert("id_token_signing_alg_values_supported".into(), json!(signing_algs));
         doc.insert("userinfo_signing_alg_values_supported".into(), json!(signing_algs));
         for name in ["token_endpoint", "introspection_endpoint", "revocation_endpoint"] {
-            let methods: Vec<&str> = if name == "token_endpoint" {
+            let mut methods: Vec<&str> = if name == "token_endpoint" {
                 AUTH_METHODS.to_vec()
             } else {
                 AUTH_METHODS.iter().copied().filter(|m| *m != "none" || name == "revocation_endpoint").collect()
             };
+            if mtls_base.is_some() {
+                methods.extend(["tls_client_auth", "self_signed_tls_client_auth"]);
+            }
             doc.insert(format!("{name}_auth_methods_supported"), json!(methods));
             doc.insert(format!("{name}_auth_signing_alg_values_supported"), json!(ASSERTION_SIGNING_ALGS));
+        }
+        if let Some(base) = mtls_base {
+            // RFC 8705 §5: where a client presents its certificate; tokens it gets are bound to it.
+            let alias = |path: &str| json!(format!("{base}{path}"));
+            doc.insert(
+                "mtls_endpoint_aliases".into(),
+                json!({
+                    "token_endpoint": alias(token::PATH),
+                    "pushed_authorization_request_endpoint": alias(par::PATH),
+                    "userinfo_endpoint": alias(userinfo::PATH),
+                    "introspection_endpoint": alias(introspect::PATH),
+                    "revocation_endpoint": alias(revoke::PATH),
+                }),
+            );
+            doc.insert("tls_client_certificate_bound_access_tokens".into(), Value::Bool(true));
         }
         if !achievable.is_empty() {
             doc.insert("acr_values_supported".into(), json!(achievable));

@@ -128,6 +128,17 @@ pub async fn load_bound(state: &AppState, headers: &HeaderMap, id: &str) -> Resu
     serde_json::from_slice(&bytes).map_err(|_| expired())
 }
 
+/// Loads an interaction by its id alone, for the card entry point, which may run on another host
+/// than the interaction cookie's; the result of such a step only counts once it comes back to the
+/// issuer's host and [`load_bound`] has checked the browser.
+pub async fn load_unbound(state: &AppState, id: &str) -> Result<Interaction, OAuthError> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(expired());
+    }
+    let bytes = state.ephemeral.get(&key(id)).await?.ok_or_else(expired)?;
+    serde_json::from_slice(&bytes).map_err(|_| expired())
+}
+
 pub async fn finish(state: &AppState, interaction: &Interaction) -> Result<(), OAuthError> {
     state.ephemeral.delete(&key(&interaction.id)).await?;
     Ok(())

@@ -9,15 +9,21 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use crate::app::AppState;
+use crate::cps::presented::MtlsCertificate;
 use crate::error::{OAuthError, OAuthErrorCode};
 use crate::oidc::token::{authenticate_client, form_params, no_store};
 use crate::oidc::tokens::verify_access_token;
 
 pub const PATH: &str = "/introspect";
 
-pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn introspect(
+    State(state): State<AppState>,
+    certificate: MtlsCertificate,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let now = crate::unix_now();
-    match handle(&state, &headers, &body, now).await {
+    match handle(&state, &headers, &certificate, &body, now).await {
         Ok(answer) => no_store(axum::Json(Value::Object(answer)).into_response()),
         Err(error) => error.into_response(),
     }
@@ -32,11 +38,12 @@ fn inactive() -> Map<String, Value> {
 async fn handle(
     state: &AppState,
     headers: &HeaderMap,
+    certificate: &MtlsCertificate,
     body: &[u8],
     now: i64,
 ) -> Result<Map<String, Value>, OAuthError> {
     let params = form_params(headers, body)?;
-    let caller = authenticate_client(state, headers, &params, PATH, now).await?;
+    let caller = authenticate_client(state, headers, certificate, &params, PATH, now).await?;
     if caller.client.is_public() {
         return Err(OAuthError::new(OAuthErrorCode::UnauthorizedClient, "public clients cannot introspect tokens"));
     }

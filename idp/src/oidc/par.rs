@@ -9,15 +9,21 @@ use bytes::Bytes;
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::cps::presented::MtlsCertificate;
 use crate::error::OAuthError;
 use crate::oidc::authorize::{Failure, PAR_URN_PREFIX, validate};
 use crate::oidc::token::{authenticate_client, form_params, no_store};
 
 pub const PATH: &str = "/par";
 
-pub async fn push(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn push(
+    State(state): State<AppState>,
+    certificate: MtlsCertificate,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let now = crate::unix_now();
-    match handle(&state, &headers, &body, now).await {
+    match handle(&state, &headers, &certificate, &body, now).await {
         Ok((request_uri, expires_in)) => no_store(
             (StatusCode::CREATED, axum::Json(json!({ "request_uri": request_uri, "expires_in": expires_in })))
                 .into_response(),
@@ -26,9 +32,15 @@ pub async fn push(State(state): State<AppState>, headers: HeaderMap, body: Bytes
     }
 }
 
-async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(String, u64), OAuthError> {
+async fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    certificate: &MtlsCertificate,
+    body: &[u8],
+    now: i64,
+) -> Result<(String, u64), OAuthError> {
     let params = form_params(headers, body)?;
-    let client = authenticate_client(state, headers, &params, PATH, now).await?;
+    let client = authenticate_client(state, headers, certificate, &params, PATH, now).await?;
     if params.contains("request_uri") {
         return Err(OAuthError::invalid_request("request_uri must not be pushed"));
     }

@@ -8,23 +8,35 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use crate::app::AppState;
+use crate::cps::presented::MtlsCertificate;
 use crate::error::{OAuthError, OAuthErrorCode};
 use crate::oidc::token::{authenticate_client, form_params, no_store, revoke_grant};
 use crate::oidc::tokens::{revoke_access_token, verify_access_token};
 
 pub const PATH: &str = "/revoke";
 
-pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn revoke(
+    State(state): State<AppState>,
+    certificate: MtlsCertificate,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let now = crate::unix_now();
-    match handle(&state, &headers, &body, now).await {
+    match handle(&state, &headers, &certificate, &body, now).await {
         Ok(()) => no_store(StatusCode::OK.into_response()),
         Err(error) => error.into_response(),
     }
 }
 
-async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), OAuthError> {
+async fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    certificate: &MtlsCertificate,
+    body: &[u8],
+    now: i64,
+) -> Result<(), OAuthError> {
     let params = form_params(headers, body)?;
-    let caller = authenticate_client(state, headers, &params, PATH, now).await?;
+    let caller = authenticate_client(state, headers, certificate, &params, PATH, now).await?;
     let token = params.require("token")?;
     match params.get("token_type_hint") {
         None | Some("access_token") | Some("refresh_token") => {}

@@ -47,6 +47,16 @@ pub struct AccessClaims {
     /// Habilis: the account behind `sub` (differs from `sub` for pairwise clients).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    /// RFC 8705 §3.1: the certificate the token is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// RFC 8705 / RFC 7800 confirmation: the SHA-256 thumbprint of the client certificate.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Confirmation {
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
 }
 
 impl AccessClaims {
@@ -68,6 +78,8 @@ pub struct AccessTokenRequest<'a> {
     pub auth: Option<&'a AuthContext>,
     pub grant_id: Option<&'a str>,
     pub lifetime: i64,
+    /// x5t#S256 of the client certificate the token is bound to (RFC 8705).
+    pub certificate_thumbprint: Option<&'a str>,
 }
 
 pub struct MintedAccessToken {
@@ -110,6 +122,7 @@ pub fn mint_access_token(
         sid: request.auth.and_then(|a| a.sid.clone()),
         gid: request.grant_id.map(str::to_string),
         uid: request.account_id.filter(|id| *id != request.subject).map(str::to_string),
+        cnf: request.certificate_thumbprint.map(|t| Confirmation { x5t_s256: t.to_string() }),
     };
     let map = to_map(&claims)?;
     let token = state.keys.sign(None, "at+jwt", &map).map_err(signing_error)?;

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::app::AppState;
+use crate::cps::presented::MtlsCertificate;
 use crate::error::{OAuthError, OAuthErrorCode};
 use crate::oidc::params::Params;
 use crate::oidc::token::no_store;
@@ -48,13 +49,14 @@ pub fn bearer_token(method: &Method, headers: &HeaderMap, uri: &Uri, body: &[u8]
 
 pub async fn userinfo(
     State(state): State<AppState>,
+    certificate: MtlsCertificate,
     method: Method,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
 ) -> Response {
     let now = crate::unix_now();
-    match handle(&state, &method, &headers, &uri, &body, now).await {
+    match handle(&state, &certificate, &method, &headers, &uri, &body, now).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -62,6 +64,7 @@ pub async fn userinfo(
 
 async fn handle(
     state: &AppState,
+    certificate: &MtlsCertificate,
     method: &Method,
     headers: &HeaderMap,
     uri: &Uri,
@@ -70,6 +73,18 @@ async fn handle(
 ) -> Result<Response, OAuthError> {
     let token = bearer_token(method, headers, uri, body)?;
     let claims = verify_access_token(state, &token, now).await?;
+    // RFC 8705 §3: a certificate-bound token is honoured only with its certificate.
+    if let Some(bound) = claims.cnf.as_ref().map(|c| c.x5t_s256.as_str())
+        && certificate.thumbprint().as_deref() != Some(bound)
+    {
+        state.audit.record(
+            crate::audit::AuditEvent::CertificateBindingMismatch { client_id: claims.client_id.clone() },
+            crate::audit::AuditContext::from_request(headers, None),
+        );
+        return Err(invalid_token(
+            "this access token is bound to a client certificate: present it on the mTLS endpoint",
+        ));
+    }
     if !claims.has_scope("openid") {
         return Err(OAuthError::new(OAuthErrorCode::InsufficientScope, "the access token lacks the openid scope")
             .with_challenge("Bearer"));

@@ -193,6 +193,14 @@ pub struct RefreshToken {
     pub used_at: Option<UnixTime>,
 }
 
+/// What the refresh grant reads in one query: the presented token, its grant and the account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshContext {
+    pub token: RefreshToken,
+    pub grant: Grant,
+    pub account: Account,
+}
+
 /// What happened when a refresh token was presented.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RefreshUse {
@@ -232,6 +240,8 @@ pub trait Store: Send + Sync + 'static {
     // Credentials
     async fn insert_credential(&self, credential: &Credential) -> StoreResult<()>;
     async fn credentials_of(&self, account_id: &str, kind: &str) -> StoreResult<Vec<Credential>>;
+    /// Removes every credential of `kind` of the account; returns how many there were.
+    async fn delete_credentials(&self, account_id: &str, kind: &str) -> StoreResult<u64>;
     /// Replaces every credential of `kind` of the account by `credential` (e.g. a password change).
     async fn replace_credentials(&self, credential: &Credential) -> StoreResult<()>;
 
@@ -277,8 +287,8 @@ pub trait Store: Send + Sync + 'static {
         successor: &RefreshToken,
     ) -> StoreResult<RefreshUse>;
     async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>>;
-    /// A refresh token and its grant, in one read (the refresh grant's hot path).
-    async fn refresh_context(&self, token_hash: &str) -> StoreResult<Option<(RefreshToken, Grant)>>;
+    /// A refresh token with its grant and account, in one read (the refresh grant's hot path).
+    async fn refresh_context(&self, token_hash: &str) -> StoreResult<Option<RefreshContext>>;
 
     // Consents
     async fn consent(&self, account_id: &str, client_id: &str) -> StoreResult<Option<Consent>>;

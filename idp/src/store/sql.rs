@@ -310,9 +310,11 @@ struct RefreshContextRow {
     scope: String,
     claims: String,
     auth_time: i64,
-    created_at: i64,
-    expires_at: i64,
+    grant_created_at: i64,
+    grant_expires_at: i64,
     revoked_at: Option<i64>,
+    #[sqlx(flatten)]
+    account: AccountRow,
 }
 
 #[derive(sqlx::FromRow)]
@@ -486,6 +488,17 @@ macro_rules! sql_store {
                 .into_iter()
                 .map(Credential::from)
                 .collect())
+            }
+
+            async fn delete_credentials(&self, account_id: &str, kind: &str) -> StoreResult<u64> {
+                let _writer = self.writer().await?;
+                let done = sqlx::query("DELETE FROM credentials WHERE account_id = $1 AND kind = $2")
+                    .bind(account_id)
+                    .bind(kind)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(done.rows_affected())
             }
 
             async fn replace_credentials(&self, c: &Credential) -> StoreResult<()> {
@@ -771,49 +784,81 @@ macro_rules! sql_store {
             }
 
             async fn rotate_refresh_token(&self, token_hash: &str, at: UnixTime, successor: &RefreshToken) -> StoreResult<RefreshUse> {
-                // The spend is the atomic step; only its winner writes the successor. Two statements
-                // rather than a transaction: each statement is a hand-off to the database (a thread
-                // hop for SQLite, a round trip for PostgreSQL), and a crash in between only loses the
-                // successor — the client logs in again.
-                let outcome = self.use_refresh_token(token_hash, at).await?;
-                if matches!(outcome, RefreshUse::Fresh(_)) {
-                    self.insert_refresh_token(successor).await?;
+                // One hand-off to the database (a thread hop for SQLite, a round trip for
+                // PostgreSQL) instead of two: the conditional UPDATE is the atomic spend, and the
+                // successor is inserted only when it spent a row — a CTE on PostgreSQL, a second
+                // statement guarded by changes() on SQLite (whose writes this instance
+                // serialises). A crash between SQLite's two statements only loses the successor:
+                // the client logs in again.
+                let _writer = self.writer().await?;
+                let sql = match $backend {
+                    Backend::Sqlite => concat!(
+                        "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
+                         RETURNING token_hash, grant_id, created_at, expires_at, used_at; ",
+                        "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at) \
+                         SELECT $3, $4, $5, $6 WHERE changes() = 1"
+                    ),
+                    Backend::Postgres => concat!(
+                        "WITH spent AS (UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
+                         RETURNING token_hash, grant_id, created_at, expires_at, used_at), ",
+                        "successor AS (INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at) \
+                         SELECT $3, $4, $5, $6 FROM spent) SELECT * FROM spent"
+                    ),
+                };
+                let spent = sqlx::query_as::<_, RefreshRow>(sql)
+                    .bind(at)
+                    .bind(token_hash)
+                    .bind(&successor.token_hash)
+                    .bind(&successor.grant_id)
+                    .bind(successor.created_at)
+                    .bind(successor.expires_at)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(write_error("refresh token"))?;
+                if let Some(row) = spent.into_iter().next() {
+                    return Ok(RefreshUse::Fresh(row.into()));
                 }
-                Ok(outcome)
+                Ok(match self.refresh_token(token_hash).await? {
+                    Some(token) => RefreshUse::Reused(token),
+                    None => RefreshUse::Unknown,
+                })
             }
 
-            async fn refresh_context(&self, token_hash: &str) -> StoreResult<Option<(RefreshToken, Grant)>> {
+            async fn refresh_context(&self, token_hash: &str) -> StoreResult<Option<RefreshContext>> {
                 let row = sqlx::query_as::<_, RefreshContextRow>(
                     "SELECT t.token_hash, t.grant_id, t.created_at AS token_created_at, t.expires_at AS token_expires_at, t.used_at, \
-                     g.account_id, g.client_id, g.session_id, g.scope, g.claims, g.auth_time, g.created_at, g.expires_at, g.revoked_at \
-                     FROM refresh_tokens t JOIN grants g ON g.id = t.grant_id WHERE t.token_hash = $1",
+                     g.account_id, g.client_id, g.session_id, g.scope, g.claims, g.auth_time, g.created_at AS grant_created_at, \
+                     g.expires_at AS grant_expires_at, g.revoked_at, \
+                     a.id, a.kind, a.login, a.id_nat, a.email, a.given_name, a.family_name, a.status, a.locale, a.created_at, \
+                     a.updated_at, a.last_authenticated_at \
+                     FROM refresh_tokens t JOIN grants g ON g.id = t.grant_id JOIN accounts a ON a.id = g.account_id \
+                     WHERE t.token_hash = $1",
                 )
                 .bind(token_hash)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(unavailable)?;
-                Ok(row.map(|r| {
-                    let token = RefreshToken {
-                        token_hash: r.token_hash,
-                        grant_id: r.grant_id.clone(),
-                        created_at: r.token_created_at,
-                        expires_at: r.token_expires_at,
-                        used_at: r.used_at,
-                    };
-                    let grant = Grant {
-                        id: r.grant_id,
-                        account_id: r.account_id,
-                        client_id: r.client_id,
-                        session_id: r.session_id,
-                        scope: r.scope,
-                        claims: r.claims,
-                        auth_time: r.auth_time,
-                        created_at: r.created_at,
-                        expires_at: r.expires_at,
-                        revoked_at: r.revoked_at,
-                    };
-                    (token, grant)
-                }))
+                let Some(r) = row else { return Ok(None) };
+                let token = RefreshToken {
+                    token_hash: r.token_hash,
+                    grant_id: r.grant_id.clone(),
+                    created_at: r.token_created_at,
+                    expires_at: r.token_expires_at,
+                    used_at: r.used_at,
+                };
+                let grant = Grant {
+                    id: r.grant_id,
+                    account_id: r.account_id,
+                    client_id: r.client_id,
+                    session_id: r.session_id,
+                    scope: r.scope,
+                    claims: r.claims,
+                    auth_time: r.auth_time,
+                    created_at: r.grant_created_at,
+                    expires_at: r.grant_expires_at,
+                    revoked_at: r.revoked_at,
+                };
+                Ok(Some(RefreshContext { token, grant, account: r.account.try_into()? }))
             }
 
             async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>> {

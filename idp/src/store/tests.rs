@@ -345,9 +345,10 @@ async fn rotation_spends_and_replaces_in_one_step() {
             assert_eq!(exists, winners.contains(&i), "{backend}: only the winner's successor is stored");
         }
         assert_eq!(store.rotate_refresh_token("nope", 3, &first).await.unwrap(), RefreshUse::Unknown);
-        let (token, read_grant) = store.refresh_context("r0").await.unwrap().expect("token with its grant");
-        assert_eq!((token.grant_id.as_str(), token.used_at), ("g", Some(2)));
-        assert_eq!(read_grant, grant, "{backend}");
+        let context = store.refresh_context("r0").await.unwrap().expect("token with its grant");
+        assert_eq!((context.token.grant_id.as_str(), context.token.used_at), ("g", Some(2)));
+        assert_eq!(context.grant, grant, "{backend}");
+        assert_eq!(context.account, a, "{backend}");
         assert!(store.refresh_context("nope").await.unwrap().is_none());
     }
 }

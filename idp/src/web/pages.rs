@@ -28,6 +28,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("form_post.html", theme_file!("templates/form_post.html")),
     ("logout.html", theme_file!("templates/logout.html")),
     ("message.html", theme_file!("templates/message.html")),
+    ("card_refused.html", theme_file!("templates/card_refused.html")),
 ];
 
 const STYLESHEET: &str = theme_file!("static/style.css");

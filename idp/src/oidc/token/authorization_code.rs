@@ -95,6 +95,7 @@ impl Grant for AuthorizationCode {
             scope: &record.scope,
             nonce: record.nonce.as_deref(),
             refresh: RefreshPlan::Issue,
+            certificate: client.certificate_thumbprint.as_deref(),
         };
         issue_user_tokens(state, request, now).await
     }

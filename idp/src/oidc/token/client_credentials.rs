@@ -28,6 +28,7 @@ impl Grant for ClientCredentials {
         params: &Params,
         now: i64,
     ) -> Result<TokenResponse, OAuthError> {
+        let authenticated = client;
         let client = &client.client;
         if client.is_public() {
             return Err(OAuthError::new(
@@ -68,6 +69,7 @@ impl Grant for ClientCredentials {
                 auth: None,
                 grant_id: None,
                 lifetime: access_lifetime(state, client),
+                certificate_thumbprint: authenticated.certificate_thumbprint.as_deref(),
             },
             now,
         )?;

@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::app::AppState;
 use crate::clients::{AuthenticatedClient, Client};
+use crate::cps::presented::MtlsCertificate;
 use crate::error::{OAuthError, OAuthErrorCode};
 use crate::oidc::params::Params;
 use crate::oidc::tokens::{self, AccessTokenRequest, AuthContext, IdTokenRequest};
@@ -93,10 +94,21 @@ pub fn assertion_audience(state: &AppState, endpoint_path: &str) -> Vec<String> 
 pub async fn authenticate_client(
     state: &AppState,
     headers: &HeaderMap,
+    certificate: &MtlsCertificate,
     params: &Params,
     endpoint_path: &str,
     now: i64,
 ) -> Result<AuthenticatedClient, OAuthError> {
+    // A client registered for a certificate method sends only its client_id (RFC 8705 §2).
+    let other_credentials = headers.contains_key(axum::http::header::AUTHORIZATION)
+        || params.get("client_secret").is_some()
+        || params.get("client_assertion").is_some();
+    if let (false, Some(client_id)) = (other_credentials, params.get("client_id"))
+        && let Some(client) = state.clients.get(client_id).await?
+        && client.token_endpoint_auth_method().uses_certificate()
+    {
+        return crate::cps::mtls::authenticate(state, client, certificate, now);
+    }
     let pairs: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     state
         .clients
@@ -112,9 +124,14 @@ pub fn form_params(headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthErro
     Params::parse(body)
 }
 
-pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn token(
+    State(state): State<AppState>,
+    certificate: MtlsCertificate,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let now = crate::unix_now();
-    match handle(&state, &headers, &body, now).await {
+    match handle(&state, &headers, &certificate, &body, now).await {
         Ok(response) => no_store(axum::Json(response).into_response()),
         Err(error) => {
             tracing::info!(error = error.code.as_str(), description = %error.description, "token request refused");
@@ -123,9 +140,15 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
     }
 }
 
-async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8], now: i64) -> Result<TokenResponse, OAuthError> {
+async fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    certificate: &MtlsCertificate,
+    body: &[u8],
+    now: i64,
+) -> Result<TokenResponse, OAuthError> {
     let params = form_params(headers, body)?;
-    let client = authenticate_client(state, headers, &params, PATH, now).await?;
+    let client = authenticate_client(state, headers, certificate, &params, PATH, now).await?;
     let grant_type = params.require("grant_type")?;
     let grant = state.grants.get(grant_type).ok_or_else(|| {
         OAuthError::new(
@@ -176,9 +199,18 @@ pub(crate) fn audience(client: &Client, resource: &[String]) -> Vec<String> {
 /// The account behind a grant, only while it may still get tokens.
 pub(crate) async fn active_account(state: &AppState, account_id: &str) -> Result<Account, OAuthError> {
     match state.store.account_by_id(account_id).await? {
-        Some(a) if a.status == AccountStatus::Active => Ok(a),
-        _ => Err(OAuthError::new(OAuthErrorCode::InvalidGrant, "the account is disabled or no longer exists")),
+        Some(a) => active(a),
+        None => Err(account_gone()),
     }
+}
+
+/// The account, only while it may still get tokens.
+pub(crate) fn active(account: Account) -> Result<Account, OAuthError> {
+    if account.status == AccountStatus::Active { Ok(account) } else { Err(account_gone()) }
+}
+
+fn account_gone() -> OAuthError {
+    OAuthError::new(OAuthErrorCode::InvalidGrant, "the account is disabled or no longer exists")
 }
 
 /// Revokes a grant in the store and makes its access tokens fail at once everywhere.
@@ -198,6 +230,8 @@ pub(crate) struct UserTokens<'a> {
     /// Only for the first ID token of an authorization (OIDC Core §12.2).
     pub nonce: Option<&'a str>,
     pub refresh: RefreshPlan,
+    /// The client certificate the access token is bound to (RFC 8705), if any.
+    pub certificate: Option<&'a str>,
 }
 
 /// What to do about the refresh token of a response.
@@ -229,7 +263,7 @@ pub(crate) async fn issue_user_tokens(
     request: UserTokens<'_>,
     now: i64,
 ) -> Result<TokenResponse, OAuthError> {
-    let UserTokens { client, account, grant, context, scope, nonce, refresh } = request;
+    let UserTokens { client, account, grant, context, scope, nonce, refresh, certificate } = request;
     let subject = crate::oidc::claims::subject_for(client, &account.id);
     let scopes: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
     let minted = tokens::mint_access_token(
@@ -243,6 +277,7 @@ pub(crate) async fn issue_user_tokens(
             auth: Some(&context.auth),
             grant_id: Some(&grant.id),
             lifetime: access_lifetime(state, client),
+            certificate_thumbprint: certificate,
         },
         now,
     )?;

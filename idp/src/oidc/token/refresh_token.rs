@@ -4,8 +4,7 @@
 use async_trait::async_trait;
 
 use super::{
-    Grant, GrantContext, RefreshPlan, TokenResponse, UserTokens, active_account, issue_user_tokens, revoke_grant,
-    successor_of,
+    Grant, GrantContext, RefreshPlan, TokenResponse, UserTokens, active, issue_user_tokens, revoke_grant, successor_of,
 };
 use crate::app::AppState;
 use crate::clients::AuthenticatedClient;
@@ -48,11 +47,10 @@ impl Grant for RefreshTokenGrant {
         let hash = crate::cli::sha256_hex(presented);
         // Check the owner before spending: a client holding a leaked token of another application
         // must not be able to burn (and so revoke) that application's token family.
-        let grant = match state.store.refresh_context(&hash).await? {
-            Some((known, grant)) if grant.client_id == client.client.client_id() => (known, grant),
+        let (known, grant, account) = match state.store.refresh_context(&hash).await? {
+            Some(c) if c.grant.client_id == client.client.client_id() => (c.token, c.grant, c.account),
             _ => return Err(invalid_grant("the refresh token is invalid")),
         };
-        let (known, grant) = grant;
         if known.used_at.is_some() {
             return Err(reused(state, client, &grant.id, now).await);
         }
@@ -81,7 +79,7 @@ impl Grant for RefreshTokenGrant {
                 narrowed.join(" ")
             }
         };
-        let account = active_account(state, &grant.account_id).await?;
+        let account = active(account)?;
         // Spend the presented token (atomically) and store its successor when the family goes on
         // (the family ends when a narrowed scope drops offline_access).
         let keeps_family = scope.split(' ').any(|s| s == "offline_access");
@@ -106,6 +104,7 @@ impl Grant for RefreshTokenGrant {
             scope: &scope,
             nonce: None,
             refresh,
+            certificate: client.certificate_thumbprint.as_deref(),
         };
         issue_user_tokens(state, request, now).await
     }

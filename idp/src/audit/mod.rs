@@ -1,0 +1,127 @@
+//! Typed audit events (ARCHITECTURE.md §7: audit is a side effect of the domain). Each event is one
+//! variant of [`AuditEvent`]; [`Audit::record`] stamps it with its context and hands it to the
+//! sinks: the `habilis::audit` tracing target (structured, one JSON object per event with
+//! `log.format = json`) and subscribers such as tests and alerting, through a broadcast channel.
+//! The tamper-evident durable log (hash chain, checkpoints, export) builds on this seam.
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// What happened. Field names are stable: they are what auditors search for.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AuditEvent {
+    /// A card login succeeded (`acr=eidas3`).
+    CardLoginSucceeded { account_id: String, id_nat: String, fingerprint: String, step_up: bool },
+    /// A card was presented and refused; `reason` is a stable code (`revoked`, `expired`, …).
+    CardLoginRefused { reason: String, id_nat: Option<String>, fingerprint: Option<String>, subject: Option<String> },
+    /// A card was accepted although its revocation status is unknown (`card.revocation = fail-open`).
+    CardRevocationFailOpen { id_nat: String, fingerprint: String, reason: String },
+    /// The certificate on record for an account changed (card renewal, or another card).
+    CardCertificateChanged { account_id: String, previous: Option<String>, current: String },
+    /// An account was created from a card (`card.unknown_id_nat`), active or pending approval.
+    CardAccountCreated { account_id: String, id_nat: String, pending_approval: bool },
+    /// A client-certificate header arrived from an address that is not a trusted proxy.
+    ForgedProxyHeader { header: String },
+    /// A certificate-bound access token was presented without its certificate.
+    CertificateBindingMismatch { client_id: String },
+    /// A CRL could not be refreshed.
+    RevocationListRefreshFailed { source: String, error: String },
+}
+
+impl AuditEvent {
+    /// The stable name of the event (its serde tag).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuditEvent::CardLoginSucceeded { .. } => "card_login_succeeded",
+            AuditEvent::CardLoginRefused { .. } => "card_login_refused",
+            AuditEvent::CardRevocationFailOpen { .. } => "card_revocation_fail_open",
+            AuditEvent::CardCertificateChanged { .. } => "card_certificate_changed",
+            AuditEvent::CardAccountCreated { .. } => "card_account_created",
+            AuditEvent::ForgedProxyHeader { .. } => "forged_proxy_header",
+            AuditEvent::CertificateBindingMismatch { .. } => "certificate_binding_mismatch",
+            AuditEvent::RevocationListRefreshFailed { .. } => "revocation_list_refresh_failed",
+        }
+    }
+}
+
+/// Who and where: the context every record carries besides the event.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct AuditContext {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub client_id: Option<String>,
+}
+
+impl AuditContext {
+    /// The context of an HTTP request: peer address, user agent and request id.
+    pub fn from_request(headers: &axum::http::HeaderMap, peer: Option<std::net::SocketAddr>) -> AuditContext {
+        let header = |name: &str| {
+            headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect::<String>())
+        };
+        AuditContext {
+            ip: peer.map(|p| p.ip().to_string()),
+            user_agent: header("user-agent"),
+            request_id: header("x-request-id"),
+            client_id: None,
+        }
+    }
+}
+
+/// One audit record.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub time: i64,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+    #[serde(flatten)]
+    pub context: AuditContext,
+}
+
+/// The audit service held in the application state.
+pub struct Audit {
+    subscribers: broadcast::Sender<AuditRecord>,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Audit { subscribers: broadcast::channel(1024).0 }
+    }
+}
+
+impl Audit {
+    pub fn record(&self, event: AuditEvent, context: AuditContext) {
+        let record = AuditRecord { time: crate::unix_now(), event, context };
+        match serde_json::to_string(&record) {
+            Ok(json) => tracing::info!(target: "habilis::audit", event = record.event.name(), record = %json),
+            Err(e) => tracing::error!(target: "habilis::audit", error = %e, "audit record not serialisable"),
+        }
+        // No subscriber is normal; a lagging one loses the oldest records, never blocks the caller.
+        let _ = self.subscribers.send(record);
+    }
+
+    /// A receiver of every record from now on (tests, alerting).
+    pub fn subscribe(&self) -> broadcast::Receiver<AuditRecord> {
+        self.subscribers.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_reach_subscribers_with_their_context() {
+        let audit = Audit::default();
+        let mut rx = audit.subscribe();
+        let context = AuditContext { ip: Some("192.0.2.1".into()), ..Default::default() };
+        audit.record(AuditEvent::ForgedProxyHeader { header: "x-ssl-client-cert".into() }, context.clone());
+        let record = rx.recv().await.expect("a record");
+        assert_eq!(record.event.name(), "forged_proxy_header");
+        assert_eq!(record.context, context);
+        let json = serde_json::to_value(&record).expect("serialisable");
+        assert_eq!(json["event"], "forged_proxy_header");
+        assert_eq!(json["ip"], "192.0.2.1");
+    }
+}

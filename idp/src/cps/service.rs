@@ -1,0 +1,237 @@
+//! The card-login service held in the application state: the validator on the configured (or
+//! demo) trust anchors, the CRL cache and its refresher, the card listener's TLS settings, and the
+//! rules for reading a certificate forwarded by a trusted proxy.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::config::{CardMode, Config, ProxyHeaderFormat, RevocationSetting};
+use crate::cps::crl::CrlCache;
+use crate::cps::trust::TrustStore;
+use crate::cps::validate::{CardRejection, CardValidator, RevocationMode, UsagePolicy, ValidatedCard};
+
+/// Why card login could not be set up (the server refuses to start, naming the setting).
+#[derive(Debug, thiserror::Error)]
+#[error("card login: {0}")]
+pub struct CardSetupError(pub String);
+
+pub struct CardLogin {
+    pub validator: CardValidator,
+    pub crls: CrlCache,
+    pub trust: Arc<TrustStore>,
+    pub revocation: RevocationMode,
+    /// The base URL browsers open for card login (no trailing slash).
+    pub public_url: String,
+    /// The bound card listener, taken by `serve` (direct mode only).
+    listener: Mutex<Option<std::net::TcpListener>>,
+    pub listen_addr: Option<SocketAddr>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub proxy_header: Option<axum::http::HeaderName>,
+    pub proxy_format: ProxyHeaderFormat,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where the demo PKI lives (demo mode), for the start banner.
+    pub demo_pki: Option<PathBuf>,
+}
+
+impl CardLogin {
+    /// Sets up card login as configured; `None` when it is off.
+    pub fn start(config: &Config) -> Result<Option<Arc<CardLogin>>, CardSetupError> {
+        let mode = config.card_mode();
+        if mode == CardMode::Off {
+            return Ok(None);
+        }
+        let c = &config.card;
+        let mut anchors = c.trust_anchors.clone();
+        let mut crl_sources = c.crl_sources.clone();
+        let mut tls_files = c.tls_certificate.clone().zip(c.tls_key.clone());
+        let mut listen = c.listen;
+        let mut demo_pki = None;
+        if mode == CardMode::Demo {
+            let dir = config.data_dir.join("dev-pki");
+            if !dir.join("manifest.json").exists() {
+                let issuer = config.issuer();
+                let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+                if let Some(host) = issuer.host_str()
+                    && !names.iter().any(|n| n == host)
+                {
+                    names.push(host.to_string());
+                }
+                crate::cps::devpki::generate(&dir, &names, None).map_err(|e| {
+                    CardSetupError(format!("could not generate the demo PKI in {}: {e:#}", dir.display()))
+                })?;
+            }
+            refresh_demo_crl(&dir)?;
+            if anchors.is_empty() {
+                anchors.push(dir.join("trust-bundle.pem"));
+            }
+            if crl_sources.is_empty() {
+                crl_sources.push(dir.join("crl.der").display().to_string());
+            }
+            if tls_files.is_none() {
+                tls_files = Some((dir.join("server.pem"), dir.join("server.key.pem")));
+            }
+            if listen.is_none() && c.proxy_header.is_none() {
+                listen = Some(SocketAddr::from(([127, 0, 0, 1], 8443)));
+            }
+            demo_pki = Some(dir);
+        }
+        let trust =
+            Arc::new(TrustStore::load(&anchors).map_err(|e| CardSetupError(format!("card.trust_anchors: {e:#}")))?);
+        if trust.contains_test_anchor() && config.is_production() && !c.allow_test_anchors {
+            return Err(CardSetupError(
+                "card.trust_anchors holds a TEST root, refused with a production issuer; set card.allow_test_anchors = true only for a test platform"
+                    .into(),
+            ));
+        }
+        let policy = UsagePolicy {
+            key_usage: c.key_usage.clone(),
+            extended_key_usage: c.extended_key_usage.clone(),
+            policies: c.policies.clone(),
+        };
+        let crls = CrlCache::open(&config.data_dir.join("crl-cache"), crl_sources, c.crl_max_staleness)
+            .map_err(|e| CardSetupError(format!("CRL cache: {e:#}")))?;
+        let (listener, listen_addr, tls) = match listen {
+            None => (None, None, None),
+            Some(addr) => {
+                let (cert, key) = tls_files
+                    .ok_or_else(|| CardSetupError("card.listen needs card.tls_certificate and card.tls_key".into()))?;
+                let tls = crate::cps::listener::server_config(&cert, &key, &trust)
+                    .map_err(|e| CardSetupError(format!("card.tls_certificate: {e:#}")))?;
+                let bound = bind_card_listener(addr, mode == CardMode::Demo && c.listen.is_none())?;
+                let local = bound.local_addr().map_err(|e| CardSetupError(e.to_string()))?;
+                (Some(bound), Some(local), Some(tls))
+            }
+        };
+        let public_url = match (&c.public_url, listen_addr) {
+            (Some(url), _) => url.as_str().trim_end_matches('/').to_string(),
+            (None, Some(addr)) => {
+                let issuer = config.issuer();
+                let host = issuer.host_str().unwrap_or("localhost").to_string();
+                let host = if host.contains(':') { format!("[{host}]") } else { host };
+                format!("https://{host}:{}", addr.port())
+            }
+            (None, None) => return Err(CardSetupError("card.public_url is required behind a proxy".into())),
+        };
+        let proxy_header = match &c.proxy_header {
+            Some(h) => Some(
+                axum::http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| CardSetupError("card.proxy_header is not a header name".into()))?,
+            ),
+            None => None,
+        };
+        let revocation = match c.revocation {
+            RevocationSetting::Enforce => RevocationMode::Enforce,
+            RevocationSetting::FailOpen => RevocationMode::FailOpen,
+        };
+        Ok(Some(Arc::new(CardLogin {
+            validator: CardValidator::new(trust.clone(), policy),
+            crls,
+            trust,
+            revocation,
+            public_url,
+            listener: Mutex::new(listener),
+            listen_addr,
+            tls,
+            proxy_header,
+            proxy_format: c.proxy_header_format,
+            trusted_proxies: c.trusted_proxy_nets(),
+            demo_pki,
+        })))
+    }
+
+    /// Validates a presented chain against the anchors and the current CRLs.
+    pub fn validate(&self, chain: &[Vec<u8>], now: i64) -> Result<ValidatedCard, CardRejection> {
+        let snapshot = self.crls.snapshot();
+        let result = self.validator.validate(chain, &snapshot, self.revocation, now);
+        // Learn the CRL locations only from certificates whose chain verified (otherwise anyone
+        // could make the server fetch URLs of their choosing).
+        let chain_verified = match &result {
+            Ok(card) => card.revocation != crate::cps::validate::RevocationStatus::Good,
+            Err(rejection) => matches!(rejection, CardRejection::RevocationUnknown | CardRejection::RevocationStale),
+        };
+        if chain_verified && let Some(Ok(parsed)) = chain.first().map(|der| crate::cps::certificate::parse_card(der)) {
+            self.crls.note_distribution_points(&parsed.crl_distribution_points);
+        }
+        result
+    }
+
+    /// Takes the bound card listener (once).
+    pub fn take_listener(&self) -> Option<std::net::TcpListener> {
+        self.listener.lock().ok().and_then(|mut l| l.take())
+    }
+
+    /// Whether `peer` may forward a client certificate in the proxy header.
+    pub fn is_trusted_proxy(&self, peer: &SocketAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&peer.ip()))
+    }
+
+    /// Refreshes the CRLs now and then every `interval`, auditing failures.
+    pub fn spawn_crl_refresher(self: &Arc<Self>, state: crate::app::AppState, interval: std::time::Duration) {
+        let card = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(card) = card.upgrade() else { return };
+                if let Some(dir) = &card.demo_pki
+                    && let Err(e) = refresh_demo_crl(dir)
+                {
+                    tracing::warn!(error = %e, "demo CRL not re-signed");
+                }
+                let report = card.crls.refresh(&state.http, crate::unix_now()).await;
+                for (source, error) in report.failed {
+                    tracing::warn!(%source, %error, "CRL refresh failed; the cached list stays in use until it is stale");
+                    state.audit.record(
+                        crate::audit::AuditEvent::RevocationListRefreshFailed { source, error },
+                        Default::default(),
+                    );
+                }
+                if let Some(age) = card.crls.oldest_age(crate::unix_now()) {
+                    state.metrics.revocation_list_age.set(age);
+                }
+                drop(card);
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
+}
+
+/// The demo PKI's CRL is re-signed when older than a day, so a long-running demo never reaches
+/// `card.crl_max_staleness` (a real CA publishes daily; the demo plays that part).
+fn refresh_demo_crl(dir: &std::path::Path) -> Result<(), CardSetupError> {
+    let failed = |e: String| CardSetupError(format!("demo CRL in {}: {e}", dir.display()));
+    let now = crate::unix_now();
+    let current = std::fs::read(dir.join("crl.der")).map_err(|e| failed(e.to_string()))?;
+    let entry = crate::cps::crl::CrlEntry::from_der(current, "demo".into(), now).map_err(failed)?;
+    if now - entry.this_update < 24 * 3600 {
+        return Ok(());
+    }
+    let manifest: serde_json::Value = std::fs::read(dir.join("manifest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| failed("manifest.json unreadable".into()))?;
+    let revoked: Vec<String> = manifest["cards"]
+        .as_object()
+        .map(|cards| {
+            cards
+                .values()
+                .filter(|c| c["expected"] == "revoked")
+                .filter_map(|c| c["serial"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    crate::cps::devpki::publish_crl(dir, &revoked, now, now + 2 * 24 * 3600).map_err(|e| failed(format!("{e:#}")))?;
+    Ok(())
+}
+
+/// Binds the card listener; in the demo a busy default port falls back to an ephemeral one.
+fn bind_card_listener(addr: SocketAddr, may_fall_back: bool) -> Result<std::net::TcpListener, CardSetupError> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(l) => Ok(l),
+        Err(e) if may_fall_back => {
+            tracing::warn!(%addr, error = %e, "demo card listener port busy: using an ephemeral port");
+            std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0))
+                .map_err(|e| CardSetupError(format!("cannot bind the card listener: {e}")))
+        }
+        Err(e) => Err(CardSetupError(format!("cannot bind card.listen {addr}: {e}"))),
+    }
+}
