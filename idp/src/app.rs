@@ -176,6 +176,8 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         card,
     }));
     if let Some(card) = &state.card {
+        // Revocation lists before the first card login (from the cache at once, then fetched).
+        card.refresh_crls(&state).await;
         card.spawn_crl_refresher(state.clone(), state.config.card.crl_refresh_interval);
     }
     Ok(state)

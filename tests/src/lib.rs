@@ -591,6 +591,14 @@ pub fn hidden_input(html: &str, name: &str) -> Option<String> {
     Some(html_unescape(&html[start..end]))
 }
 
+/// The `href` of the link `<a … id="ID" href="…">` in a page, HTML entities decoded.
+pub fn link_by_id(html: &str, id: &str) -> Option<String> {
+    let marker = format!("id=\"{id}\" href=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html_unescape(&html[start..end]))
+}
+
 fn html_unescape(s: &str) -> String {
     s.replace("&lt;", "<")
         .replace("&gt;", ">")

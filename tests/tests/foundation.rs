@@ -84,8 +84,11 @@ async fn embedded_serve_starts_from_an_empty_directory_and_serves_discovery_and_
     assert!(master.exists() && data.join("habilis.db").exists());
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&master).unwrap().permissions().mode() & 0o077, 0, "master.key must be 0600");
+    // The demo card PKI (dev-pki/) holds test-only keys in clear on purpose: they are imported
+    // into browsers, and a production issuer refuses that PKI.
+    assert!(data.join("dev-pki/manifest.json").exists(), "the embedded mode generates the demo card PKI");
     for file in all_files(&data) {
-        if file == master {
+        if file == master || file.starts_with(data.join("dev-pki")) {
             continue;
         }
         let bytes = std::fs::read(&file).unwrap();

@@ -142,6 +142,21 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap, Query(q): Q
     let session = state.sessions.current(&state, &headers, now).await.ok().flatten();
     let fresh = needs_fresh_login(&interaction, session.as_ref(), now);
     let factors = counted_factors(&interaction, session.as_ref(), fresh);
+    // Above eidas1 a password and a code are not enough: only the card gets there.
+    if let Some(card_url) = card_url(&state, &interaction)
+        && needs_more_than_codes(&state, &interaction).await
+    {
+        let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), &headers);
+        let (client_name, logo) = crate::oidc::consent::client_branding(&state, &interaction.request.client_id).await;
+        return state.pages.client_page(
+            StatusCode::OK,
+            "card_required.html",
+            lang,
+            minijinja::context! { card_url => card_url, client_name => client_name },
+            logo.as_ref(),
+            Some(&interaction.request.redirect_uri),
+        );
+    }
     if !factors.iter().any(|f| f.method == "pwd") {
         let hint = interaction.request.login_hint.clone().unwrap_or_default();
         return password_page(&state, &headers, &interaction, &hint, None, StatusCode::OK).await;
@@ -151,6 +166,19 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap, Query(q): Q
     }
     let requested = q.method.as_deref().and_then(Method::parse);
     second_factor_page(&state, &headers, interaction, requested, None, None, now).await
+}
+
+/// Where this interaction's card login starts, when card login is on.
+fn card_url(state: &AppState, interaction: &Interaction) -> Option<String> {
+    let card = state.card.as_ref()?;
+    Some(format!("{}{}?interaction={}", card.public_url, crate::cps::login::CARD_PATH, interaction.id))
+}
+
+/// Whether the level this interaction requires is beyond password + one-time code (eidas1).
+async fn needs_more_than_codes(state: &AppState, interaction: &Interaction) -> bool {
+    let Ok(Some(client)) = state.clients.get(&interaction.request.client_id).await else { return false };
+    let required = required_acr(&interaction.request, &client, crate::authn::journey::levels(state).floor);
+    required.is_some_and(|r| r > crate::clients::AcrLevel::Eidas1)
 }
 
 async fn password_page(
@@ -170,7 +198,7 @@ async fn password_page(
         minijinja::context! {
             interaction => interaction.id.clone(), csrf => interaction.csrf.clone(), login_hint => login,
             error => error.unwrap_or(""), client_name => client_name,
-            card_url => state.card.as_ref().map(|c| format!("{}{}?interaction={}", c.public_url, crate::cps::login::CARD_PATH, interaction.id)),
+            card_url => card_url(state, interaction),
         },
         logo.as_ref(),
         Some(&interaction.request.redirect_uri),
@@ -269,6 +297,7 @@ async fn second_factor_page(
             interaction => interaction.id.clone(), csrf => interaction.csrf.clone(), method => method.as_str(),
             masked_email => account.email.as_deref().map(mask_email).unwrap_or_default(),
             error => error.unwrap_or(""), notice => notice.unwrap_or_default(), others => minijinja::value::Serde(&others), client_name => client_name,
+            card_url => card_url(state, &interaction),
         },
         logo.as_ref(),
         Some(&interaction.request.redirect_uri),

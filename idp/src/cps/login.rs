@@ -91,6 +91,13 @@ pub async fn card_login(
     let Some(card) = state.card.clone() else {
         return crate::web::pages_error(&state, &headers, None, disabled());
     };
+    // A forged proxy header is an attack indicator whatever else the request carries.
+    let presented = presented_chain(&card, request.extensions(), &headers, peer);
+    if let Presented::Forged { header } = &presented {
+        state.metrics.forged_proxy_headers.inc();
+        tracing::warn!(%peer, %header, "client-certificate header from an address that is not a trusted proxy: ignored");
+        state.audit.record(AuditEvent::ForgedProxyHeader { header: header.clone() }, context.clone());
+    }
     // The interaction is bound to the browser by a cookie of the issuer's host, which this host
     // may not see: the binding is checked when the ticket comes back (`complete`).
     let interaction = match interaction::load_unbound(&state, &q.interaction).await {
@@ -98,19 +105,13 @@ pub async fn card_login(
         Err(e) => return crate::web::pages_error(&state, &headers, None, e),
     };
     let lang = interaction.request.ui_locales.as_deref().map(|l| Lang::negotiate(Some(l), &headers)).unwrap_or(lang);
-    let chain = match presented_chain(&card, request.extensions(), &headers, peer) {
+    let chain = match presented {
         Presented::Chain(chain) => chain,
-        Presented::Nothing => {
+        Presented::Nothing | Presented::Forged { .. } => {
             return refused(&state, lang, &interaction.id, CardRejection::NoCertificate, None, context);
         }
         Presented::Unreadable => {
             return refused(&state, lang, &interaction.id, CardRejection::Malformed, None, context);
-        }
-        Presented::Forged { header } => {
-            state.metrics.forged_proxy_headers.inc();
-            tracing::warn!(%peer, %header, "client-certificate header from an address that is not a trusted proxy: ignored");
-            state.audit.record(AuditEvent::ForgedProxyHeader { header }, context.clone());
-            return refused(&state, lang, &interaction.id, CardRejection::NoCertificate, None, context);
         }
     };
     let now = crate::unix_now();
@@ -285,9 +286,23 @@ async fn account_for(
     let id_nat = validated.card.id_nat.to_string();
     let existing = state.store.account_by_login(&id_nat).await.map_err(|_| AccountRefusal::Unavailable)?;
     if let Some(account) = existing {
+        if account.kind != AccountKind::Professional {
+            return Err(AccountRefusal::Unknown);
+        }
         return match account.status {
-            AccountStatus::Active if account.kind == AccountKind::Professional => Ok(account),
-            AccountStatus::Active => Err(AccountRefusal::Unknown),
+            AccountStatus::Active => Ok(account),
+            // An invited professional proves who they are with the card better than with the
+            // invitation link: the card login activates the account (the link stays usable to
+            // set a password later).
+            AccountStatus::Invited => {
+                state
+                    .store
+                    .set_account_status(&account.id, AccountStatus::Active, now)
+                    .await
+                    .map_err(|_| AccountRefusal::Unavailable)?;
+                tracing::info!(account = %account.id, "invited account activated by its card");
+                Ok(Account { status: AccountStatus::Active, ..account })
+            }
             _ => {
                 let pending = state
                     .store

@@ -35,7 +35,10 @@ pub fn presented_chain(card: &CardLogin, extensions: &Extensions, headers: &Head
     }
     let Some(name) = &card.proxy_header else { return Presented::Nothing };
     let Some(value) = headers.get(name) else { return Presented::Nothing };
-    if !card.is_trusted_proxy(&peer) {
+    // Believed only from a trusted proxy, and only on the card host: another server block of the
+    // same proxy that forgets to clear the header must not let a client supply a certificate
+    // (card certificates are public).
+    if !card.is_trusted_proxy(&peer) || !card.is_card_host(headers) {
         return Presented::Forged { header: name.as_str().to_string() };
     }
     let Ok(value) = value.to_str() else { return Presented::Unreadable };

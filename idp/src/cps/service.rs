@@ -161,35 +161,55 @@ impl CardLogin {
         self.listener.lock().ok().and_then(|mut l| l.take())
     }
 
+    /// Whether the request's `Host` is the card host of `public_url` (port defaulting to 443).
+    pub fn is_card_host(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Ok(expected) = url::Url::parse(&self.public_url) else { return false };
+        let Some(host) = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()) else { return false };
+        let Ok(presented) = url::Url::parse(&format!("https://{host}")) else { return false };
+        presented.host_str().map(str::to_ascii_lowercase) == expected.host_str().map(str::to_ascii_lowercase)
+            && presented.port_or_known_default() == expected.port_or_known_default()
+    }
+
     /// Whether `peer` may forward a client certificate in the proxy header.
     pub fn is_trusted_proxy(&self, peer: &SocketAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&peer.ip()))
     }
 
-    /// Refreshes the CRLs now and then every `interval`, auditing failures.
+    /// Fetches every CRL source once, auditing failures. Bounded so that an unreachable
+    /// distribution point delays nothing for long (the durable cache covers restarts).
+    pub async fn refresh_crls(&self, state: &crate::app::AppState) {
+        if let Some(dir) = &self.demo_pki
+            && let Err(e) = refresh_demo_crl(dir)
+        {
+            tracing::warn!(error = %e, "demo CRL not re-signed");
+        }
+        let refresh = self.crls.refresh(&state.http, crate::unix_now());
+        let report = match tokio::time::timeout(std::time::Duration::from_secs(15), refresh).await {
+            Ok(report) => report,
+            Err(_) => {
+                tracing::warn!("CRL refresh timed out; the cached lists stay in use until they are stale");
+                return;
+            }
+        };
+        for (source, error) in report.failed {
+            tracing::warn!(%source, %error, "CRL refresh failed; the cached list stays in use until it is stale");
+            state
+                .audit
+                .record(crate::audit::AuditEvent::RevocationListRefreshFailed { source, error }, Default::default());
+        }
+        if let Some(age) = self.crls.oldest_age(crate::unix_now()) {
+            state.metrics.revocation_list_age.set(age);
+        }
+    }
+
+    /// Refreshes the CRLs every `interval` (the first refresh is done at start, see `build_state`).
     pub fn spawn_crl_refresher(self: &Arc<Self>, state: crate::app::AppState, interval: std::time::Duration) {
         let card = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
-                let Some(card) = card.upgrade() else { return };
-                if let Some(dir) = &card.demo_pki
-                    && let Err(e) = refresh_demo_crl(dir)
-                {
-                    tracing::warn!(error = %e, "demo CRL not re-signed");
-                }
-                let report = card.crls.refresh(&state.http, crate::unix_now()).await;
-                for (source, error) in report.failed {
-                    tracing::warn!(%source, %error, "CRL refresh failed; the cached list stays in use until it is stale");
-                    state.audit.record(
-                        crate::audit::AuditEvent::RevocationListRefreshFailed { source, error },
-                        Default::default(),
-                    );
-                }
-                if let Some(age) = card.crls.oldest_age(crate::unix_now()) {
-                    state.metrics.revocation_list_age.set(age);
-                }
-                drop(card);
                 tokio::time::sleep(interval).await;
+                let Some(card) = card.upgrade() else { return };
+                card.refresh_crls(&state).await;
             }
         });
     }

@@ -29,6 +29,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("logout.html", theme_file!("templates/logout.html")),
     ("message.html", theme_file!("templates/message.html")),
     ("card_refused.html", theme_file!("templates/card_refused.html")),
+    ("card_required.html", theme_file!("templates/card_required.html")),
 ];
 
 const STYLESHEET: &str = theme_file!("static/style.css");
