@@ -84,6 +84,8 @@ pub struct Services {
     pub mailer: crate::mail::SharedMailer,
     pub mail_templates: Arc<crate::mail::MailTemplates>,
     pub audit: Arc<crate::audit::Audit>,
+    /// The WebAuthn relying party (security keys, passkeys), when the issuer allows it.
+    pub webauthn: Option<Arc<webauthn_rs::prelude::Webauthn>>,
     /// CPS card login, when enabled (`card.mode`).
     pub card: Option<Arc<crate::cps::service::CardLogin>>,
     /// `config.issuer_string()`, computed once: it is read several times per token request.
@@ -152,6 +154,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         .build()
         .map_err(|e| StartError::Http(e.to_string()))?;
     let card = crate::cps::service::CardLogin::start(&config).map_err(|e| StartError::Card(e.to_string()))?;
+    let webauthn = crate::authn::passkeys::relying_party(&config).map_err(StartError::Http)?.map(Arc::new);
     let mtls_base = card.as_ref().filter(|c| c.tls.is_some()).map(|c| c.public_url.clone());
     let discovery = Arc::new(DiscoveryDocument::build(&config, &algs, &grants.grant_types(), mtls_base.as_deref()));
     let state = AppState(Arc::new(Services {
@@ -173,6 +176,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         mailer,
         mail_templates: Arc::new(crate::mail::MailTemplates::new()),
         audit: Arc::new(crate::audit::Audit::default()),
+        webauthn,
         card,
     }));
     if let Some(card) = &state.card {
@@ -211,6 +215,15 @@ pub fn router(state: AppState) -> Router {
         .route("/password/forgot", get(crate::authn::account::forgot_page).post(crate::authn::account::forgot_submit))
         .route("/password/reset", get(crate::authn::account::reset_page).post(crate::authn::account::reset_submit))
         .route("/login/email", axum::routing::post(crate::authn::login::resend))
+        .route("/login/continue", get(crate::authn::login::continue_login))
+        .route("/webauthn/authenticate/start", axum::routing::post(crate::authn::passkeys::authenticate_start))
+        .route("/webauthn/authenticate/finish", axum::routing::post(crate::authn::passkeys::authenticate_finish))
+        .route("/account/passkeys", get(crate::authn::passkeys::page))
+        .route("/account/passkeys/rename", axum::routing::post(crate::authn::passkeys::rename))
+        .route("/account/passkeys/revoke", axum::routing::post(crate::authn::passkeys::revoke))
+        .route("/static/webauthn.js", get(crate::web::pages::webauthn_script))
+        .route("/account/passkeys/register/start", axum::routing::post(crate::authn::passkeys::register_start))
+        .route("/account/passkeys/register/finish", axum::routing::post(crate::authn::passkeys::register_finish))
         .route(crate::cps::login::CARD_PATH, get(crate::cps::login::card_login))
         .route(crate::cps::login::COMPLETE_PATH, get(crate::cps::login::complete))
         .route("/consent", get(crate::oidc::consent::page).post(crate::oidc::consent::submit))
@@ -409,6 +422,12 @@ impl RunningServer {
             TcpListener::bind(requested).await.map_err(|source| StartError::Listen { addr: requested, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: requested, source })?;
         config.server.listen = addr;
+        // An issuer configured with port 0 (e.g. `http://localhost:0`) means the port just bound.
+        if let Some(issuer) = config.server.issuer.as_mut()
+            && issuer.port() == Some(0)
+        {
+            let _ = issuer.set_port(Some(addr.port()));
+        }
         let state = build_state(config).await?;
         let base_url = state.issuer_string();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -138,6 +138,17 @@ pub enum UserCommand {
         /// The account's login (idNat, email…).
         login: String,
     },
+    /// List an account's security keys and passkeys.
+    Passkeys {
+        /// The account's login (idNat, email…).
+        login: String,
+    },
+    /// Revoke one of an account's security keys or passkeys (a lost or stolen key).
+    RevokePasskey {
+        login: String,
+        /// The credential id shown by `habilis user passkeys`.
+        credential_id: String,
+    },
     /// Approve an account created from a CPS card (card.unknown_id_nat = "pending"): it becomes
     /// active and the card logs in.
     Approve {
@@ -445,6 +456,42 @@ async fn user_command(config: Config, command: &UserCommand) -> Result<(), CliEr
             for c in consents {
                 println!("{:<30} {:<40} since {}", c.client_id, c.scope, format_time(c.updated_at));
             }
+            Ok(())
+        }
+        UserCommand::Passkeys { login } => {
+            let account = find_account(&store, login).await?;
+            let keys = store.webauthn_credentials_of(&account.id).await.map_err(failed)?;
+            if keys.is_empty() {
+                println!("{} has no security key or passkey", account.login);
+            }
+            for key in keys {
+                let used = key.last_used_at.map(format_time).unwrap_or_else(|| "never".into());
+                println!(
+                    "{:<45} {:<30} added {}  last used {used}",
+                    key.credential_id,
+                    key.name,
+                    format_time(key.created_at)
+                );
+            }
+            Ok(())
+        }
+        UserCommand::RevokePasskey { login, credential_id } => {
+            let account = find_account(&store, login).await?;
+            if !store.delete_webauthn_credential(&account.id, credential_id).await.map_err(failed)? {
+                return Err(CliError::Failed(format!(
+                    "{} has no key {credential_id}; see `habilis user passkeys {}`",
+                    account.login, account.login
+                )));
+            }
+            crate::audit::Audit::default().record(
+                crate::audit::AuditEvent::WebauthnRevoked {
+                    account_id: account.id.clone(),
+                    credential_id: credential_id.clone(),
+                    by: "administrator (cli)".into(),
+                },
+                Default::default(),
+            );
+            println!("key {credential_id} of {} revoked", account.login);
             Ok(())
         }
         UserCommand::Approve { login } => {

@@ -27,6 +27,15 @@ pub enum AuditEvent {
     CertificateBindingMismatch { client_id: String },
     /// A CRL could not be refreshed.
     RevocationListRefreshFailed { source: String, error: String },
+    /// A security key or passkey was registered.
+    WebauthnRegistered { account_id: String, credential_id: String },
+    /// A security key or passkey was revoked by its owner or an administrator.
+    WebauthnRevoked { account_id: String, credential_id: String, by: String },
+    /// A login step with a security key or passkey succeeded.
+    WebauthnLoginSucceeded { account_id: String, credential_id: String },
+    /// A registration or assertion was refused (replay, wrong origin, unknown or revoked key,
+    /// counter regression…); `reason` says which.
+    WebauthnRefused { account_id: Option<String>, reason: String },
 }
 
 impl AuditEvent {
@@ -41,6 +50,10 @@ impl AuditEvent {
             AuditEvent::ForgedProxyHeader { .. } => "forged_proxy_header",
             AuditEvent::CertificateBindingMismatch { .. } => "certificate_binding_mismatch",
             AuditEvent::RevocationListRefreshFailed { .. } => "revocation_list_refresh_failed",
+            AuditEvent::WebauthnRegistered { .. } => "webauthn_registered",
+            AuditEvent::WebauthnRevoked { .. } => "webauthn_revoked",
+            AuditEvent::WebauthnLoginSucceeded { .. } => "webauthn_login_succeeded",
+            AuditEvent::WebauthnRefused { .. } => "webauthn_refused",
         }
     }
 }

@@ -35,9 +35,15 @@ impl Levels {
     pub const PASSWORD_AND_CODE: Levels = Levels { floor: None, highest: AcrLevel::Eidas1 };
 
     pub fn of(config: &crate::config::Config) -> Levels {
-        // The CPS card reaches eidas3 (and so satisfies eidas2 requirements).
-        let highest =
-            if config.card_mode() != crate::config::CardMode::Off { AcrLevel::Eidas3 } else { AcrLevel::Eidas1 };
+        // The CPS card reaches eidas3 (and so satisfies eidas2 requirements); security keys and
+        // passkeys with user verification reach eidas2.
+        let highest = if config.card_mode() != crate::config::CardMode::Off {
+            AcrLevel::Eidas3
+        } else if crate::authn::passkeys::available(config) {
+            AcrLevel::Eidas2
+        } else {
+            AcrLevel::Eidas1
+        };
         Levels { floor: AcrLevel::parse(&config.login.minimum_acr), highest }
     }
 

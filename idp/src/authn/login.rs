@@ -168,6 +168,19 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap, Query(q): Q
     second_factor_page(&state, &headers, interaction, requested, None, None, now).await
 }
 
+/// `GET /login/continue?interaction=…`: the journey after a factor completed by script (security
+/// key): ends the login when the factors suffice, or asks for what is missing.
+pub async fn continue_login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    match interaction::load_bound(&state, &headers, &q.interaction).await {
+        Ok(interaction) => advance(&state, &headers, interaction, crate::unix_now()).await,
+        Err(e) => crate::web::pages_error(&state, &headers, None, e),
+    }
+}
+
 /// Where this interaction's card login starts, when card login is on.
 fn card_url(state: &AppState, interaction: &Interaction) -> Option<String> {
     let card = state.card.as_ref()?;
@@ -198,7 +211,7 @@ async fn password_page(
         minijinja::context! {
             interaction => interaction.id.clone(), csrf => interaction.csrf.clone(), login_hint => login,
             error => error.unwrap_or(""), client_name => client_name,
-            card_url => card_url(state, interaction),
+            card_url => card_url(state, interaction), webauthn => state.webauthn.is_some(),
         },
         logo.as_ref(),
         Some(&interaction.request.redirect_uri),
@@ -289,6 +302,8 @@ async fn second_factor_page(
         .collect();
     let (client_name, logo) = crate::oidc::consent::client_branding(state, &interaction.request.client_id).await;
     let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+    let has_keys = state.webauthn.is_some()
+        && state.store.webauthn_credentials_of(&account.id).await.is_ok_and(|keys| !keys.is_empty());
     state.pages.client_page(
         status,
         "second_factor.html",
@@ -297,7 +312,7 @@ async fn second_factor_page(
             interaction => interaction.id.clone(), csrf => interaction.csrf.clone(), method => method.as_str(),
             masked_email => account.email.as_deref().map(mask_email).unwrap_or_default(),
             error => error.unwrap_or(""), notice => notice.unwrap_or_default(), others => minijinja::value::Serde(&others), client_name => client_name,
-            card_url => card_url(state, &interaction),
+            card_url => card_url(state, &interaction), has_keys => has_keys,
         },
         logo.as_ref(),
         Some(&interaction.request.redirect_uri),

@@ -5,6 +5,7 @@ pub mod account;
 pub mod email_otp;
 pub mod journey;
 pub mod login;
+pub mod passkeys;
 pub mod password;
 pub mod recovery;
 pub mod session;

@@ -193,6 +193,19 @@ pub struct RefreshToken {
     pub used_at: Option<UnixTime>,
 }
 
+/// A WebAuthn credential of an account (security key or passkey).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebauthnCredential {
+    /// base64url of the credential id, unique across accounts.
+    pub credential_id: String,
+    pub account_id: String,
+    pub name: String,
+    /// The webauthn-rs `Passkey` as JSON (public key, counter, backup flags).
+    pub passkey: String,
+    pub created_at: UnixTime,
+    pub last_used_at: Option<UnixTime>,
+}
+
 /// What the refresh grant reads in one query: the presented token, its grant and the account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefreshContext {
@@ -289,6 +302,16 @@ pub trait Store: Send + Sync + 'static {
     async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>>;
     /// A refresh token with its grant and account, in one read (the refresh grant's hot path).
     async fn refresh_context(&self, token_hash: &str) -> StoreResult<Option<RefreshContext>>;
+
+    // WebAuthn credentials
+    /// Stores a new credential; a credential id already registered (to anyone) is `Conflict`.
+    async fn insert_webauthn_credential(&self, credential: &WebauthnCredential) -> StoreResult<()>;
+    async fn webauthn_credentials_of(&self, account_id: &str) -> StoreResult<Vec<WebauthnCredential>>;
+    async fn webauthn_credential(&self, credential_id: &str) -> StoreResult<Option<WebauthnCredential>>;
+    /// Records a use: the updated credential (counter, backup state) and the time.
+    async fn record_webauthn_use(&self, credential_id: &str, passkey: &str, at: UnixTime) -> StoreResult<bool>;
+    async fn rename_webauthn_credential(&self, account_id: &str, credential_id: &str, name: &str) -> StoreResult<bool>;
+    async fn delete_webauthn_credential(&self, account_id: &str, credential_id: &str) -> StoreResult<bool>;
 
     // Consents
     async fn consent(&self, account_id: &str, client_id: &str) -> StoreResult<Option<Consent>>;

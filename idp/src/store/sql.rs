@@ -318,6 +318,29 @@ struct RefreshContextRow {
 }
 
 #[derive(sqlx::FromRow)]
+struct WebauthnRow {
+    credential_id: String,
+    account_id: String,
+    name: String,
+    passkey: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+}
+
+impl From<WebauthnRow> for WebauthnCredential {
+    fn from(r: WebauthnRow) -> Self {
+        WebauthnCredential {
+            credential_id: r.credential_id,
+            account_id: r.account_id,
+            name: r.name,
+            passkey: r.passkey,
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
 struct ConsentRow {
     account_id: String,
     client_id: String,
@@ -899,6 +922,89 @@ macro_rules! sql_store {
                 .await
                 .map_err(write_error("consent"))?;
                 Ok(())
+            }
+
+            async fn insert_webauthn_credential(&self, c: &WebauthnCredential) -> StoreResult<()> {
+                let _writer = self.writer().await?;
+                sqlx::query(
+                    "INSERT INTO webauthn_credentials (credential_id, account_id, name, passkey, created_at, last_used_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&c.credential_id)
+                .bind(&c.account_id)
+                .bind(&c.name)
+                .bind(&c.passkey)
+                .bind(c.created_at)
+                .bind(c.last_used_at)
+                .execute(&self.pool)
+                .await
+                .map_err(write_error("WebAuthn credential"))?;
+                Ok(())
+            }
+
+            async fn webauthn_credentials_of(&self, account_id: &str) -> StoreResult<Vec<WebauthnCredential>> {
+                Ok(sqlx::query_as::<_, WebauthnRow>(
+                    "SELECT credential_id, account_id, name, passkey, created_at, last_used_at FROM webauthn_credentials \
+                     WHERE account_id = $1 ORDER BY created_at, credential_id",
+                )
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(WebauthnCredential::from)
+                .collect())
+            }
+
+            async fn webauthn_credential(&self, credential_id: &str) -> StoreResult<Option<WebauthnCredential>> {
+                Ok(sqlx::query_as::<_, WebauthnRow>(
+                    "SELECT credential_id, account_id, name, passkey, created_at, last_used_at FROM webauthn_credentials \
+                     WHERE credential_id = $1",
+                )
+                .bind(credential_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .map(WebauthnCredential::from))
+            }
+
+            async fn record_webauthn_use(&self, credential_id: &str, passkey: &str, at: UnixTime) -> StoreResult<bool> {
+                let _writer = self.writer().await?;
+                let done = sqlx::query(
+                    "UPDATE webauthn_credentials SET passkey = $1, last_used_at = $2 WHERE credential_id = $3",
+                )
+                .bind(passkey)
+                .bind(at)
+                .bind(credential_id)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn rename_webauthn_credential(&self, account_id: &str, credential_id: &str, name: &str) -> StoreResult<bool> {
+                let _writer = self.writer().await?;
+                let done = sqlx::query(
+                    "UPDATE webauthn_credentials SET name = $1 WHERE account_id = $2 AND credential_id = $3",
+                )
+                .bind(name)
+                .bind(account_id)
+                .bind(credential_id)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn delete_webauthn_credential(&self, account_id: &str, credential_id: &str) -> StoreResult<bool> {
+                let _writer = self.writer().await?;
+                let done = sqlx::query("DELETE FROM webauthn_credentials WHERE account_id = $1 AND credential_id = $2")
+                    .bind(account_id)
+                    .bind(credential_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn consents_of(&self, account_id: &str) -> StoreResult<Vec<Consent>> {

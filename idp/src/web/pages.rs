@@ -30,12 +30,14 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("message.html", theme_file!("templates/message.html")),
     ("card_refused.html", theme_file!("templates/card_refused.html")),
     ("card_required.html", theme_file!("templates/card_required.html")),
+    ("passkeys.html", theme_file!("templates/passkeys.html")),
 ];
 
 const STYLESHEET: &str = theme_file!("static/style.css");
+const WEBAUTHN_SCRIPT: &str = theme_file!("static/webauthn.js");
 
 /// The page CSP: nothing but our stylesheet, forms posting back to us only.
-pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub struct Pages {
     env: Environment<'static>,
@@ -155,6 +157,18 @@ pub fn with_page_headers(mut response: Response, csp: &str) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// The WebAuthn script of the login and key pages (same origin, so `script-src 'self'` allows it).
+pub async fn webauthn_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
+        ],
+        WEBAUTHN_SCRIPT,
+    )
+        .into_response()
 }
 
 pub async fn stylesheet() -> Response {
