@@ -926,3 +926,39 @@ pub fn first_party_client_metadata(callback: &str, scope: &str, extra: serde_jso
     }
     metadata
 }
+
+/// Enrols an authenticator app on the account (as the enrolment page does) and returns the app.
+pub async fn enrol_totp(env: &TestEnv, account_id: &str, label: &str) -> totp_rs::Totp {
+    let state = env.state();
+    let pending = habilis_idp::authn::totp::begin_enrolment(label).expect("an enrolment");
+    let app = totp_rs::Totp::from_url(&pending.otpauth_uri).expect("the app reads the otpauth URI");
+    let now = habilis_idp::unix_now();
+    let code = app.generate(now as u64).to_string();
+    habilis_idp::authn::totp::confirm_enrolment(
+        state.store.as_ref(),
+        &state.keys.master_key(),
+        account_id,
+        &pending.secret_base32,
+        &code,
+        now,
+    )
+    .await
+    .expect("the enrolment is confirmed");
+    app
+}
+
+/// A code of the authenticator app for a time step after `last` (a code is accepted once); waits
+/// for the next step when needed.
+pub async fn fresh_totp_code(app: &totp_rs::Totp, last: &mut Option<u64>) -> String {
+    const STEP: u64 = 30;
+    loop {
+        let now = habilis_idp::unix_now() as u64;
+        let current = now / STEP;
+        let step = last.map_or(current, |l| current.max(l + 1));
+        if step <= current + 1 {
+            *last = Some(step);
+            return app.generate(step * STEP).to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(((current + 1) * STEP - now) * 1000 + 200)).await;
+    }
+}

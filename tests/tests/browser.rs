@@ -516,3 +516,147 @@ async fn run_journey(
 
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Passkeys in Chromium, with a virtual authenticator
+
+/// Adds a virtual platform authenticator (resident keys, user verification) to the browser
+/// session: the WebDriver "Virtual Authenticators" extension that chromedriver implements.
+async fn add_virtual_authenticator(driver: &Chromedriver, browser: &Client) -> anyhow::Result<()> {
+    let session = browser.session_id().await?.ok_or_else(|| anyhow!("no WebDriver session"))?;
+    let response = backchannel_http()
+        .post(format!("{}/session/{session}/webauthn/authenticator", driver.url))
+        .json(&json!({
+            "protocol": "ctap2",
+            "transport": "internal",
+            "hasResidentKey": true,
+            "hasUserVerification": true,
+            "isUserVerified": true,
+        }))
+        .send()
+        .await?;
+    ensure!(response.status().is_success(), "virtual authenticator refused: {}", response.text().await?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passkey_registered_and_used_in_chromium() {
+    let Some((chromium, driver_program)) = browser_programs() else { return };
+    let env = TestEnv::start_with(habilis_e2e::Storage::Embedded, |c| {
+        // WebAuthn needs a domain name: localhost.
+        c.server.issuer = Some(url::Url::parse("http://localhost:0").unwrap());
+        c.login.minimum_acr = "eidas1".into();
+    })
+    .await
+    .expect("the embedded storage is always available");
+    let spec = AccountSpec {
+        kind: AccountKind::Professional,
+        login: PRO.into(),
+        id_nat: Some(PRO.into()),
+        email: None,
+        given_name: Some("Kit".into()),
+        family_name: Some("Doc".into()),
+    };
+    let account_id = create_account_with_locale(env.state(), &spec, PASSWORD, Some("en")).await;
+    let app = habilis_e2e::enrol_totp(&env, &account_id, PRO).await;
+    let callback = Callback::start().await;
+    let metadata = json!({
+        "client_name": "Téléconsultation", "redirect_uris": [callback.url], "first_party": true,
+        "grant_types": ["authorization_code"], "token_endpoint_auth_method": "client_secret_basic",
+        "scope": "openid profile",
+    });
+    let secret = env.register_client(CLIENT, &metadata).await.expect("a secret");
+    let mut driver = Chromedriver::start(&driver_program).await.expect("chromedriver starts");
+    let profile = tempfile::tempdir().unwrap();
+    let browser = driver.browser(&chromium, "en-GB,en", profile.path()).await.expect("Chromium starts");
+    let outcome = passkey_journey(&driver, &browser, &env, &callback, &secret, &app).await;
+    let console = driver.console(&browser).await;
+    let _ = browser.close().await;
+    driver.stop();
+    if let Err(e) = outcome {
+        panic!("{e:#}\nbrowser console:\n{}", console.join("\n"));
+    }
+    assert!(!console.iter().any(|line| line.contains("Content Security Policy")), "CSP violations: {console:?}");
+}
+
+async fn passkey_journey(
+    driver: &Chromedriver,
+    browser: &Client,
+    env: &TestEnv,
+    callback: &Callback,
+    secret: &str,
+    app: &totp_rs::Totp,
+) -> anyhow::Result<()> {
+    add_virtual_authenticator(driver, browser).await?;
+    let authorize = |challenge: &str, acr: Option<&str>| {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query.extend_pairs([
+            ("response_type", "code"),
+            ("client_id", CLIENT),
+            ("redirect_uri", callback.url.as_str()),
+            ("scope", "openid profile"),
+            ("state", STATE),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+        ]);
+        if let Some(acr) = acr {
+            query.append_pair("acr_values", acr);
+        }
+        format!("{}/authorize?{}", env.base_url, query.finish())
+    };
+
+    // 1. A two-factor login (password, authenticator app) through the pages.
+    let (_, challenge) = pkce_pair();
+    browser.goto(&authorize(&challenge, None)).await?;
+    wait_for(browser, "input#login").await?;
+    browser.find(Locator::Id("login")).await?.send_keys(PRO).await?;
+    browser.find(Locator::Id("password")).await?.send_keys(PASSWORD).await?;
+    browser.find(Locator::Css("form[action=\"/login\"] button[type=submit]")).await?.click().await?;
+    wait_for(browser, "input#code").await?;
+    let code = habilis_e2e::fresh_totp_code(app, &mut None).await;
+    browser.find(Locator::Id("code")).await?.send_keys(&code).await?;
+    browser.find(Locator::Css("form[action=\"/login/code\"] button[type=submit]")).await?.click().await?;
+    wait_for(browser, "p#code").await?;
+
+    // 2. The account page registers a passkey with the browser's authenticator.
+    browser.goto(&format!("{}/account/passkeys", env.base_url)).await?;
+    let add = wait_for(browser, "button#passkey-register").await?;
+    browser.find(Locator::Id("passkey-name")).await?.send_keys("Chromium passkey").await?;
+    add.click().await?;
+    browser
+        .wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::XPath("//li[strong='Chromium passkey']"))
+        .await
+        .map_err(|e| anyhow!("the new key is not listed ({e})"))?;
+    screenshot(browser, "passkey-registered").await?;
+
+    // 3. A new browser session (no cookies): the passkey alone logs in, at eidas2.
+    browser.delete_all_cookies().await?;
+    let (verifier, challenge) = pkce_pair();
+    browser.goto(&authorize(&challenge, Some("eidas2"))).await?;
+    let button = wait_for(browser, "button#passkey-login").await?;
+    screenshot(browser, "passkey-login").await?;
+    // The page also offers the passkey through conditional mediation as soon as it loads, which the
+    // virtual authenticator may answer before the click: the button can be gone already.
+    let _ = button.click().await;
+    let code = wait_for(browser, "p#code").await?.text().await?;
+    screenshot(browser, "passkey-logged-in").await?;
+    let answer = post_form(
+        &backchannel_http(),
+        &env.url("/token"),
+        &ClientAuth::Basic(CLIENT.into(), secret.into()),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &callback.url),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await;
+    ensure!(answer.status == 200, "token response {:?}", answer.body);
+    let jwks: Value = backchannel_http().get(env.url("/jwks")).send().await?.json().await?;
+    let (_, id) = verify_with_jwks(answer.body["id_token"].as_str().unwrap_or(""), &jwks).map_err(|e| anyhow!(e))?;
+    ensure!(id["acr"] == "eidas2", "passkey login acr {:?}", id["acr"]);
+    Ok(())
+}

@@ -371,22 +371,7 @@ async fn log_in_with_emailed_code(j: &Journey, browser: &Browser, url: &str, log
 /// An authenticator app enrolled for `account_id` the way the enrolment page does it; the app is
 /// built from the `otpauth://` URI, as a phone reading the QR code would.
 async fn enrol_totp(env: &TestEnv, account_id: &str) -> totp_rs::Totp {
-    let state = env.state();
-    let pending = habilis_idp::authn::totp::begin_enrolment(PRO).expect("an enrolment");
-    let app = totp_rs::Totp::from_url(&pending.otpauth_uri).expect("the app reads the otpauth URI");
-    let now = habilis_idp::unix_now();
-    let code = app.generate(now as u64).to_string();
-    habilis_idp::authn::totp::confirm_enrolment(
-        state.store.as_ref(),
-        &state.keys.master_key(),
-        account_id,
-        &pending.secret_base32,
-        &code,
-        now,
-    )
-    .await
-    .expect("the enrolment is confirmed");
-    app
+    habilis_e2e::enrol_totp(env, account_id, PRO).await
 }
 
 const STEP: u64 = 30;

@@ -2,11 +2,10 @@
 //! WebAuthn relying party) and a software authenticator (webauthn-authenticator-rs) playing the
 //! browser's part of each ceremony through the JSON endpoints the login pages call.
 
-use std::time::Duration;
-
 use habilis_e2e::{
-    Browser, ClientAuth, Landing, Storage, TestEnv, authorize_query, backchannel_http, first_party_client_metadata,
-    hidden_input, pkce_pair, post_form, query_param, test_config, verify_with_jwks,
+    Browser, ClientAuth, Landing, Storage, TestEnv, authorize_query, backchannel_http, enrol_totp,
+    first_party_client_metadata, fresh_totp_code, hidden_input, pkce_pair, post_form, query_param, test_config,
+    verify_with_jwks,
 };
 use habilis_idp::audit::{AuditEvent, AuditRecord};
 use serde_json::{Value, json};
@@ -17,7 +16,6 @@ use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 const CALLBACK: &str = "http://127.0.0.1:9/callback";
 const PASSWORD: &str = "correct horse battery staple";
 const ID_NAT: &str = "899700427885";
-const STEP: u64 = 30;
 
 macro_rules! on_both_storages {
     ($($name:ident),* $(,)?) => {$(
@@ -52,45 +50,12 @@ fn localhost(config: &mut habilis_idp::config::Config) {
 async fn rp(storage: Storage) -> Option<Rp> {
     let env = TestEnv::start_with(storage, localhost).await?;
     let account_id = env.add_professional(ID_NAT, "Maxime", "Maxi", PASSWORD).await;
-    let totp = enrol_totp(&env, &account_id).await;
+    let totp = enrol_totp(&env, &account_id, ID_NAT).await;
     let secret = env
         .register_client("rp", &first_party_client_metadata(CALLBACK, "openid profile", json!({})))
         .await
         .expect("a secret");
     Some(Rp { env, secret, totp })
-}
-
-async fn enrol_totp(env: &TestEnv, account_id: &str) -> totp_rs::Totp {
-    let state = env.state();
-    let pending = habilis_idp::authn::totp::begin_enrolment(ID_NAT).expect("an enrolment");
-    let app = totp_rs::Totp::from_url(&pending.otpauth_uri).expect("the otpauth URI");
-    let now = habilis_idp::unix_now();
-    let code = app.generate(now as u64).to_string();
-    habilis_idp::authn::totp::confirm_enrolment(
-        state.store.as_ref(),
-        &state.keys.master_key(),
-        account_id,
-        &pending.secret_base32,
-        &code,
-        now,
-    )
-    .await
-    .expect("the enrolment is confirmed");
-    app
-}
-
-/// A TOTP code of a step after `last` (a code is accepted once).
-async fn fresh_totp(app: &totp_rs::Totp, last: &mut Option<u64>) -> String {
-    loop {
-        let now = habilis_idp::unix_now() as u64;
-        let current = now / STEP;
-        let step = last.map_or(current, |l| current.max(l + 1));
-        if step <= current + 1 {
-            *last = Some(step);
-            return app.generate(step * STEP).to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(((current + 1) * STEP - now) * 1000 + 200)).await;
-    }
 }
 
 impl Rp {
@@ -141,7 +106,7 @@ impl Rp {
         let landing = browser.log_in(landing, ID_NAT, PASSWORD).await;
         let (url, _, body) = landing.page();
         assert!(url.contains("/login?"), "expected the second-factor page: {url}");
-        let code = fresh_totp(&self.totp, last).await;
+        let code = fresh_totp_code(&self.totp, last).await;
         let fields = [
             ("interaction", hidden_input(&body, "interaction").unwrap()),
             ("csrf", hidden_input(&body, "csrf").unwrap()),
@@ -226,6 +191,16 @@ async fn register_then_log_in_passwordless_and_as_second_factor(storage: Storage
     let Some(rp) = rp(storage).await else { return };
     let mut last = None;
     let mut authenticator = SoftPasskey::new(true);
+
+    // The login page loads the WebAuthn script: scripts from this origin only, nothing inline.
+    let probe = rp.browser();
+    let authorize = url::Url::parse(&rp.authorize_url(&pkce_pair().1, None)).unwrap();
+    let redirect = probe.http.get(authorize.clone()).send().await.unwrap();
+    let login_page = authorize.join(redirect.headers()["location"].to_str().unwrap()).unwrap();
+    let login = probe.http.get(login_page).send().await.unwrap();
+    let csp = login.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe"), "{csp}");
 
     // Registration needs a session: none → refused.
     let stranger = rp.browser();
@@ -371,7 +346,7 @@ async fn a_ceremony_started_on_one_instance_finishes_on_another() {
     config.server.issuer = Some(url::Url::parse(&first.base_url).unwrap());
     let second = TestEnv::from_config(Storage::Services, config, None).await;
     let account_id = first.add_professional(ID_NAT, "Maxime", "Maxi", PASSWORD).await;
-    let totp = enrol_totp(&first, &account_id).await;
+    let totp = enrol_totp(&first, &account_id, ID_NAT).await;
     let secret =
         first.register_client("rp", &first_party_client_metadata(CALLBACK, "openid profile", json!({}))).await.unwrap();
     let rp = Rp { env: first, secret, totp };

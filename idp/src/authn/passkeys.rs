@@ -217,6 +217,11 @@ async fn register_start_inner(
     let (options, registration) = webauthn
         .start_passkey_registration(user, &account.login, &display, Some(exclude))
         .map_err(|e| Failure::refused(format!("registration could not start: {e}")))?;
+    // Ask for a discoverable credential when the authenticator can store one: it then also
+    // serves usernameless login (conditional mediation). The verification does not depend on it.
+    let mut options = to_value(&options);
+    options["publicKey"]["authenticatorSelection"]["residentKey"] = json!("preferred");
+    options["publicKey"]["authenticatorSelection"]["requireResidentKey"] = json!(false);
     let ceremony = Ceremony::Register { account_id: account.id, session_id: session.id, state: registration };
     let id = save_ceremony(state, &ceremony).await?;
     Ok(Json(json!({ "ceremony": id, "options": options })).into_response())

@@ -37,7 +37,20 @@ const STYLESHEET: &str = theme_file!("static/style.css");
 const WEBAUTHN_SCRIPT: &str = theme_file!("static/webauthn.js");
 
 /// The page CSP: nothing but our stylesheet, forms posting back to us only.
-pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The theme's one script (WebAuthn); pages that include it get `script-src 'self'` and
+/// `connect-src 'self'`, the others no script at all.
+const SCRIPT_TAG: &str = "<script src=\"/static/webauthn.js\"";
+
+/// The CSP of a rendered page: scripts only where the page loads the theme's script.
+fn csp_of(html: &str, base: &str) -> String {
+    if html.contains(SCRIPT_TAG) {
+        base.replacen("default-src 'none';", "default-src 'none'; script-src 'self'; connect-src 'self';", 1)
+    } else {
+        base.to_string()
+    }
+}
 
 pub struct Pages {
     env: Environment<'static>,
@@ -70,7 +83,10 @@ impl Pages {
     /// A complete HTML response with the page security headers.
     pub fn page<C: Serialize>(&self, status: StatusCode, name: &str, lang: Lang, context: C) -> Response {
         match self.render(name, lang, context) {
-            Ok(html) => with_page_headers((status, Html(html)).into_response(), PAGE_CSP),
+            Ok(html) => {
+                let csp = csp_of(&html, PAGE_CSP);
+                with_page_headers((status, Html(html)).into_response(), &csp)
+            }
             Err(e) => {
                 tracing::error!(template = name, error = %e, "page rendering failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
@@ -94,7 +110,10 @@ impl Pages {
         });
         let context = minijinja::context! { client_logo => logo.map(|u| u.to_string()), ..minijinja::Value::from(minijinja::value::Serde(&context)) };
         match self.render(name, lang, context) {
-            Ok(html) => with_page_headers((status, Html(html)).into_response(), &client_csp(logo, redirect_uri)),
+            Ok(html) => {
+                let csp = csp_of(&html, &client_csp(logo, redirect_uri));
+                with_page_headers((status, Html(html)).into_response(), &csp)
+            }
             Err(e) => {
                 tracing::error!(template = name, error = %e, "page rendering failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
