@@ -962,3 +962,21 @@ pub async fn fresh_totp_code(app: &totp_rs::Totp, last: &mut Option<u64>) -> Str
         tokio::time::sleep(Duration::from_millis(((current + 1) * STEP - now) * 1000 + 200)).await;
     }
 }
+
+/// Runs `async fn NAME(storage: Storage)` of the calling test file once per storage, as the tests
+/// `NAME::sqlite_memory` and `NAME::postgres_redis`.
+#[macro_export]
+macro_rules! on_both_storages {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_memory() {
+                super::$name($crate::Storage::Embedded).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_redis() {
+                super::$name($crate::Storage::Services).await
+            }
+        }
+    )*};
+}

@@ -22,22 +22,10 @@ use serde_json::{Value, json};
 const CALLBACK: &str = "http://127.0.0.1:9/callback";
 const PASSWORD: &str = "correct horse battery staple";
 
-macro_rules! on_both_storages {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite_memory() {
-                super::$name(habilis_e2e::Storage::Embedded).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres_redis() {
-                super::$name(habilis_e2e::Storage::Services).await
-            }
-        }
-    )*};
-}
-
-on_both_storages!(card_login_completes_the_code_flow_at_eidas3, tls_client_auth_tokens_are_bound_to_the_certificate);
+habilis_e2e::on_both_storages!(
+    card_login_completes_the_code_flow_at_eidas3,
+    tls_client_auth_tokens_are_bound_to_the_certificate
+);
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures

@@ -38,24 +38,7 @@ const MAIL_WAIT: Duration = Duration::from_secs(15);
 /// How long to wait before concluding that no mail was sent.
 const NO_MAIL_WAIT: Duration = Duration::from_secs(3);
 
-/// Runs `async fn NAME(storage: Storage)` once per storage, as `NAME::sqlite_memory` and
-/// `NAME::postgres_redis`.
-macro_rules! on_both_storages {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite_memory() {
-                super::$name(habilis_e2e::Storage::Embedded).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres_redis() {
-                super::$name(habilis_e2e::Storage::Services).await
-            }
-        }
-    )*};
-}
-
-on_both_storages!(
+habilis_e2e::on_both_storages!(
     professional_logs_in_with_password_and_the_emailed_code,
     patient_logs_in_with_email_address_and_the_emailed_code_in_english,
     professional_logs_in_with_an_authenticator_app,

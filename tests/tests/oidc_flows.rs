@@ -27,24 +27,7 @@ const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchan
 /// Request parameters to replace (`Some`) or remove (`None`).
 type Overrides<'a> = &'a [(&'a str, Option<&'a str>)];
 
-/// Runs `async fn NAME(storage: Storage)` once per storage, as `NAME::sqlite_memory` and
-/// `NAME::postgres_redis`.
-macro_rules! on_both_storages {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite_memory() {
-                super::$name(habilis_e2e::Storage::Embedded).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres_redis() {
-                super::$name(habilis_e2e::Storage::Services).await
-            }
-        }
-    )*};
-}
-
-on_both_storages!(
+habilis_e2e::on_both_storages!(
     openidconnect_rp_code_flow_with_pkce_userinfo_and_refresh,
     introspection_and_revocation,
     rp_initiated_logout_notifies_every_client_of_the_session,

@@ -17,22 +17,7 @@ const CALLBACK: &str = "http://127.0.0.1:9/callback";
 const PASSWORD: &str = "correct horse battery staple";
 const ID_NAT: &str = "899700427885";
 
-macro_rules! on_both_storages {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite_memory() {
-                super::$name(habilis_e2e::Storage::Embedded).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres_redis() {
-                super::$name(habilis_e2e::Storage::Services).await
-            }
-        }
-    )*};
-}
-
-on_both_storages!(register_then_log_in_passwordless_and_as_second_factor);
+habilis_e2e::on_both_storages!(register_then_log_in_passwordless_and_as_second_factor);
 
 struct Rp {
     env: TestEnv,
@@ -150,6 +135,30 @@ impl Rp {
 
     /// One assertion ceremony: start, authenticator, finish. Returns the finish answer and the
     /// finish request (to replay it).
+    /// Starts an assertion ceremony and lets the authenticator sign it: the finish request, not
+    /// yet sent.
+    async fn sign(
+        &self,
+        browser: &Browser,
+        authenticator: &mut SoftPasskey,
+        interaction: &str,
+        csrf: &str,
+        login: Option<&str>,
+        origin: Url,
+    ) -> Value {
+        let mut start = json!({ "interaction": interaction, "csrf": csrf });
+        if let Some(login) = login {
+            start["login"] = json!(login);
+        }
+        let (status, started) = self.post_json(browser, "/webauthn/authenticate/start", &start).await;
+        assert_eq!(status, 200, "{started}");
+        let options: RequestChallengeResponse = serde_json::from_value(started["options"].clone()).unwrap();
+        let credential = authenticator.do_authentication(origin, options).expect("the authenticator signs");
+        json!({ "interaction": interaction, "csrf": csrf, "ceremony": started["ceremony"], "credential": credential })
+    }
+
+    /// One assertion ceremony: start, authenticator, finish. Returns the finish answer and the
+    /// finish request (to replay it).
     async fn assert_key(
         &self,
         browser: &Browser,
@@ -159,15 +168,7 @@ impl Rp {
         login: Option<&str>,
         origin: Url,
     ) -> ((u16, Value), Value) {
-        let mut start = json!({ "interaction": interaction, "csrf": csrf });
-        if let Some(login) = login {
-            start["login"] = json!(login);
-        }
-        let (status, started) = self.post_json(browser, "/webauthn/authenticate/start", &start).await;
-        assert_eq!(status, 200, "{started}");
-        let options: RequestChallengeResponse = serde_json::from_value(started["options"].clone()).unwrap();
-        let credential = authenticator.do_authentication(origin, options).expect("the authenticator signs");
-        let finish = json!({ "interaction": interaction, "csrf": csrf, "ceremony": started["ceremony"], "credential": credential });
+        let finish = self.sign(browser, authenticator, interaction, csrf, login, origin).await;
         (self.post_json(browser, "/webauthn/authenticate/finish", &finish).await, finish)
     }
 }
@@ -302,19 +303,8 @@ async fn wrong_origin_revoked_key_and_counter_regression_are_refused_and_audited
     // Revoked between the start and the finish of a ceremony.
     let late = rp.browser();
     let (interaction, csrf, _) = rp.login_page(&late, Some("eidas2")).await;
-    let (status, started) = rp
-        .post_json(
-            &late,
-            "/webauthn/authenticate/start",
-            &json!({ "interaction": interaction, "csrf": csrf, "login": ID_NAT }),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let options: RequestChallengeResponse = serde_json::from_value(started["options"].clone()).unwrap();
-    let credential = authenticator.do_authentication(rp.origin(), options).unwrap();
+    let finish = rp.sign(&late, &mut authenticator, &interaction, &csrf, Some(ID_NAT), rp.origin()).await;
     assert!(store.delete_webauthn_credential(&account, &key.credential_id).await.unwrap());
-    let finish =
-        json!({ "interaction": interaction, "csrf": csrf, "ceremony": started["ceremony"], "credential": credential });
     let (status, body) = rp.post_json(&late, "/webauthn/authenticate/finish", &finish).await;
     assert_eq!(status, 401, "a revoked key is refused: {body}");
 
@@ -359,18 +349,7 @@ async fn a_ceremony_started_on_one_instance_finishes_on_another() {
 
     let fresh = rp.browser();
     let (interaction, csrf, verifier) = rp.login_page(&fresh, Some("eidas2")).await;
-    let (status, started) = rp
-        .post_json(
-            &fresh,
-            "/webauthn/authenticate/start",
-            &json!({ "interaction": interaction, "csrf": csrf, "login": ID_NAT }),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let options: RequestChallengeResponse = serde_json::from_value(started["options"].clone()).unwrap();
-    let credential = authenticator.do_authentication(rp.origin(), options).unwrap();
-    let finish =
-        json!({ "interaction": interaction, "csrf": csrf, "ceremony": started["ceremony"], "credential": credential });
+    let finish = rp.sign(&fresh, &mut authenticator, &interaction, &csrf, Some(ID_NAT), rp.origin()).await;
     // Finished on the second instance.
     // The browser's cookies are for the host `localhost`, whatever the port.
     let second_url = format!("http://localhost:{}/webauthn/authenticate/finish", second.server.addr.port());
