@@ -47,6 +47,8 @@ pub enum StartError {
     Http(String),
     #[error("{0}; check the [card] section")]
     Card(String),
+    #[error("{0}; check the [webauthn] section")]
+    Webauthn(String),
     #[error("cannot listen on {addr}: {source}; is another process using it? choose another with --listen")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -86,6 +88,8 @@ pub struct Services {
     pub audit: Arc<crate::audit::Audit>,
     /// The WebAuthn relying party (security keys, passkeys), when the issuer allows it.
     pub webauthn: Option<Arc<webauthn_rs::prelude::Webauthn>>,
+    /// The authenticator models allowed (`webauthn.attestation = "required"`); `None`: any.
+    pub webauthn_attestation: Option<Arc<webauthn_rs::prelude::AttestationCaList>>,
     /// CPS card login, when enabled (`card.mode`).
     pub card: Option<Arc<crate::cps::service::CardLogin>>,
     /// `config.issuer_string()`, computed once: it is read several times per token request.
@@ -155,6 +159,8 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         .map_err(|e| StartError::Http(e.to_string()))?;
     let card = crate::cps::service::CardLogin::start(&config).map_err(|e| StartError::Card(e.to_string()))?;
     let webauthn = crate::authn::passkeys::relying_party(&config).map_err(StartError::Http)?.map(Arc::new);
+    let webauthn_attestation =
+        crate::authn::passkeys::attestation_policy(&config).map_err(StartError::Webauthn)?.map(Arc::new);
     let mtls_base = card.as_ref().filter(|c| c.tls.is_some()).map(|c| c.public_url.clone());
     let discovery = Arc::new(DiscoveryDocument::build(&config, &algs, &grants.grant_types(), mtls_base.as_deref()));
     let state = AppState(Arc::new(Services {
@@ -177,6 +183,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         mail_templates: Arc::new(crate::mail::MailTemplates::new()),
         audit: Arc::new(crate::audit::Audit::default()),
         webauthn,
+        webauthn_attestation,
         card,
     }));
     if let Some(card) = &state.card {

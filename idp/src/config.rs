@@ -39,6 +39,7 @@ pub struct Config {
     pub login: LoginConfig,
     pub password: PasswordConfig,
     pub card: CardConfig,
+    pub webauthn: WebauthnConfig,
     pub log: LogConfig,
 }
 
@@ -226,6 +227,40 @@ pub struct PasswordConfig {
     pub min_length: usize,
 }
 
+/// Which authenticators may be registered as security keys or passkeys.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttestationMode {
+    /// Any authenticator (no attestation asked).
+    None,
+    /// Only models listed in `webauthn.allowed_authenticators`, proven by their attestation.
+    Required,
+}
+
+/// An authenticator model allowed when attestation is required: its AAGUID and the vendor's
+/// attestation root certificate (PEM or DER).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedAuthenticator {
+    pub aaguid: String,
+    pub ca: PathBuf,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebauthnConfig {
+    pub attestation: AttestationMode,
+    pub allowed_authenticators: Vec<AllowedAuthenticator>,
+}
+
+impl Default for WebauthnConfig {
+    fn default() -> Self {
+        WebauthnConfig { attestation: AttestationMode::None, allowed_authenticators: Vec::new() }
+    }
+}
+
 /// Whether CPS card login runs, and on which trust anchors.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -380,6 +415,7 @@ impl Default for Config {
             login: LoginConfig::default(),
             password: PasswordConfig::default(),
             card: CardConfig::default(),
+            webauthn: WebauthnConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -584,6 +620,20 @@ impl Config {
             return Err(ConfigError::new("password.min_length", "must be at least 12"));
         }
         self.validate_card()?;
+        if self.webauthn.attestation == AttestationMode::Required && self.webauthn.allowed_authenticators.is_empty() {
+            return Err(ConfigError::new(
+                "webauthn.allowed_authenticators",
+                "attestation = required needs the allowed models: { aaguid = \"…\", ca = \"vendor-root.pem\" }",
+            ));
+        }
+        for (i, a) in self.webauthn.allowed_authenticators.iter().enumerate() {
+            if uuid::Uuid::parse_str(&a.aaguid).is_err() {
+                return Err(ConfigError::new(
+                    format!("webauthn.allowed_authenticators[{i}].aaguid"),
+                    "must be a UUID such as ee882879-721c-4913-9775-3dfcce97072a",
+                ));
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", format!("not a valid filter: {e}")))?;
         Ok(())
@@ -932,6 +982,16 @@ mod tests {
         assert_eq!(err.key, "card.crl_max_staleness");
         let fail_open = load_str("[card]\nrevocation = \"fail-open\"\n", &[]).unwrap();
         assert!(fail_open.warnings().iter().any(|w| w.contains("fail-open")), "fail-open is warned about at start");
+    }
+
+    #[test]
+    fn required_attestation_needs_valid_allowed_models() {
+        let err = load_str("[webauthn]\nattestation = \"required\"\n", &[]).unwrap_err();
+        assert_eq!(err.key, "webauthn.allowed_authenticators");
+        let bad = "[webauthn]\nattestation = \"required\"\nallowed_authenticators = [{ aaguid = \"nope\", ca = \"/x.pem\" }]\n";
+        assert_eq!(load_str(bad, &[]).unwrap_err().key, "webauthn.allowed_authenticators[0].aaguid");
+        let good = bad.replace("nope", "ee882879-721c-4913-9775-3dfcce97072a");
+        assert!(load_str(&good, &[]).is_ok());
     }
 
     #[test]

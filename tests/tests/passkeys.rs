@@ -33,7 +33,15 @@ fn localhost(config: &mut habilis_idp::config::Config) {
 }
 
 async fn rp(storage: Storage) -> Option<Rp> {
-    let env = TestEnv::start_with(storage, localhost).await?;
+    rp_with(storage, |_| {}).await
+}
+
+async fn rp_with(storage: Storage, tweak: impl FnOnce(&mut habilis_idp::config::Config)) -> Option<Rp> {
+    let env = TestEnv::start_with(storage, |c| {
+        localhost(c);
+        tweak(c);
+    })
+    .await?;
     let account_id = env.add_professional(ID_NAT, "Maxime", "Maxi", PASSWORD).await;
     let totp = enrol_totp(&env, &account_id, ID_NAT).await;
     let secret = env
@@ -110,7 +118,12 @@ impl Rp {
     }
 
     /// Registers the authenticator's key through the session of `browser`.
-    async fn register(&self, browser: &Browser, authenticator: &mut SoftPasskey, name: &str) -> (u16, Value) {
+    async fn register<A: WebauthnAuthenticator>(
+        &self,
+        browser: &Browser,
+        authenticator: &mut A,
+        name: &str,
+    ) -> (u16, Value) {
         let session = browser.cookie_values("habilis-session").pop().expect("a session cookie");
         // What the account page embeds: the session's CSRF token.
         let csrf = habilis_idp::cli::sha256_hex(&format!("passkeys:{session}"));
@@ -359,4 +372,34 @@ async fn a_ceremony_started_on_one_instance_finishes_on_another() {
     let back = fresh.navigate(body["redirect"].as_str().unwrap()).await;
     let Landing::Left(back) = back else { panic!("the login did not end: {back:?}") };
     assert_eq!(rp.id_token(&back, &verifier).await["acr"], "eidas2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_attestation_admits_only_the_allowed_models() {
+    use crypto_glue::der::Encode;
+    use webauthn_authenticator_rs::softtoken::{AAGUID, SoftToken};
+    let (mut approved, vendor_ca) = SoftToken::new(true).expect("a software token and its attestation CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("vendor-root.der");
+    std::fs::write(&ca_file, vendor_ca.to_der().unwrap()).unwrap();
+    let allowed = habilis_idp::config::AllowedAuthenticator {
+        aaguid: AAGUID.to_string(),
+        ca: ca_file,
+        description: "approved software token".into(),
+    };
+    let Some(rp) = rp_with(Storage::Embedded, |c| {
+        c.webauthn.attestation = habilis_idp::config::AttestationMode::Required;
+        c.webauthn.allowed_authenticators = vec![allowed];
+    })
+    .await
+    else {
+        return;
+    };
+    let browser = rp.browser();
+    rp.log_in_eidas1(&browser, &mut None).await;
+    let (status, body) = rp.register(&browser, &mut SoftPasskey::new(true), "unapproved").await;
+    assert_eq!(status, 401, "a model without an approved attestation is refused: {body}");
+    assert!(body["error_description"].as_str().unwrap_or("").contains("approved"), "{body}");
+    let (status, body) = rp.register(&browser, &mut approved, "approved").await;
+    assert_eq!(status, 200, "an allowed model with its attestation is registered: {body}");
 }

@@ -19,8 +19,9 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use webauthn_rs::prelude::{
-    AuthenticationResult, CredentialID, DiscoverableAuthentication, Passkey, PasskeyAuthentication,
-    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder,
+    AttestationCaList, AttestationCaListBuilder, AttestedPasskeyRegistration, AuthenticationResult, CredentialID,
+    DiscoverableAuthentication, Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
+    RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder,
 };
 
 use crate::app::AppState;
@@ -56,10 +57,38 @@ pub fn relying_party(config: &crate::config::Config) -> Result<Option<Webauthn>,
         .map_err(|e| format!("WebAuthn relying party {host}: {e}"))
 }
 
+/// The authenticator models allowed when `webauthn.attestation = "required"` (`None`: any).
+pub fn attestation_policy(config: &crate::config::Config) -> Result<Option<AttestationCaList>, String> {
+    if config.webauthn.attestation == crate::config::AttestationMode::None {
+        return Ok(None);
+    }
+    let mut builder = AttestationCaListBuilder::new();
+    for (i, allowed) in config.webauthn.allowed_authenticators.iter().enumerate() {
+        let key = format!("webauthn.allowed_authenticators[{i}]");
+        let bytes = std::fs::read(&allowed.ca).map_err(|e| format!("{key}.ca {}: {e}", allowed.ca.display()))?;
+        let aaguid = Uuid::parse_str(&allowed.aaguid).map_err(|e| format!("{key}.aaguid: {e}"))?;
+        let description = allowed.description.clone();
+        let inserted = if bytes.starts_with(b"-----BEGIN") {
+            builder.insert_device_pem(&bytes, aaguid, description, Default::default())
+        } else {
+            builder.insert_device_der(&bytes, aaguid, description, Default::default())
+        };
+        inserted.map_err(|e| format!("{key}.ca {} is not a certificate: {e:?}", allowed.ca.display()))?;
+    }
+    Ok(Some(builder.build()))
+}
+
+/// The registration state: plain, or checking the authenticator's attestation.
+#[derive(Serialize, Deserialize)]
+enum Registration {
+    Any(PasskeyRegistration),
+    Attested(AttestedPasskeyRegistration),
+}
+
 /// A ceremony between its two requests.
 #[derive(Serialize, Deserialize)]
 enum Ceremony {
-    Register { account_id: String, session_id: String, state: PasskeyRegistration },
+    Register { account_id: String, session_id: String, state: Registration },
     Authenticate { interaction: String, account_id: Option<String>, state: PasskeyAuthentication },
     Discover { interaction: String, state: DiscoverableAuthentication },
 }
@@ -214,9 +243,23 @@ async fn register_start_inner(
         .collect::<Vec<_>>()
         .join(" ");
     let display = if display.is_empty() { account.login.clone() } else { display };
-    let (options, registration) = webauthn
-        .start_passkey_registration(user, &account.login, &display, Some(exclude))
-        .map_err(|e| Failure::refused(format!("registration could not start: {e}")))?;
+    let started = match &state.webauthn_attestation {
+        None => webauthn
+            .start_passkey_registration(user, &account.login, &display, Some(exclude))
+            .map(|(options, r)| (options, Registration::Any(r))),
+        Some(allowed) => webauthn
+            .start_attested_passkey_registration(
+                user,
+                &account.login,
+                &display,
+                Some(exclude),
+                (**allowed).clone(),
+                None,
+            )
+            .map(|(options, r)| (options, Registration::Attested(r))),
+    };
+    let (options, registration) =
+        started.map_err(|e| Failure::refused(format!("registration could not start: {e}")))?;
     // Ask for a discoverable credential when the authenticator can store one: it then also
     // serves usernameless login (conditional mediation). The verification does not depend on it.
     let mut options = to_value(&options);
@@ -263,13 +306,25 @@ async fn register_finish_inner(
         return Err(Failure::expired());
     }
     let context = AuditContext::from_request(headers, None);
-    let passkey = match webauthn.finish_passkey_registration(&body.credential, &registration) {
+    let finished = match &registration {
+        Registration::Any(r) => webauthn.finish_passkey_registration(&body.credential, r),
+        Registration::Attested(r) => {
+            webauthn.finish_attested_passkey_registration(&body.credential, r).map(Passkey::from)
+        }
+    };
+    let passkey = match finished {
         Ok(p) => p,
         Err(e) => {
             state
                 .audit
                 .record(AuditEvent::WebauthnRefused { account_id: Some(account_id), reason: e.to_string() }, context);
-            return Err(Failure::refused(format!("the key's answer is not valid: {e}")));
+            let message = match registration {
+                Registration::Attested(_) => format!(
+                    "this service accepts only approved security-key models, and this key could not prove it is one ({e})"
+                ),
+                Registration::Any(_) => format!("the key's answer is not valid: {e}"),
+            };
+            return Err(Failure::refused(message));
         }
     };
     let name = body
