@@ -260,6 +260,10 @@ async fn register_then_log_in_passwordless_and_as_second_factor(storage: Storage
     // A replayed finish request: the ceremony is single use.
     let (status, body) = rp.post_json(&fresh, "/webauthn/authenticate/finish", &finish).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("ceremony_expired")), "{body}");
+    assert!(
+        drain(&mut audit).iter().any(|r| matches!(r.event, AuditEvent::WebauthnRefused { .. })),
+        "the replay is audited"
+    );
 
     // Password then key (second factor) in another browser.
     let other = rp.browser();

@@ -466,8 +466,17 @@ async fn authenticate_finish_inner(
     body: AuthenticateFinish,
 ) -> Result<Response, Failure> {
     let webauthn = webauthn(state)?;
-    let mut interaction =
-        interaction::load_bound(state, headers, &body.interaction).await.map_err(|_| Failure::expired())?;
+    let mut interaction = match interaction::load_bound(state, headers, &body.interaction).await {
+        Ok(i) => i,
+        Err(_) => {
+            // A replayed assertion lands here once its login has completed.
+            state.audit.record(
+                AuditEvent::WebauthnRefused { account_id: None, reason: "login already completed or expired".into() },
+                AuditContext::from_request(headers, None),
+            );
+            return Err(Failure::expired());
+        }
+    };
     if !interaction.csrf_matches(&body.csrf) {
         return Err(Failure::new(StatusCode::FORBIDDEN, "csrf", "reload the page and try again"));
     }
@@ -476,7 +485,17 @@ async fn authenticate_finish_inner(
         ..AuditContext::from_request(headers, None)
     };
     let presented_id = b64(&body.credential.raw_id);
-    let ceremony = take_ceremony(state, &body.ceremony).await?;
+    let ceremony = match take_ceremony(state, &body.ceremony).await {
+        Ok(c) => c,
+        Err(failure) => {
+            // A replayed assertion lands here: its challenge was taken by the first use.
+            state.audit.record(
+                AuditEvent::WebauthnRefused { account_id: None, reason: "challenge already used or expired".into() },
+                context,
+            );
+            return Err(failure);
+        }
+    };
     let stored = state.store.webauthn_credential(&presented_id).await.map_err(|_| Failure::unavailable())?;
     let refuse = |account_id: Option<String>, reason: String| {
         state.audit.record(AuditEvent::WebauthnRefused { account_id, reason: reason.clone() }, context.clone());
