@@ -820,3 +820,21 @@ fn dev_pki_writes_a_complete_test_pki_and_refuses_a_foreign_directory() {
     assert!(!refused.status.success(), "a directory holding something else is not overwritten");
     assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "mine");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_refused_cards_lock_the_address_out() {
+    let Some(ce) = CardEnv::start(Storage::Embedded, |c| c.login.max_failures_per_address = 2).await else { return };
+    ce.register_rp(json!({})).await;
+    let (_, challenge) = pkce_pair();
+    let url = ce.authorize_url(&challenge, &[]);
+    for _ in 0..2 {
+        let browser = ce.browser_with("revoked");
+        let link = card_link(&browser, &url).await;
+        let (status, reason, _) = refusal(browser.navigate(&link).await);
+        assert_eq!((status, reason.as_str()), (403, "revoked"));
+    }
+    let browser = ce.browser_with("revoked");
+    let link = card_link(&browser, &url).await;
+    let (_, status, body) = browser.navigate(&link).await.page();
+    assert_eq!(status, 429, "the address is locked out after its failures:\n{body}");
+}

@@ -407,3 +407,21 @@ async fn required_attestation_admits_only_the_allowed_models() {
     let (status, body) = rp.register(&browser, &mut approved, "approved").await;
     assert_eq!(status, 200, "an allowed model with its attestation is registered: {body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_assertions_lock_the_address_out() {
+    let Some(rp) = rp_with(Storage::Embedded, |c| c.login.max_failures_per_address = 1).await else { return };
+    let mut authenticator = SoftPasskey::new(true);
+    let browser = rp.browser();
+    rp.log_in_eidas1(&browser, &mut None).await;
+    let (status, _) = rp.register(&browser, &mut authenticator, "key").await;
+    assert_eq!(status, 200);
+    let fresh = rp.browser();
+    let (interaction, csrf, _) = rp.login_page(&fresh, Some("eidas2")).await;
+    let phishing = Url::parse("http://localhost:1").unwrap();
+    let ((status, _), _) = rp.assert_key(&fresh, &mut authenticator, &interaction, &csrf, Some(ID_NAT), phishing).await;
+    assert_eq!(status, 401);
+    let start = json!({ "interaction": interaction, "csrf": csrf, "login": ID_NAT });
+    let (status, body) = rp.post_json(&fresh, "/webauthn/authenticate/start", &start).await;
+    assert_eq!((status, body["error"].as_str()), (429, Some("locked")), "{body}");
+}

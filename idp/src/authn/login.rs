@@ -70,6 +70,24 @@ fn address_throttle(state: &AppState) -> Throttle {
     Throttle::new(ThrottlePolicy { max_failures: c.max_failures_per_address, lockout: c.lockout, window: c.lockout })
 }
 
+/// Whether `peer` is locked out by its failures (any factor, any account): card logins and
+/// security keys use it, as the password and code steps do.
+pub(crate) async fn address_locked(state: &AppState, peer: &SocketAddr, now: i64) -> bool {
+    match address_throttle(state).check(state.ephemeral.as_ref(), &address_scope(peer), now).await {
+        Ok(()) => false,
+        Err(ThrottleError::Locked { .. }) => true,
+        // Failing closed: without the counter, attempts cannot be limited.
+        Err(ThrottleError::Storage(_)) => true,
+    }
+}
+
+/// Counts a failed attempt from `peer` (a refused card or security key).
+pub(crate) async fn count_address_failure(state: &AppState, peer: &SocketAddr, now: i64) {
+    if let Err(e) = address_throttle(state).record_failure(state.ephemeral.as_ref(), &address_scope(peer), now).await {
+        tracing::error!(error = %e, "could not count a failed attempt");
+    }
+}
+
 /// Failures are counted per login name (known or not, so lockouts reveal nothing) and per address.
 fn login_scope(login: &str) -> String {
     format!("login:{login}")

@@ -12,7 +12,9 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -367,12 +369,27 @@ pub struct AuthenticateStart {
     login: Option<String>,
 }
 
+/// Refuses every attempt from an address locked out by its failures (any factor).
+async fn locked(state: &AppState, peer: &SocketAddr) -> Option<Failure> {
+    crate::authn::login::address_locked(state, peer, crate::unix_now()).await.then(|| {
+        Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "locked",
+            "too many failed attempts from this address; wait a few minutes, then try again",
+        )
+    })
+}
+
 /// `POST /webauthn/authenticate/start`: the request options for `navigator.credentials.get`.
 pub async fn authenticate_start(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(body): Json<AuthenticateStart>,
 ) -> Response {
+    if let Some(refusal) = locked(&state, &peer).await {
+        return refusal.into_response();
+    }
     authenticate_start_inner(&state, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
 }
 
@@ -454,10 +471,22 @@ pub struct AuthenticateFinish {
 /// interaction and tells the page where to go next.
 pub async fn authenticate_finish(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(body): Json<AuthenticateFinish>,
 ) -> Response {
-    authenticate_finish_inner(&state, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
+    if let Some(refusal) = locked(&state, &peer).await {
+        return refusal.into_response();
+    }
+    match authenticate_finish_inner(&state, &headers, body).await {
+        Ok(response) => response,
+        Err(failure) => {
+            if failure.status == StatusCode::UNAUTHORIZED {
+                crate::authn::login::count_address_failure(&state, &peer, crate::unix_now()).await;
+            }
+            failure.into_response()
+        }
+    }
 }
 
 async fn authenticate_finish_inner(

@@ -91,6 +91,16 @@ pub async fn card_login(
     let Some(card) = state.card.clone() else {
         return crate::web::pages_error(&state, &headers, None, disabled());
     };
+    let now = crate::unix_now();
+    if crate::authn::login::address_locked(&state, &peer, now).await {
+        let t = state.pages.texts(lang);
+        return state.pages.page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "message.html",
+            lang,
+            minijinja::context! { title => t.card_refused_title, message => t.locked },
+        );
+    }
     // A forged proxy header is an attack indicator whatever else the request carries.
     let presented = presented_chain(&card, request.extensions(), &headers, peer);
     if let Presented::Forged { header } = &presented {
@@ -114,10 +124,12 @@ pub async fn card_login(
             return refused(&state, lang, &interaction.id, CardRejection::Malformed, None, context);
         }
     };
-    let now = crate::unix_now();
     let validated = match card.validate(&chain, now) {
         Ok(v) => v,
         Err(rejection) => {
+            if !matches!(rejection, CardRejection::RevocationStale | CardRejection::RevocationUnknown) {
+                crate::authn::login::count_address_failure(&state, &peer, now).await;
+            }
             let parsed = chain.first().and_then(|der| crate::cps::certificate::parse_card(der).ok());
             return refused(&state, lang, &interaction.id, rejection, parsed.as_ref(), context);
         }
