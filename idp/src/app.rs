@@ -158,7 +158,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         .build()
         .map_err(|e| StartError::Http(e.to_string()))?;
     let card = crate::cps::service::CardLogin::start(&config).map_err(|e| StartError::Card(e.to_string()))?;
-    let webauthn = crate::authn::passkeys::relying_party(&config).map_err(StartError::Http)?.map(Arc::new);
+    let webauthn = crate::authn::passkeys::relying_party(&config).map_err(StartError::Webauthn)?.map(Arc::new);
     let webauthn_attestation =
         crate::authn::passkeys::attestation_policy(&config).map_err(StartError::Webauthn)?.map(Arc::new);
     let mtls_base = card.as_ref().filter(|c| c.tls.is_some()).map(|c| c.public_url.clone());

@@ -980,3 +980,22 @@ macro_rules! on_both_storages {
         }
     )*};
 }
+
+/// Every audit record a subscriber has received so far.
+pub fn drain_audit(
+    audit: &mut tokio::sync::broadcast::Receiver<habilis_idp::audit::AuditRecord>,
+) -> Vec<habilis_idp::audit::AuditRecord> {
+    let mut records = Vec::new();
+    while let Ok(record) = audit.try_recv() {
+        records.push(record);
+    }
+    records
+}
+
+/// The `amr` values of decoded token claims.
+pub fn amr_of(claims: &Value) -> Vec<String> {
+    claims["amr"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}

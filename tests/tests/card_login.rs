@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use habilis_e2e::{
-    Browser, ClientAuth, Landing, Storage, TestEnv, authorize_query, backchannel_http, eventually,
-    first_party_client_metadata, link_by_id, pkce_pair, post_form, query_param, test_config, verify_with_jwks,
+    Browser, ClientAuth, Landing, Storage, TestEnv, amr_of, authorize_query, backchannel_http, drain_audit, eventually,
+    first_party_client_metadata, free_port, link_by_id, pkce_pair, post_form, query_param, test_config,
+    verify_with_jwks,
 };
-use habilis_idp::audit::{AuditEvent, AuditRecord};
+use habilis_idp::audit::AuditEvent;
 use habilis_idp::config::{CardMode, Config, UnknownIdNat};
 use serde_json::{Value, json};
 
@@ -24,7 +25,16 @@ const PASSWORD: &str = "correct horse battery staple";
 
 habilis_e2e::on_both_storages!(
     card_login_completes_the_code_flow_at_eidas3,
-    tls_client_auth_tokens_are_bound_to_the_certificate
+    tls_client_auth_tokens_are_bound_to_the_certificate,
+    refused_cards_get_a_page_naming_the_reason_and_an_audit_event,
+    a_card_revoked_in_a_new_crl_is_refused_after_the_next_refresh_without_restart,
+    a_stale_crl_fails_closed_until_a_fresh_one_is_published,
+    fail_open_lets_a_card_through_without_a_crl_and_audits_every_use,
+    card_login_steps_up_a_password_session_to_eidas3,
+    unknown_id_nat_is_provisioned_or_held_for_approval_as_configured,
+    an_invited_professional_is_activated_by_the_card,
+    proxy_mode_behind_nginx_and_the_header_is_refused_from_anyone_else,
+    repeated_refused_cards_lock_the_address_out,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -132,6 +142,14 @@ impl CardEnv {
         Browser::with_card(&self.env.url(""), &identity, &self.file("root-ca.pem"), &[&self.card_origin])
     }
 
+    /// A card login attempt in a new browser with card `name`: the login page of `authorize_url`,
+    /// then its card link.
+    async fn attempt(&self, name: &str, authorize_url: &str) -> Landing {
+        let browser = self.browser_with(name);
+        let link = card_link(&browser, authorize_url).await;
+        browser.navigate(&link).await
+    }
+
     /// An HTTP client presenting `cert` (an application's certificate) to the card listener.
     fn mtls_client(&self, cert: &str, key: &str) -> reqwest::Client {
         reqwest::Client::builder()
@@ -198,22 +216,6 @@ async fn card_link(browser: &Browser, authorize_url: &str) -> String {
     link_by_id(&body, "card-login").unwrap_or_else(|| panic!("the login page offers no card login:\n{body}"))
 }
 
-/// Every audit record received so far.
-fn drain(audit: &mut tokio::sync::broadcast::Receiver<AuditRecord>) -> Vec<AuditRecord> {
-    let mut records = Vec::new();
-    while let Ok(record) = audit.try_recv() {
-        records.push(record);
-    }
-    records
-}
-
-fn amr_of(claims: &Value) -> Vec<String> {
-    claims["amr"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-        .unwrap_or_default()
-}
-
 /// The refusal page of a card: its HTTP status and the reason code it names.
 fn refusal(landing: Landing) -> (u16, String, String) {
     let (url, status, body) = landing.page();
@@ -253,7 +255,7 @@ async fn card_login_completes_the_code_flow_at_eidas3(storage: Storage) {
     let recorded = state.store.credentials_of(&account_id, "card").await.unwrap();
     assert_eq!(recorded.len(), 1, "the certificate is recorded on the account");
     assert_eq!(String::from_utf8_lossy(&recorded[0].secret), ce.card("doctor")["fingerprint"].as_str().unwrap());
-    let events = drain(&mut audit);
+    let events = drain_audit(&mut audit);
     assert!(
         events.iter().any(|r| matches!(&r.event, AuditEvent::CardLoginSucceeded { account_id: a, step_up: false, .. } if *a == account_id)),
         "{events:?}"
@@ -270,9 +272,8 @@ async fn card_login_completes_the_code_flow_at_eidas3(storage: Storage) {
     assert!(!ticket_url.contains("ticket="));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_cards_get_a_page_naming_the_reason_and_an_audit_event() {
-    let Some(ce) = CardEnv::start(Storage::Embedded, |_| {}).await else { return };
+async fn refused_cards_get_a_page_naming_the_reason_and_an_audit_event(storage: Storage) {
+    let Some(ce) = CardEnv::start(storage, |_| {}).await else { return };
     ce.register_rp(json!({})).await;
     let (_, challenge) = pkce_pair();
     let url = ce.authorize_url(&challenge, &[]);
@@ -287,13 +288,11 @@ async fn refused_cards_get_a_page_naming_the_reason_and_an_audit_event() {
     ];
     for (card, reason, status) in cases {
         let mut audit = ce.env.state().audit.subscribe();
-        let browser = ce.browser_with(card);
-        let link = card_link(&browser, &url).await;
-        let (got_status, got_reason, body) = refusal(browser.navigate(&link).await);
+        let (got_status, got_reason, body) = refusal(ce.attempt(card, &url).await);
         assert_eq!((got_status, got_reason.as_str()), (status, reason), "card {card}:\n{body}");
         let other_way = link_by_id(&body, "other-way").unwrap_or_default();
         assert!(other_way.contains("/login?interaction="), "the page offers another way to log in:\n{body}");
-        let events = drain(&mut audit);
+        let events = drain_audit(&mut audit);
         assert!(
             events.iter().any(|r| matches!(&r.event, AuditEvent::CardLoginRefused { reason: r, .. } if r == reason)),
             "card {card}: no refusal audited: {events:?}"
@@ -317,19 +316,15 @@ async fn refused_cards_get_a_page_naming_the_reason_and_an_audit_event() {
     assert!(metrics.contains("habilis_card_logins_total{outcome=\"revoked\"} 1"), "{metrics}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_card_revoked_in_a_new_crl_is_refused_after_the_next_refresh_without_restart() {
-    let Some(ce) = CardEnv::start(Storage::Embedded, |c| c.card.crl_refresh_interval = Duration::from_secs(1)).await
-    else {
+async fn a_card_revoked_in_a_new_crl_is_refused_after_the_next_refresh_without_restart(storage: Storage) {
+    let Some(ce) = CardEnv::start(storage, |c| c.card.crl_refresh_interval = Duration::from_secs(1)).await else {
         return;
     };
     ce.env.add_professional(&ce.id_nat("doctor"), "Maxime", "Maxi", PASSWORD).await;
     ce.register_rp(json!({})).await;
     let (_, challenge) = pkce_pair();
     let url = ce.authorize_url(&challenge, &[]);
-    let browser = ce.browser_with("doctor");
-    let link = card_link(&browser, &url).await;
-    assert!(matches!(browser.navigate(&link).await, Landing::Left(_)), "the doctor's card is accepted at first");
+    assert!(matches!(ce.attempt("doctor", &url).await, Landing::Left(_)), "the doctor's card is accepted at first");
 
     let now = habilis_idp::unix_now();
     let serials = [
@@ -339,9 +334,7 @@ async fn a_card_revoked_in_a_new_crl_is_refused_after_the_next_refresh_without_r
     habilis_idp::cps::devpki::publish_crl(ce.pki.path(), &serials, now + 1, now + 86_400).expect("a new CRL");
     let fetches_before = ce.crl.fetches.load(Ordering::SeqCst);
     let refused = eventually(Duration::from_secs(20), || async {
-        let browser = ce.browser_with("doctor");
-        let link = card_link(&browser, &url).await;
-        match browser.navigate(&link).await {
+        match ce.attempt("doctor", &url).await {
             Landing::Page { body, .. } => body.contains("data-reason=\"revoked\""),
             Landing::Left(_) => false,
         }
@@ -353,9 +346,8 @@ async fn a_card_revoked_in_a_new_crl_is_refused_after_the_next_refresh_without_r
     assert!(cached > 0, "the CRL is cached durably in the data directory");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_crl_fails_closed_until_a_fresh_one_is_published() {
-    let Some(ce) = CardEnv::start(Storage::Embedded, |c| {
+async fn a_stale_crl_fails_closed_until_a_fresh_one_is_published(storage: Storage) {
+    let Some(ce) = CardEnv::start(storage, |c| {
         c.card.crl_refresh_interval = Duration::from_secs(1);
         c.card.crl_max_staleness = Duration::from_secs(3);
     })
@@ -367,11 +359,7 @@ async fn a_stale_crl_fails_closed_until_a_fresh_one_is_published() {
     ce.register_rp(json!({})).await;
     let (_, challenge) = pkce_pair();
     let url = ce.authorize_url(&challenge, &[]);
-    let attempt = || async {
-        let browser = ce.browser_with("doctor");
-        let link = card_link(&browser, &url).await;
-        browser.navigate(&link).await
-    };
+    let attempt = || async { ce.attempt("doctor", &url).await };
     // The CRL published with the PKI is never renewed here: after 3 s it is stale.
     let closed = eventually(Duration::from_secs(20), || async {
         matches!(attempt().await, Landing::Page { status: 503, ref body, .. } if body.contains("data-reason=\"revocation_stale\""))
@@ -386,9 +374,8 @@ async fn a_stale_crl_fails_closed_until_a_fresh_one_is_published() {
     assert!(reopened, "a fresh CRL reopens card login without a restart");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fail_open_lets_a_card_through_without_a_crl_and_audits_every_use() {
-    let Some(ce) = CardEnv::start(Storage::Embedded, |c| {
+async fn fail_open_lets_a_card_through_without_a_crl_and_audits_every_use(storage: Storage) {
+    let Some(ce) = CardEnv::start(storage, |c| {
         c.card.revocation = habilis_idp::config::RevocationSetting::FailOpen;
         c.card.crl_sources = vec!["http://127.0.0.1:9/unreachable.crl".into()];
     })
@@ -400,10 +387,11 @@ async fn fail_open_lets_a_card_through_without_a_crl_and_audits_every_use() {
     ce.register_rp(json!({})).await;
     let (_, challenge) = pkce_pair();
     let mut audit = ce.env.state().audit.subscribe();
-    let browser = ce.browser_with("doctor");
-    let link = card_link(&browser, &ce.authorize_url(&challenge, &[])).await;
-    assert!(matches!(browser.navigate(&link).await, Landing::Left(_)), "fail-open lets the card through");
-    let events = drain(&mut audit);
+    assert!(
+        matches!(ce.attempt("doctor", &ce.authorize_url(&challenge, &[])).await, Landing::Left(_)),
+        "fail-open lets the card through"
+    );
+    let events = drain_audit(&mut audit);
     assert!(
         events.iter().any(
             |r| matches!(&r.event, AuditEvent::CardRevocationFailOpen { reason, .. } if reason == "revocation_unknown")
@@ -412,9 +400,8 @@ async fn fail_open_lets_a_card_through_without_a_crl_and_audits_every_use() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn card_login_steps_up_a_password_session_to_eidas3() {
-    let Some(ce) = CardEnv::start(Storage::Embedded, |_| {}).await else { return };
+async fn card_login_steps_up_a_password_session_to_eidas3(storage: Storage) {
+    let Some(ce) = CardEnv::start(storage, |_| {}).await else { return };
     let id_nat = ce.id_nat("doctor");
     let account_id = ce.env.add_professional(&id_nat, "Maxime", "Maxi", PASSWORD).await;
     let (_, secret) = ce.register_rp(json!({})).await;
@@ -435,24 +422,21 @@ async fn card_login_steps_up_a_password_session_to_eidas3() {
     for method in ["pwd", "sc", "pin", "mfa"] {
         assert!(amr.contains(&method.to_string()), "amr {amr:?} lacks {method}");
     }
-    let events = drain(&mut audit);
+    let events = drain_audit(&mut audit);
     assert!(
         events.iter().any(|r| matches!(&r.event, AuditEvent::CardLoginSucceeded { account_id: a, step_up: true, .. } if *a == account_id)),
         "{events:?}"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_id_nat_is_provisioned_or_held_for_approval_as_configured() {
+async fn unknown_id_nat_is_provisioned_or_held_for_approval_as_configured(storage: Storage) {
     // provision: the account is created, active, from the certificate.
-    let Some(ce) = CardEnv::start(Storage::Embedded, |c| c.card.unknown_id_nat = UnknownIdNat::Provision).await else {
+    let Some(ce) = CardEnv::start(storage, |c| c.card.unknown_id_nat = UnknownIdNat::Provision).await else {
         return;
     };
     ce.register_rp(json!({})).await;
     let (_, challenge) = pkce_pair();
-    let browser = ce.browser_with("pharmacist");
-    let link = card_link(&browser, &ce.authorize_url(&challenge, &[])).await;
-    assert!(matches!(browser.navigate(&link).await, Landing::Left(_)));
+    assert!(matches!(ce.attempt("pharmacist", &ce.authorize_url(&challenge, &[])).await, Landing::Left(_)));
     let id_nat = ce.id_nat("pharmacist");
     let account = ce.env.state().store.account_by_login(&id_nat).await.unwrap().expect("a provisioned account");
     assert_eq!(account.status, habilis_idp::store::AccountStatus::Active);
@@ -460,17 +444,15 @@ async fn unknown_id_nat_is_provisioned_or_held_for_approval_as_configured() {
     assert!(account.family_name.is_some(), "names come from the certificate");
 
     // pending: the account waits for an administrator.
-    let Some(ce) = CardEnv::start(Storage::Embedded, |c| c.card.unknown_id_nat = UnknownIdNat::Pending).await else {
+    let Some(ce) = CardEnv::start(storage, |c| c.card.unknown_id_nat = UnknownIdNat::Pending).await else {
         return;
     };
     ce.register_rp(json!({})).await;
     let mut audit = ce.env.state().audit.subscribe();
     let url = ce.authorize_url(&challenge, &[]);
-    let browser = ce.browser_with("pharmacist");
-    let link = card_link(&browser, &url).await;
-    let (status, reason, _) = refusal(browser.navigate(&link).await);
+    let (status, reason, _) = refusal(ce.attempt("pharmacist", &url).await);
     assert_eq!((status, reason.as_str()), (403, "pending_approval"));
-    let events = drain(&mut audit);
+    let events = drain_audit(&mut audit);
     assert!(
         events.iter().any(|r| matches!(&r.event, AuditEvent::CardAccountCreated { pending_approval: true, .. })),
         "{events:?}"
@@ -484,13 +466,11 @@ async fn unknown_id_nat_is_provisioned_or_held_for_approval_as_configured() {
         .await
         .unwrap();
     store.delete_credentials(&account.id, habilis_idp::cps::login::APPROVAL_REQUEST).await.unwrap();
-    let link = card_link(&browser, &url).await;
-    assert!(matches!(browser.navigate(&link).await, Landing::Left(_)), "approved, the card logs in");
+    assert!(matches!(ce.attempt("pharmacist", &url).await, Landing::Left(_)), "approved, the card logs in");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invited_professional_is_activated_by_the_card() {
-    let Some(ce) = CardEnv::start(Storage::Embedded, |_| {}).await else { return };
+async fn an_invited_professional_is_activated_by_the_card(storage: Storage) {
+    let Some(ce) = CardEnv::start(storage, |_| {}).await else { return };
     ce.register_rp(json!({})).await;
     let id_nat = ce.id_nat("doctor");
     let now = habilis_idp::unix_now();
@@ -510,9 +490,10 @@ async fn an_invited_professional_is_activated_by_the_card() {
     };
     ce.env.state().store.insert_account(&account).await.unwrap();
     let (_, challenge) = pkce_pair();
-    let browser = ce.browser_with("doctor");
-    let link = card_link(&browser, &ce.authorize_url(&challenge, &[])).await;
-    assert!(matches!(browser.navigate(&link).await, Landing::Left(_)), "the card logs the invited professional in");
+    assert!(
+        matches!(ce.attempt("doctor", &ce.authorize_url(&challenge, &[])).await, Landing::Left(_)),
+        "the card logs the invited professional in"
+    );
     let stored = ce.env.state().store.account_by_id(&account.id).await.unwrap().unwrap();
     assert_eq!(stored.status, habilis_idp::store::AccountStatus::Active);
 }
@@ -661,10 +642,6 @@ impl Drop for Nginx {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// nginx terminating TLS on `port`, asking for an optional client certificate (any CA: Habilis
 /// validates it), forwarding it URL-encoded in `X-SSL-Client-Cert` to `upstream`.
 async fn start_nginx(binary: &Path, pki: &Path, port: u16, upstream: SocketAddr) -> Nginx {
@@ -723,8 +700,7 @@ http {{
     Nginx { child, _dir: dir }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_mode_behind_nginx_and_the_header_is_refused_from_anyone_else() {
+async fn proxy_mode_behind_nginx_and_the_header_is_refused_from_anyone_else(storage: Storage) {
     let Some(nginx) = nginx_binary() else {
         if std::env::var_os("CI").is_some() {
             panic!(
@@ -735,7 +711,7 @@ async fn proxy_mode_behind_nginx_and_the_header_is_refused_from_anyone_else() {
         return;
     };
     let port = free_port();
-    let Some(ce) = CardEnv::start(Storage::Embedded, |c| {
+    let Some(ce) = CardEnv::start(storage, |c| {
         c.card.listen = None;
         c.card.proxy_header = Some("x-ssl-client-cert".into());
         c.card.trusted_proxies = vec!["127.0.0.1".into()];
@@ -758,9 +734,7 @@ async fn proxy_mode_behind_nginx_and_the_header_is_refused_from_anyone_else() {
     assert_eq!(id["acr"], "eidas3", "the card forwarded by nginx logs in");
 
     // Through nginx, a revoked card is still refused: Habilis validates, not the proxy.
-    let revoked = ce.browser_with("revoked");
-    let link = card_link(&revoked, &ce.authorize_url(&challenge, &[])).await;
-    let (_, reason, _) = refusal(revoked.navigate(&link).await);
+    let (_, reason, _) = refusal(ce.attempt("revoked", &ce.authorize_url(&challenge, &[])).await);
     assert_eq!(reason, "revoked");
 
     // The same header sent straight to Habilis from another address (127.0.0.2) is ignored,
@@ -779,7 +753,7 @@ async fn proxy_mode_behind_nginx_and_the_header_is_refused_from_anyone_else() {
     let response = forger.get(&direct).header("x-ssl-client-cert", escaped).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 401, "no certificate is taken from a non-proxy address");
     assert!(response.text().await.unwrap().contains("data-reason=\"no_certificate\""));
-    let events = drain(&mut audit);
+    let events = drain_audit(&mut audit);
     assert!(events.iter().any(|r| matches!(&r.event, AuditEvent::ForgedProxyHeader { .. })), "{events:?}");
 
     // From the proxy's own address but for another host (a server block of the proxy that does
@@ -821,20 +795,15 @@ fn dev_pki_writes_a_complete_test_pki_and_refuses_a_foreign_directory() {
     assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "mine");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_refused_cards_lock_the_address_out() {
-    let Some(ce) = CardEnv::start(Storage::Embedded, |c| c.login.max_failures_per_address = 2).await else { return };
+async fn repeated_refused_cards_lock_the_address_out(storage: Storage) {
+    let Some(ce) = CardEnv::start(storage, |c| c.login.max_failures_per_address = 2).await else { return };
     ce.register_rp(json!({})).await;
     let (_, challenge) = pkce_pair();
     let url = ce.authorize_url(&challenge, &[]);
     for _ in 0..2 {
-        let browser = ce.browser_with("revoked");
-        let link = card_link(&browser, &url).await;
-        let (status, reason, _) = refusal(browser.navigate(&link).await);
+        let (status, reason, _) = refusal(ce.attempt("revoked", &url).await);
         assert_eq!((status, reason.as_str()), (403, "revoked"));
     }
-    let browser = ce.browser_with("revoked");
-    let link = card_link(&browser, &url).await;
-    let (_, status, body) = browser.navigate(&link).await.page();
+    let (_, status, body) = ce.attempt("revoked", &url).await.page();
     assert_eq!(status, 429, "the address is locked out after its failures:\n{body}");
 }

@@ -3,11 +3,11 @@
 //! browser's part of each ceremony through the JSON endpoints the login pages call.
 
 use habilis_e2e::{
-    Browser, ClientAuth, Landing, Storage, TestEnv, authorize_query, backchannel_http, enrol_totp,
+    Browser, ClientAuth, Landing, Storage, TestEnv, amr_of, authorize_query, backchannel_http, drain_audit, enrol_totp,
     first_party_client_metadata, fresh_totp_code, hidden_input, pkce_pair, post_form, query_param, test_config,
     verify_with_jwks,
 };
-use habilis_idp::audit::{AuditEvent, AuditRecord};
+use habilis_idp::audit::AuditEvent;
 use serde_json::{Value, json};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
@@ -17,7 +17,12 @@ const CALLBACK: &str = "http://127.0.0.1:9/callback";
 const PASSWORD: &str = "correct horse battery staple";
 const ID_NAT: &str = "899700427885";
 
-habilis_e2e::on_both_storages!(register_then_log_in_passwordless_and_as_second_factor);
+habilis_e2e::on_both_storages!(
+    register_then_log_in_passwordless_and_as_second_factor,
+    wrong_origin_revoked_key_and_counter_regression_are_refused_and_audited,
+    required_attestation_admits_only_the_allowed_models,
+    refused_assertions_lock_the_address_out,
+);
 
 struct Rp {
     env: TestEnv,
@@ -146,8 +151,6 @@ impl Rp {
         (hidden_input(&body, "interaction").unwrap(), hidden_input(&body, "csrf").unwrap(), verifier)
     }
 
-    /// One assertion ceremony: start, authenticator, finish. Returns the finish answer and the
-    /// finish request (to replay it).
     /// Starts an assertion ceremony and lets the authenticator sign it: the finish request, not
     /// yet sent.
     async fn sign(
@@ -184,21 +187,6 @@ impl Rp {
         let finish = self.sign(browser, authenticator, interaction, csrf, login, origin).await;
         (self.post_json(browser, "/webauthn/authenticate/finish", &finish).await, finish)
     }
-}
-
-fn amr_of(claims: &Value) -> Vec<String> {
-    claims["amr"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-        .unwrap_or_default()
-}
-
-fn drain(audit: &mut tokio::sync::broadcast::Receiver<AuditRecord>) -> Vec<AuditRecord> {
-    let mut records = Vec::new();
-    while let Ok(record) = audit.try_recv() {
-        records.push(record);
-    }
-    records
 }
 
 async fn register_then_log_in_passwordless_and_as_second_factor(storage: Storage) {
@@ -253,7 +241,7 @@ async fn register_then_log_in_passwordless_and_as_second_factor(storage: Storage
     assert!(amr.contains(&"hwk".into()) && amr.contains(&"user".into()) && amr.contains(&"mfa".into()), "{amr:?}");
     assert!(!amr.contains(&"pwd".into()), "no password was typed: {amr:?}");
     assert!(
-        drain(&mut audit).iter().any(|r| matches!(r.event, AuditEvent::WebauthnLoginSucceeded { .. })),
+        drain_audit(&mut audit).iter().any(|r| matches!(r.event, AuditEvent::WebauthnLoginSucceeded { .. })),
         "the key login is audited"
     );
 
@@ -261,7 +249,7 @@ async fn register_then_log_in_passwordless_and_as_second_factor(storage: Storage
     let (status, body) = rp.post_json(&fresh, "/webauthn/authenticate/finish", &finish).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("ceremony_expired")), "{body}");
     assert!(
-        drain(&mut audit).iter().any(|r| matches!(r.event, AuditEvent::WebauthnRefused { .. })),
+        drain_audit(&mut audit).iter().any(|r| matches!(r.event, AuditEvent::WebauthnRefused { .. })),
         "the replay is audited"
     );
 
@@ -284,9 +272,8 @@ async fn first_account(rp: &Rp) -> String {
     rp.env.state().store.account_by_login(ID_NAT).await.unwrap().expect("the account").id
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_origin_revoked_key_and_counter_regression_are_refused_and_audited() {
-    let Some(rp) = rp(Storage::Embedded).await else { return };
+async fn wrong_origin_revoked_key_and_counter_regression_are_refused_and_audited(storage: Storage) {
+    let Some(rp) = rp(storage).await else { return };
     let mut last = None;
     let mut authenticator = SoftPasskey::new(true);
     let browser = rp.browser();
@@ -326,7 +313,7 @@ async fn wrong_origin_revoked_key_and_counter_regression_are_refused_and_audited
     assert_eq!(status, 401, "a revoked key is refused: {body}");
 
     let refusals =
-        drain(&mut audit).into_iter().filter(|r| matches!(r.event, AuditEvent::WebauthnRefused { .. })).count();
+        drain_audit(&mut audit).into_iter().filter(|r| matches!(r.event, AuditEvent::WebauthnRefused { .. })).count();
     assert!(refusals >= 3, "each refusal is audited ({refusals})");
 
     // An unknown login gets a challenge shaped like a real one (no account enumeration).
@@ -378,8 +365,7 @@ async fn a_ceremony_started_on_one_instance_finishes_on_another() {
     assert_eq!(rp.id_token(&back, &verifier).await["acr"], "eidas2");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn required_attestation_admits_only_the_allowed_models() {
+async fn required_attestation_admits_only_the_allowed_models(storage: Storage) {
     use crypto_glue::der::Encode;
     use webauthn_authenticator_rs::softtoken::{AAGUID, SoftToken};
     let (mut approved, vendor_ca) = SoftToken::new(true).expect("a software token and its attestation CA");
@@ -391,7 +377,7 @@ async fn required_attestation_admits_only_the_allowed_models() {
         ca: ca_file,
         description: "approved software token".into(),
     };
-    let Some(rp) = rp_with(Storage::Embedded, |c| {
+    let Some(rp) = rp_with(storage, |c| {
         c.webauthn.attestation = habilis_idp::config::AttestationMode::Required;
         c.webauthn.allowed_authenticators = vec![allowed];
     })
@@ -408,9 +394,8 @@ async fn required_attestation_admits_only_the_allowed_models() {
     assert_eq!(status, 200, "an allowed model with its attestation is registered: {body}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_assertions_lock_the_address_out() {
-    let Some(rp) = rp_with(Storage::Embedded, |c| c.login.max_failures_per_address = 1).await else { return };
+async fn refused_assertions_lock_the_address_out(storage: Storage) {
+    let Some(rp) = rp_with(storage, |c| c.login.max_failures_per_address = 1).await else { return };
     let mut authenticator = SoftPasskey::new(true);
     let browser = rp.browser();
     rp.log_in_eidas1(&browser, &mut None).await;

@@ -201,8 +201,7 @@ pub async fn continue_login(
 
 /// Where this interaction's card login starts, when card login is on.
 fn card_url(state: &AppState, interaction: &Interaction) -> Option<String> {
-    let card = state.card.as_ref()?;
-    Some(format!("{}{}?interaction={}", card.public_url, crate::cps::login::CARD_PATH, interaction.id))
+    state.card.as_ref().map(|card| card.entry_url(&interaction.id))
 }
 
 /// Whether the level this interaction requires is beyond password + one-time code (eidas1).

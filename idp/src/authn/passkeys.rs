@@ -411,18 +411,7 @@ async fn authenticate_start_inner(
         }
         None => interaction.account_id.clone(),
     };
-    let ceremony = match (&account_id, body.login.is_some()) {
-        (None, false) => {
-            let (options, discover) = webauthn
-                .start_discoverable_authentication()
-                .map_err(|e| Failure::refused(format!("authentication could not start: {e}")))?;
-            let id = save_ceremony(state, &Ceremony::Discover { interaction: interaction.id.clone(), state: discover })
-                .await?;
-            return Ok(Json(json!({ "ceremony": id, "options": options })).into_response());
-        }
-        (account, _) => account.clone(),
-    };
-    let passkeys: Vec<Passkey> = match &ceremony {
+    let passkeys: Vec<Passkey> = match &account_id {
         Some(account_id) => state
             .store
             .webauthn_credentials_of(account_id)
@@ -434,28 +423,42 @@ async fn authenticate_start_inner(
         None => Vec::new(),
     };
     if passkeys.is_empty() {
-        // An unknown login, or one without keys, gets the same kind of answer as a known one: a
-        // challenge listing one credential id, random here, so this endpoint does not reveal who
-        // has an account or a key. No authenticator holds that id, so the ceremony cannot finish.
-        let (options, discover) = webauthn
-            .start_discoverable_authentication()
-            .map_err(|e| Failure::refused(format!("authentication could not start: {e}")))?;
-        let mut options = to_value(&options);
-        let mut id = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
-        options["publicKey"]["allowCredentials"] = json!([{ "type": "public-key", "id": b64(&id) }]);
-        let id =
-            save_ceremony(state, &Ceremony::Discover { interaction: interaction.id.clone(), state: discover }).await?;
-        return Ok(Json(json!({ "ceremony": id, "options": options })).into_response());
+        // Nobody identified: a usernameless login with the authenticator's discoverable
+        // credentials. Someone identified (a login typed, or the password step) without keys, or
+        // an unknown login: the same challenge listing one random credential id, shaped like a
+        // real answer so this endpoint does not reveal who has an account or a key.
+        let decoy = account_id.is_some() || body.login.is_some();
+        return start_discoverable(state, webauthn, &interaction.id, decoy).await;
     }
     let (options, authentication) = webauthn
         .start_passkey_authentication(&passkeys)
         .map_err(|e| Failure::refused(format!("authentication could not start: {e}")))?;
     let id = save_ceremony(
         state,
-        &Ceremony::Authenticate { interaction: interaction.id.clone(), account_id: ceremony, state: authentication },
+        &Ceremony::Authenticate { interaction: interaction.id.clone(), account_id, state: authentication },
     )
     .await?;
+    Ok(Json(json!({ "ceremony": id, "options": options })).into_response())
+}
+
+/// Starts a discoverable-credential ceremony; with `decoy`, lists one random credential id.
+async fn start_discoverable(
+    state: &AppState,
+    webauthn: &Webauthn,
+    interaction_id: &str,
+    decoy: bool,
+) -> Result<Response, Failure> {
+    let (options, discover) = webauthn
+        .start_discoverable_authentication()
+        .map_err(|e| Failure::refused(format!("authentication could not start: {e}")))?;
+    let mut options = to_value(&options);
+    if decoy {
+        let mut id = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+        options["publicKey"]["allowCredentials"] = json!([{ "type": "public-key", "id": b64(&id) }]);
+    }
+    let ceremony = Ceremony::Discover { interaction: interaction_id.to_string(), state: discover };
+    let id = save_ceremony(state, &ceremony).await?;
     Ok(Json(json!({ "ceremony": id, "options": options })).into_response())
 }
 
@@ -598,8 +601,8 @@ async fn authenticate_finish_inner(
     Ok(Json(json!({ "redirect": next })).into_response())
 }
 
-/// Serialises the options for the page's script (`Value`, for templates).
-pub fn to_value<T: Serialize>(value: &T) -> Value {
+/// Ceremony options as JSON, to adjust before they go to the page's script.
+fn to_value<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 

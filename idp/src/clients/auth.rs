@@ -116,18 +116,38 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     Ok(Some((id, secret)))
 }
 
+/// Checks the TLS client certificate of a client registered for `tls_client_auth` or
+/// `self_signed_tls_client_auth` (RFC 8705). The certificate lives in the request's TLS layer and
+/// its trust store in the card service, so the caller supplies the check.
+pub trait CertificateCheck: Sync {
+    fn authenticate(&self, client: Arc<Client>) -> Result<AuthenticatedClient, OAuthError>;
+}
+
+/// For callers without a TLS layer: certificate clients cannot authenticate.
+pub struct NoCertificate;
+
+impl CertificateCheck for NoCertificate {
+    fn authenticate(&self, client: Arc<Client>) -> Result<AuthenticatedClient, OAuthError> {
+        Err(invalid_client(format!(
+            "this client authenticates with its TLS certificate ({}), which this request does not carry",
+            client.token_endpoint_auth_method()
+        )))
+    }
+}
+
 impl ClientRegistry {
     /// Authenticates the client of a token, PAR, introspection or revocation request.
     ///
     /// `params` is the form body; `audience` the values accepted as an assertion's `aud` (the
     /// issuer and the URL of the endpoint being called); `ephemeral` records assertion `jti`s to
-    /// refuse replays; `now` is Unix seconds.
+    /// refuse replays; `certificate` checks certificate clients (RFC 8705); `now` is Unix seconds.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         params: &[(String, String)],
         audience: &[String],
         ephemeral: &dyn EphemeralStore,
+        certificate: &dyn CertificateCheck,
         now: UnixTime,
     ) -> Result<AuthenticatedClient, OAuthError> {
         let basic = basic_credentials(headers)?;
@@ -176,7 +196,8 @@ impl ClientRegistry {
             return finish(client, body_client_id, TokenEndpointAuthMethod::PrivateKeyJwt);
         }
 
-        // No credentials: only a public client may do that, and it must say who it is.
+        // No credentials in the request: a public client, or a client whose credential is its TLS
+        // certificate (RFC 8705 §2); either way it must say who it is.
         let id = body_client_id.ok_or_else(|| {
             invalid_client(
                 "client authentication is required: send client credentials, or client_id for a \
@@ -184,6 +205,9 @@ impl ClientRegistry {
             )
         })?;
         let entry = self.lookup(id).await?.ok_or_else(|| invalid_client(FAILED))?;
+        if entry.client.token_endpoint_auth_method().uses_certificate() {
+            return certificate.authenticate(Arc::clone(&entry.client));
+        }
         require_method(&entry.client, TokenEndpointAuthMethod::None)?;
         finish(Arc::clone(&entry.client), body_client_id, TokenEndpointAuthMethod::None)
     }

@@ -16,7 +16,10 @@ mod remote_jwks;
 #[cfg(test)]
 mod tests;
 
-pub use auth::{ASSERTION_LEEWAY_SECS, AuthenticatedClient, JWT_BEARER_ASSERTION_TYPE, MAX_ASSERTION_LIFETIME_SECS};
+pub use auth::{
+    ASSERTION_LEEWAY_SECS, AuthenticatedClient, CertificateCheck, JWT_BEARER_ASSERTION_TYPE,
+    MAX_ASSERTION_LIFETIME_SECS, NoCertificate,
+};
 pub use jose::ASSERTION_SIGNING_ALGS;
 pub use model::{
     AcrLevel, ApplicationType, CertificateName, Client, ClientKeys, ClientMetadataError, DEFAULT_SCOPE, GrantType,

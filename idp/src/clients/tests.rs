@@ -68,7 +68,7 @@ async fn auth(
     params: &[(String, String)],
     ephemeral: &MemoryStore,
 ) -> Result<AuthenticatedClient, OAuthError> {
-    registry.authenticate(headers, params, &audience(), ephemeral, unix_now()).await
+    registry.authenticate(headers, params, &audience(), ephemeral, &super::NoCertificate, unix_now()).await
 }
 
 #[track_caller]

@@ -452,7 +452,7 @@ fn refusal_page(
     message: &str,
 ) -> Response {
     let issuer = state.issuer_string();
-    let retry = state.card.as_ref().map(|c| format!("{}{CARD_PATH}?interaction={interaction}", c.public_url));
+    let retry = state.card.as_ref().map(|c| c.entry_url(interaction));
     let other_way = format!("{issuer}/login?interaction={interaction}");
     state.pages.page(
         status,

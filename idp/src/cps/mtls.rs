@@ -14,6 +14,19 @@ fn invalid_client(description: impl Into<std::borrow::Cow<'static, str>>) -> OAu
     OAuthError::new(OAuthErrorCode::InvalidClient, description)
 }
 
+/// The certificate check of one request: its TLS certificate against the card trust store.
+pub struct RequestCertificate<'a> {
+    pub state: &'a AppState,
+    pub certificate: &'a MtlsCertificate,
+    pub now: i64,
+}
+
+impl crate::clients::CertificateCheck for RequestCertificate<'_> {
+    fn authenticate(&self, client: Arc<Client>) -> Result<AuthenticatedClient, OAuthError> {
+        authenticate(self.state, client, self.certificate, self.now)
+    }
+}
+
 /// Authenticates `client`, registered for a certificate method, with the request's certificate.
 pub fn authenticate(
     state: &AppState,

@@ -146,14 +146,23 @@ impl CardLogin {
         let result = self.validator.validate(chain, &snapshot, self.revocation, now);
         // Learn the CRL locations only from certificates whose chain verified (otherwise anyone
         // could make the server fetch URLs of their choosing).
-        let chain_verified = match &result {
-            Ok(card) => card.revocation != crate::cps::validate::RevocationStatus::Good,
-            Err(rejection) => matches!(rejection, CardRejection::RevocationUnknown | CardRejection::RevocationStale),
-        };
-        if chain_verified && let Some(Ok(parsed)) = chain.first().map(|der| crate::cps::certificate::parse_card(der)) {
-            self.crls.note_distribution_points(&parsed.crl_distribution_points);
+        match &result {
+            Ok(card) if card.revocation != crate::cps::validate::RevocationStatus::Good => {
+                self.crls.note_distribution_points(&card.card.crl_distribution_points);
+            }
+            Err(CardRejection::RevocationUnknown | CardRejection::RevocationStale) => {
+                if let Some(Ok(parsed)) = chain.first().map(|der| crate::cps::certificate::parse_card(der)) {
+                    self.crls.note_distribution_points(&parsed.crl_distribution_points);
+                }
+            }
+            _ => {}
         }
         result
+    }
+
+    /// Where the card login of interaction `interaction_id` starts (on the card host).
+    pub fn entry_url(&self, interaction_id: &str) -> String {
+        format!("{}{}?interaction={interaction_id}", self.public_url, crate::cps::login::CARD_PATH)
     }
 
     /// Takes the bound card listener (once).

@@ -361,6 +361,15 @@ impl From<ConsentRow> for Consent {
     }
 }
 
+/// The atomic spend of a refresh token: only one caller flips `used_at` from NULL. Shared by the
+/// plain spend and the rotation, as a literal so queries stay `&'static str`.
+macro_rules! spend_refresh_token {
+    () => {
+        "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
+         RETURNING token_hash, grant_id, created_at, expires_at, used_at"
+    };
+}
+
 macro_rules! grant_columns {
     () => {
         "id, account_id, client_id, session_id, scope, claims, auth_time, created_at, expires_at, revoked_at"
@@ -381,6 +390,17 @@ macro_rules! sql_store {
         impl $store {
             async fn writer(&self) -> StoreResult<tokio::sync::SemaphorePermit<'_>> {
                 self.writes.acquire().await.map_err(|_| StoreError::Unavailable("the store is shutting down".into()))
+            }
+
+            /// What a spend attempt means: the row it spent, or why it spent nothing.
+            async fn spend_outcome(&self, spent: Option<RefreshRow>, token_hash: &str) -> StoreResult<RefreshUse> {
+                if let Some(row) = spent {
+                    return Ok(RefreshUse::Fresh(row.into()));
+                }
+                Ok(match self.refresh_token(token_hash).await? {
+                    Some(token) => RefreshUse::Reused(token),
+                    None => RefreshUse::Unknown,
+                })
             }
         }
 
@@ -787,23 +807,13 @@ macro_rules! sql_store {
 
             async fn use_refresh_token(&self, token_hash: &str, at: UnixTime) -> StoreResult<RefreshUse> {
                 let _writer = self.writer().await?;
-                // The conditional UPDATE is the atomic step: only one caller flips used_at from NULL.
-                let spent = sqlx::query_as::<_, RefreshRow>(
-                    "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
-                     RETURNING token_hash, grant_id, created_at, expires_at, used_at",
-                )
-                .bind(at)
-                .bind(token_hash)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(unavailable)?;
-                if let Some(row) = spent {
-                    return Ok(RefreshUse::Fresh(row.into()));
-                }
-                Ok(match self.refresh_token(token_hash).await? {
-                    Some(token) => RefreshUse::Reused(token),
-                    None => RefreshUse::Unknown,
-                })
+                let spent = sqlx::query_as::<_, RefreshRow>(spend_refresh_token!())
+                    .bind(at)
+                    .bind(token_hash)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                self.spend_outcome(spent, token_hash).await
             }
 
             async fn rotate_refresh_token(&self, token_hash: &str, at: UnixTime, successor: &RefreshToken) -> StoreResult<RefreshUse> {
@@ -816,15 +826,14 @@ macro_rules! sql_store {
                 let _writer = self.writer().await?;
                 let sql = match $backend {
                     Backend::Sqlite => concat!(
-                        "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
-                         RETURNING token_hash, grant_id, created_at, expires_at, used_at; ",
-                        "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at) \
+                        spend_refresh_token!(),
+                        "; INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at) \
                          SELECT $3, $4, $5, $6 WHERE changes() = 1"
                     ),
                     Backend::Postgres => concat!(
-                        "WITH spent AS (UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
-                         RETURNING token_hash, grant_id, created_at, expires_at, used_at), ",
-                        "successor AS (INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at) \
+                        "WITH spent AS (",
+                        spend_refresh_token!(),
+                        "), successor AS (INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at) \
                          SELECT $3, $4, $5, $6 FROM spent) SELECT * FROM spent"
                     ),
                 };
@@ -838,13 +847,7 @@ macro_rules! sql_store {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(write_error("refresh token"))?;
-                if let Some(row) = spent.into_iter().next() {
-                    return Ok(RefreshUse::Fresh(row.into()));
-                }
-                Ok(match self.refresh_token(token_hash).await? {
-                    Some(token) => RefreshUse::Reused(token),
-                    None => RefreshUse::Unknown,
-                })
+                self.spend_outcome(spent.into_iter().next(), token_hash).await
             }
 
             async fn refresh_context(&self, token_hash: &str) -> StoreResult<Option<RefreshContext>> {

@@ -68,33 +68,34 @@
     return pk;
   }
 
-  function assertionJson(credential) {
+  // The credential as webauthn-rs reads it: binary members base64url, `response` as given.
+  function credentialJson(credential, response) {
     return {
       id: credential.id,
       rawId: toB64url(credential.rawId),
       type: credential.type,
       extensions: credential.getClientExtensionResults ? credential.getClientExtensionResults() : {},
-      response: {
-        authenticatorData: toB64url(credential.response.authenticatorData),
-        clientDataJSON: toB64url(credential.response.clientDataJSON),
-        signature: toB64url(credential.response.signature),
-        userHandle: toB64url(credential.response.userHandle)
-      }
+      response: response
     };
   }
 
+  function assertionJson(credential) {
+    var r = credential.response;
+    return credentialJson(credential, {
+      authenticatorData: toB64url(r.authenticatorData),
+      clientDataJSON: toB64url(r.clientDataJSON),
+      signature: toB64url(r.signature),
+      userHandle: toB64url(r.userHandle)
+    });
+  }
+
   function attestationJson(credential) {
-    return {
-      id: credential.id,
-      rawId: toB64url(credential.rawId),
-      type: credential.type,
-      extensions: credential.getClientExtensionResults ? credential.getClientExtensionResults() : {},
-      response: {
-        attestationObject: toB64url(credential.response.attestationObject),
-        clientDataJSON: toB64url(credential.response.clientDataJSON),
-        transports: credential.response.getTransports ? credential.response.getTransports() : null
-      }
-    };
+    var r = credential.response;
+    return credentialJson(credential, {
+      attestationObject: toB64url(r.attestationObject),
+      clientDataJSON: toB64url(r.clientDataJSON),
+      transports: r.getTransports ? r.getTransports() : null
+    });
   }
 
   function logIn(el, login, mediation) {

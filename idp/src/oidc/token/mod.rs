@@ -99,20 +99,17 @@ pub async fn authenticate_client(
     endpoint_path: &str,
     now: i64,
 ) -> Result<AuthenticatedClient, OAuthError> {
-    // A client registered for a certificate method sends only its client_id (RFC 8705 §2).
-    let other_credentials = headers.contains_key(axum::http::header::AUTHORIZATION)
-        || params.get("client_secret").is_some()
-        || params.get("client_assertion").is_some();
-    if let (false, Some(client_id)) = (other_credentials, params.get("client_id"))
-        && let Some(client) = state.clients.get(client_id).await?
-        && client.token_endpoint_auth_method().uses_certificate()
-    {
-        return crate::cps::mtls::authenticate(state, client, certificate, now);
-    }
     let pairs: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     state
         .clients
-        .authenticate(headers, &pairs, &assertion_audience(state, endpoint_path), state.ephemeral.as_ref(), now)
+        .authenticate(
+            headers,
+            &pairs,
+            &assertion_audience(state, endpoint_path),
+            state.ephemeral.as_ref(),
+            &crate::cps::mtls::RequestCertificate { state, certificate, now },
+            now,
+        )
         .await
 }
 
