@@ -49,6 +49,10 @@ pub enum StartError {
     Card(String),
     #[error("{0}; check the [webauthn] section")]
     Webauthn(String),
+    #[error(
+        "habilitation policies: {0}; fix the profile (habilis profile put) or the files of habilitation.policies_dir"
+    )]
+    Habilitation(String),
     #[error("cannot listen on {addr}: {source}; is another process using it? choose another with --listen")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -92,6 +96,8 @@ pub struct Services {
     pub webauthn_attestation: Option<Arc<webauthn_rs::prelude::AttestationCaList>>,
     /// CPS card login, when enabled (`card.mode`).
     pub card: Option<Arc<crate::cps::service::CardLogin>>,
+    /// Habilitation profiles (Cedar) and the evaluation of `patient_access` requests.
+    pub habilitations: Arc<crate::habilitation::service::Habilitations>,
     /// `config.issuer_string()`, computed once: it is read several times per token request.
     issuer: String,
 }
@@ -132,6 +138,9 @@ pub fn ensure_data_dir(config: &Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// How often an instance looks for habilitation profiles changed by another instance.
+const PROFILE_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Opens storage, loads keys and assembles the state. Background tasks (key reload) are started here.
 pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     ensure_data_dir(&config)?;
@@ -161,6 +170,12 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     let webauthn = crate::authn::passkeys::relying_party(&config).map_err(StartError::Webauthn)?.map(Arc::new);
     let webauthn_attestation =
         crate::authn::passkeys::attestation_policy(&config).map_err(StartError::Webauthn)?.map(Arc::new);
+    let habilitations = Arc::new(
+        crate::habilitation::service::Habilitations::load(&config, &store)
+            .await
+            .map_err(|e| StartError::Habilitation(e.to_string()))?,
+    );
+    crate::habilitation::service::spawn_refresher(&habilitations, store.clone(), PROFILE_REFRESH_INTERVAL);
     let mtls_base = card.as_ref().filter(|c| c.tls.is_some()).map(|c| c.public_url.clone());
     let discovery = Arc::new(DiscoveryDocument::build(&config, &algs, &grants.grant_types(), mtls_base.as_deref()));
     let state = AppState(Arc::new(Services {
@@ -185,6 +200,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         webauthn,
         webauthn_attestation,
         card,
+        habilitations,
     }));
     if let Some(card) = &state.card {
         // Revocation lists before the first card login (from the cache at once, then fetched).
@@ -237,6 +253,27 @@ pub fn router(state: AppState) -> Router {
         .route("/static/style.css", get(crate::web::pages::stylesheet))
         // Browsers ask for it on every page; answering "nothing here" keeps consoles and logs clean.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route(
+            crate::habilitation::relationships_api::PATH,
+            get(crate::habilitation::relationships_api::list).post(crate::habilitation::relationships_api::create),
+        )
+        .route("/api/v1/relationships/{id}/revoke", axum::routing::post(crate::habilitation::relationships_api::revoke))
+        .route("/api/v1/relationships/{id}/expire", axum::routing::post(crate::habilitation::relationships_api::expire))
+        .route(
+            crate::habilitation::decision::EVALUATION_PATH,
+            axum::routing::post(crate::habilitation::decision::evaluation),
+        )
+        .route(
+            crate::habilitation::decision::EVALUATIONS_PATH,
+            axum::routing::post(crate::habilitation::decision::evaluations),
+        )
+        .route(crate::habilitation::profiles_api::PATH, get(crate::habilitation::profiles_api::list))
+        .route(
+            crate::habilitation::profiles_api::ITEM_PATH,
+            get(crate::habilitation::profiles_api::show)
+                .put(crate::habilitation::profiles_api::put)
+                .delete(crate::habilitation::profiles_api::remove),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

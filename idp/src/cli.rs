@@ -53,6 +53,12 @@ pub enum Command {
     /// rotate secrets. Changes reach running servers within a second.
     #[command(subcommand)]
     Client(crate::clients::cli::ClientCommand),
+    /// Manage habilitation profiles (Cedar-validated): put FILE, list, show, remove.
+    #[command(subcommand)]
+    Profile(crate::habilitation::cli::ProfileCommand),
+    /// Import data: professionals' practice data from a CSV file.
+    #[command(subcommand)]
+    Import(crate::habilitation::cli::ImportCommand),
     /// Generate a TEST PKI for CPS card login: a root, a "PERSONNES"-like intermediate, card
     /// certificates with the real subject layout (valid, staff, revoked, expired, wrong usage, no
     /// idNat, unknown CA) as PEM and PKCS#12 (password `habilis`), an organisation certificate
@@ -309,6 +315,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             crate::app::ensure_data_dir(&config).map_err(failed)?;
             let store = crate::store::connect(&config).await.map_err(failed)?;
             crate::clients::cli::run(&config, store, command).await.map_err(CliError::Failed)
+        }
+        Command::Profile(command) => {
+            let config = load_config(&cli, None, Vec::new())?;
+            crate::app::ensure_data_dir(&config).map_err(failed)?;
+            let store = crate::store::connect(&config).await.map_err(failed)?;
+            crate::habilitation::cli::profile_command(&config, store, command).await.map_err(CliError::Failed)
+        }
+        Command::Import(command) => {
+            let config = load_config(&cli, None, Vec::new())?;
+            crate::app::ensure_data_dir(&config).map_err(failed)?;
+            let store = crate::store::connect(&config).await.map_err(failed)?;
+            crate::habilitation::cli::import_command(store, command).await.map_err(CliError::Failed)
         }
     }
 }

@@ -40,6 +40,7 @@ pub struct Config {
     pub password: PasswordConfig,
     pub card: CardConfig,
     pub webauthn: WebauthnConfig,
+    pub habilitation: HabilitationConfig,
     pub log: LogConfig,
 }
 
@@ -261,6 +262,39 @@ impl Default for WebauthnConfig {
     }
 }
 
+/// Habilitations: relationship kinds apps may create, and where the Cedar policies come from.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HabilitationConfig {
+    /// The relationship kinds apps may create and profiles may cover (an extensible list).
+    pub relationship_kinds: Vec<String>,
+    /// A folder with `schema.cedarschema`, `profile.cedar` and `base.cedar` replacing the embedded
+    /// policies (absent: the ones built into the binary, from the repository's `policies/`).
+    pub policies_dir: Option<PathBuf>,
+    /// Longest validity of a relationship created through the API (absent: no limit).
+    #[serde(with = "humantime_serde")]
+    pub max_relationship_duration: Option<Duration>,
+}
+
+impl Default for HabilitationConfig {
+    fn default() -> Self {
+        HabilitationConfig {
+            relationship_kinds: [
+                "second_opinion_expert",
+                "coordinating_doctor",
+                "treating",
+                "care_team",
+                "teleconsultation",
+            ]
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+            policies_dir: None,
+            max_relationship_duration: None,
+        }
+    }
+}
+
 /// Whether CPS card login runs, and on which trust anchors.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -416,6 +450,7 @@ impl Default for Config {
             password: PasswordConfig::default(),
             card: CardConfig::default(),
             webauthn: WebauthnConfig::default(),
+            habilitation: HabilitationConfig::default(),
             log: LogConfig::default(),
         }
     }

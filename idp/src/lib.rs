@@ -14,6 +14,7 @@ pub mod config;
 pub mod cps;
 pub mod ephemeral;
 pub mod error;
+pub mod habilitation;
 pub mod ids;
 pub mod keys;
 pub mod mail;

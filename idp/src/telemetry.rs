@@ -65,6 +65,8 @@ pub struct Metrics {
     pub forged_proxy_headers: Counter,
     /// Seconds since the oldest CRL in use was issued.
     pub revocation_list_age: Gauge,
+    /// Habilitation decisions (`patient_access` evaluations) by outcome (`granted`, `denied`).
+    pub habilitation_decisions: Family<OutcomeLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -115,7 +117,14 @@ impl Metrics {
             "Age of the oldest certificate revocation list in use",
             revocation_list_age.clone(),
         );
+        let habilitation_decisions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "habilitation_decisions",
+            "Evaluations of patient_access requests by outcome",
+            habilitation_decisions.clone(),
+        );
         Metrics {
+            habilitation_decisions,
             card_logins,
             forged_proxy_headers,
             revocation_list_age,
@@ -130,6 +139,11 @@ impl Metrics {
 
     pub fn token_issued(&self, grant_type: &str) {
         self.tokens_issued.get_or_create(&GrantLabels { grant_type: grant_type.to_string() }).inc();
+    }
+
+    pub fn habilitation_decision(&self, granted: bool) {
+        let outcome = if granted { "granted" } else { "denied" };
+        self.habilitation_decisions.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
     }
 
     pub fn card_login(&self, outcome: &str) {

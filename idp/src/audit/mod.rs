@@ -36,6 +36,33 @@ pub enum AuditEvent {
     /// A registration or assertion was refused (replay, wrong origin, unknown or revoked key,
     /// counter regression…); `reason` says which.
     WebauthnRefused { account_id: Option<String>, reason: String },
+    /// A `patient_access` request was evaluated (token issuance, token exchange or the decision
+    /// API). `patient` is minimised (kind and last characters); `reason` says why it was denied.
+    HabilitationDecision {
+        account_id: String,
+        patient: String,
+        actions: Vec<String>,
+        granted: bool,
+        relationship_id: Option<String>,
+        profile: Option<String>,
+        reason: Option<String>,
+        via: String,
+    },
+    /// A professional–patient relationship was created.
+    RelationshipCreated {
+        relationship_id: String,
+        professional_id: String,
+        patient_id: String,
+        kind: String,
+        actor: String,
+        evidence: String,
+    },
+    /// A relationship was revoked or ended.
+    RelationshipEnded { relationship_id: String, actor: String, status: String },
+    /// A habilitation profile was created, changed or removed.
+    ProfileChanged { name: String, actor: String, before: Option<String>, after: Option<String> },
+    /// A token was exchanged (RFC 8693) for a narrower one.
+    TokenExchanged { subject_client: String, actor_client: String, account_id: Option<String>, audience: Vec<String> },
 }
 
 impl AuditEvent {
@@ -54,6 +81,11 @@ impl AuditEvent {
             AuditEvent::WebauthnRevoked { .. } => "webauthn_revoked",
             AuditEvent::WebauthnLoginSucceeded { .. } => "webauthn_login_succeeded",
             AuditEvent::WebauthnRefused { .. } => "webauthn_refused",
+            AuditEvent::HabilitationDecision { .. } => "habilitation_decision",
+            AuditEvent::RelationshipCreated { .. } => "relationship_created",
+            AuditEvent::RelationshipEnded { .. } => "relationship_ended",
+            AuditEvent::ProfileChanged { .. } => "profile_changed",
+            AuditEvent::TokenExchanged { .. } => "token_exchanged",
         }
     }
 }

@@ -23,7 +23,7 @@ pub use auth::{
 pub use jose::ASSERTION_SIGNING_ALGS;
 pub use model::{
     AcrLevel, ApplicationType, CertificateName, Client, ClientKeys, ClientMetadataError, DEFAULT_SCOPE, GrantType,
-    MetadataErrorCode, SubjectType, TokenEndpointAuthMethod, validate_client_id,
+    MetadataErrorCode, SubjectType, TOKEN_EXCHANGE_GRANT, TokenEndpointAuthMethod, validate_client_id,
 };
 pub use registry::{
     ClientEntry, ClientRegistry, DEFAULT_REFRESH_INTERVAL, MIN_SECRET_LEN, PreparedRegistration, Registration,

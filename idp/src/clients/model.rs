@@ -83,6 +83,9 @@ impl ClientMetadataError {
 
 type MetadataResult<T> = Result<T, ClientMetadataError>;
 
+/// RFC 8693 §2.1.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
 /// Grant types Habilis implements. Anything else (implicit, password …) is refused at registration
 /// rather than accepted and failing later at the token endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -91,16 +94,19 @@ pub enum GrantType {
     AuthorizationCode,
     RefreshToken,
     ClientCredentials,
+    /// RFC 8693 token exchange.
+    TokenExchange,
 }
 
 impl GrantType {
-    pub const ALL: [GrantType; 3] =
-        [GrantType::AuthorizationCode, GrantType::RefreshToken, GrantType::ClientCredentials];
+    pub const ALL: [GrantType; 4] =
+        [GrantType::AuthorizationCode, GrantType::RefreshToken, GrantType::ClientCredentials, GrantType::TokenExchange];
     pub fn as_str(self) -> &'static str {
         match self {
             GrantType::AuthorizationCode => "authorization_code",
             GrantType::RefreshToken => "refresh_token",
             GrantType::ClientCredentials => "client_credentials",
+            GrantType::TokenExchange => TOKEN_EXCHANGE_GRANT,
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -271,6 +277,9 @@ pub struct Client {
     first_party: bool,
     minimum_acr: Option<AcrLevel>,
     access_token_audience: Vec<String>,
+    /// Audiences this client may ask for in a token exchange (RFC 8693), besides narrowing a
+    /// token for itself.
+    token_exchange_audiences: Vec<String>,
     access_token_lifetime: Option<Duration>,
     refresh_token_idle_lifetime: Option<Duration>,
     refresh_token_absolute_lifetime: Option<Duration>,
@@ -328,6 +337,7 @@ struct RawMetadata {
     first_party: Option<bool>,
     minimum_acr: Option<String>,
     access_token_audience: Option<Vec<String>>,
+    token_exchange_audiences: Option<Vec<String>>,
     access_token_lifetime: Option<u64>,
     refresh_token_idle_lifetime: Option<u64>,
     refresh_token_absolute_lifetime: Option<u64>,
@@ -494,6 +504,10 @@ impl Client {
     /// access tokens issued to this client — the APIs (resource servers) it calls with them.
     pub fn access_token_audience(&self) -> &[String] {
         &self.access_token_audience
+    }
+    /// Habilis extension `token_exchange_audiences`: audiences a token exchange may target.
+    pub fn token_exchange_audiences(&self) -> &[String] {
+        &self.token_exchange_audiences
     }
     /// Habilis extension `access_token_lifetime` (seconds, optional, ≤ 24 h): overrides
     /// `tokens.access_token_lifetime` for this client, e.g. 120 s to match Pro Santé Connect.
@@ -770,6 +784,22 @@ fn build(client_id: &str, raw: RawMetadata, metadata: Map<String, Value>) -> Met
         )));
     }
 
+    let token_exchange_audiences = dedup(raw.token_exchange_audiences.unwrap_or_default());
+    if let Some(i) = token_exchange_audiences
+        .iter()
+        .position(|a| a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(ClientMetadataError::metadata(format!(
+            "token_exchange_audiences[{i}] must be a non-empty identifier without spaces (a client_id or \
+             an API's URL)"
+        )));
+    }
+    if grant_types.contains(&GrantType::TokenExchange) && token_endpoint_auth_method == TokenEndpointAuthMethod::None {
+        return Err(ClientMetadataError::metadata(
+            "a public client (token_endpoint_auth_method none) cannot use token exchange",
+        ));
+    }
+
     let access_token_lifetime =
         lifetime("access_token_lifetime", raw.access_token_lifetime, MAX_ACCESS_TOKEN_LIFETIME)?;
     let refresh_token_idle_lifetime =
@@ -814,6 +844,7 @@ fn build(client_id: &str, raw: RawMetadata, metadata: Map<String, Value>) -> Met
         first_party: raw.first_party.unwrap_or(false),
         minimum_acr,
         access_token_audience,
+        token_exchange_audiences,
         access_token_lifetime,
         refresh_token_idle_lifetime,
         refresh_token_absolute_lifetime,
@@ -854,8 +885,8 @@ fn parse_grant_types(grant_types: Option<&[String]>) -> MetadataResult<Vec<Grant
     for name in names {
         let grant = GrantType::parse(name).ok_or_else(|| {
             ClientMetadataError::metadata(format!(
-                "grant_types: `{}` is not supported; use authorization_code, refresh_token or \
-                 client_credentials",
+                "grant_types: `{}` is not supported; use authorization_code, refresh_token, \
+                 client_credentials or urn:ietf:params:oauth:grant-type:token-exchange",
                 name.escape_debug()
             ))
         })?;

@@ -18,6 +18,7 @@ use crate::authn::journey::Levels;
 use crate::authn::session::{self, Session};
 use crate::clients::{AcrLevel, ApplicationType, Client};
 use crate::error::{OAuthError, OAuthErrorCode};
+use crate::habilitation::rar::{GrantedAccess, PatientAccess};
 use crate::oidc::interaction::{self, Interaction};
 use crate::oidc::params::Params;
 use crate::oidc::tokens::AuthContext;
@@ -28,7 +29,12 @@ pub const RESUME_PATH: &str = "/authorize/resume";
 pub const PAR_URN_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
 
 /// Scopes Habilis understands; clients may only be granted scopes from their registration.
-pub const SUPPORTED_SCOPES: &[&str] = &["openid", "profile", "email", "phone", "offline_access"];
+pub const SUPPORTED_SCOPES: &[&str] =
+    &["openid", "profile", "email", "phone", "offline_access", "scope_all", RELATIONSHIPS_SCOPE];
+
+/// Lets a token manage relationships through the relationships API (a patient soliciting an
+/// expert with their own token, or an app's back end with client credentials).
+pub const RELATIONSHIPS_SCOPE: &str = "relationships";
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -68,6 +74,12 @@ pub struct AuthorizationRequest {
     /// The `claims` parameter (OIDC Core §5.5), kept for the token and userinfo responses.
     pub claims: Option<Value>,
     pub resource: Vec<String>,
+    /// RFC 9396 `patient_access` details asked for (evaluated once the user is known).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorization_details: Vec<PatientAccess>,
+    /// The weakest login the habilitation profiles need to grant those details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details_acr: Option<String>,
 }
 
 impl AuthorizationRequest {
@@ -136,6 +148,7 @@ pub async fn validate(
     let acr_values = step_acr_values(&steps)?;
     let expected_subject = step_id_token_hint(&steps)?;
     let resource = step_resource(&steps)?;
+    let (authorization_details, details_acr) = step_authorization_details(&steps)?;
     let login_hint = bounded(&steps, "login_hint", 256)?;
     let ui_locales = bounded(&steps, "ui_locales", 64)?;
     let nonce = bounded(&steps, "nonce", 512)?;
@@ -157,6 +170,8 @@ pub async fn validate(
         essential_acr,
         claims,
         resource,
+        authorization_details,
+        details_acr: details_acr.map(|l| l.as_str().to_string()),
     })
 }
 
@@ -427,6 +442,30 @@ fn step_resource(steps: &Steps<'_>) -> Result<Vec<String>, Failure> {
     }
 }
 
+/// RFC 9396: `patient_access` details, well formed, and grantable by at least one profile of this
+/// client; the weakest login those profiles need becomes a requirement of the journey (step-up).
+fn step_authorization_details(steps: &Steps<'_>) -> Result<(Vec<PatientAccess>, Option<AcrLevel>), Failure> {
+    let Some(raw) = steps.params.get("authorization_details") else { return Ok((Vec::new(), None)) };
+    let habilitations = &steps.state.habilitations;
+    let details = crate::habilitation::rar::parse(raw, habilitations.production).map_err(|e| steps.redirect(e))?;
+    let mut required: Option<AcrLevel> = None;
+    for (i, detail) in details.iter().enumerate() {
+        match habilitations.required_acr(steps.client().client_id(), detail) {
+            Ok(level) => required = required.max(level),
+            Err(_) => {
+                return Err(steps.redirect(OAuthError::new(
+                    OAuthErrorCode::AccessDenied,
+                    format!(
+                        "authorization_details[{i}]: no habilitation profile of this application grants {}",
+                        detail.actions.join(", ")
+                    ),
+                )));
+            }
+        }
+    }
+    Ok((details, required))
+}
+
 fn bounded(steps: &Steps<'_>, name: &str, max: usize) -> Result<Option<String>, Failure> {
     match steps.params.get(name) {
         Some(v) if v.len() > max => {
@@ -561,7 +600,8 @@ pub fn required_acr(request: &AuthorizationRequest, client: &Client, floor: Opti
     // Apps built for Pro Santé Connect send `acr_values` expecting it to be honoured: any of the
     // listed ladder levels satisfies the request, so the lowest of them is required.
     let asked = request.acr_values.iter().filter_map(|l| AcrLevel::parse(l)).min();
-    [essential, asked, client.minimum_acr(), floor].into_iter().flatten().max()
+    let habilitation = request.details_acr.as_deref().and_then(AcrLevel::parse);
+    [essential, asked, client.minimum_acr(), floor, habilitation].into_iter().flatten().max()
 }
 
 /// The acr a session's factors reach (None: below the ladder, e.g. password only).
@@ -733,6 +773,9 @@ pub struct CodeRecord {
     pub auth: AuthContext,
     pub claims: Option<Value>,
     pub resource: Vec<String>,
+    /// The `patient_access` details granted at the authorization (re-checked at every issuance).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorization_details: Vec<GrantedAccess>,
     pub issued_at: i64,
     /// The grant created at issuance; redeeming twice revokes it.
     pub grant_id: String,
@@ -753,6 +796,8 @@ async fn issue_code(
     session: &mut Session,
     now: i64,
 ) -> Result<String, OAuthError> {
+    let acr = session_acr(session).map(|l| l.as_str().to_string());
+    let authorization_details = grant_details(state, request, client, &session.account_id, acr.as_deref(), now).await?;
     let code = crate::cli::random_token();
     let amr = session.amr();
     let record = CodeRecord {
@@ -762,14 +807,10 @@ async fn issue_code(
         account_id: session.account_id.clone(),
         scope: request.scope_string(),
         nonce: request.nonce.clone(),
-        auth: AuthContext {
-            auth_time: session.auth_time,
-            acr: session_acr(session).map(|l| l.as_str().to_string()),
-            amr,
-            sid: Some(session.sid.clone()),
-        },
+        auth: AuthContext { auth_time: session.auth_time, acr, amr, sid: Some(session.sid.clone()) },
         claims: request.claims.clone(),
         resource: request.resource.clone(),
+        authorization_details,
         issued_at: now,
         grant_id: uuid::Uuid::new_v4().to_string(),
     };
@@ -778,6 +819,40 @@ async fn issue_code(
     session.add_client(client.client_id());
     session::save(state.ephemeral.as_ref(), &state.sessions.settings, session).await?;
     Ok(code)
+}
+
+/// Evaluates the requested `patient_access` details for the logged-in user: the granted ones
+/// (possibly narrowed) go into the code; when none is granted the request is denied, saying why.
+async fn grant_details(
+    state: &AppState,
+    request: &AuthorizationRequest,
+    client: &Client,
+    account_id: &str,
+    acr: Option<&str>,
+    now: i64,
+) -> Result<Vec<GrantedAccess>, OAuthError> {
+    if request.authorization_details.is_empty() {
+        return Ok(Vec::new());
+    }
+    let account = state
+        .store
+        .account_by_id(account_id)
+        .await?
+        .ok_or_else(|| OAuthError::new(OAuthErrorCode::AccessDenied, "the account no longer exists"))?;
+    let mut granted = Vec::new();
+    let mut denials = Vec::new();
+    for (i, detail) in request.authorization_details.iter().enumerate() {
+        let outcome = state.habilitations.evaluate(&state.store, detail, &account, client.client_id(), acr, now).await;
+        crate::habilitation::audit_decision(state, &account.id, client.client_id(), detail, &outcome);
+        match outcome {
+            Ok(g) => granted.push(g),
+            Err(denial) => denials.push(format!("authorization_details[{i}]: {}", denial.describe())),
+        }
+    }
+    if granted.is_empty() {
+        return Err(OAuthError::new(OAuthErrorCode::AccessDenied, denials.join("; ")));
+    }
+    Ok(granted)
 }
 
 fn redirect_error(state: &AppState, request: &AuthorizationRequest, error: OAuthError) -> Response {

@@ -10,6 +10,9 @@ use crate::store::Account;
 /// The `sub` a client sees for an account: the account id, or for pairwise clients a value
 /// derived from the client's sector (host of its redirect URIs) so that clients cannot correlate
 /// users (OIDC Core §8.1).
+/// The scope under which Pro Santé Connect releases its claims; apps built for PSC send it.
+pub const PSC_SCOPE: &str = "scope_all";
+
 pub fn subject_for(client: &Client, account_id: &str) -> String {
     match client.subject_type() {
         SubjectType::Public => account_id.to_string(),

@@ -37,6 +37,15 @@ pub const CLAIMS_SUPPORTED: &[&str] = &[
     "updated_at",
     "email",
     "email_verified",
+    // Pro Santé Connect–compatible claims (scope `scope_all`).
+    "SubjectNameID",
+    "SubjectRole",
+    "SubjectRefPro",
+    "SubjectOrganization",
+    "SubjectOrganizationID",
+    "otherIds",
+    "Palier_Authentification",
+    "authorization_details",
 ];
 
 /// Client authentication methods of the back-channel endpoints.
@@ -126,6 +135,13 @@ impl DiscoveryDocument {
         doc.insert("backchannel_logout_session_supported".into(), Value::Bool(true));
         doc.insert("frontchannel_logout_supported".into(), Value::Bool(false));
         doc.insert("ui_locales_supported".into(), json!(["fr", "en"]));
+        // RFC 9396 §10 and the AuthZEN-style decision endpoint (same policies as tokens).
+        doc.insert(
+            "authorization_details_types_supported".into(),
+            json!([crate::habilitation::rar::TYPE_PATIENT_ACCESS]),
+        );
+        doc.insert("access_evaluation_endpoint".into(), endpoint(crate::habilitation::decision::EVALUATION_PATH));
+        doc.insert("access_evaluations_endpoint".into(), endpoint(crate::habilitation::decision::EVALUATIONS_PATH));
         let body = Bytes::from(serde_json::to_vec(&Value::Object(doc)).unwrap_or_default());
         let etag = crate::web::etag_of(&body);
         DiscoveryDocument { body, etag }

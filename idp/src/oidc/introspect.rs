@@ -53,7 +53,21 @@ async fn handle(
     let looks_like_jwt = token.split('.').count() == 3;
     if looks_like_jwt {
         return Ok(match verify_access_token(state, token, now).await {
-            Ok(claims) => {
+            Ok(mut claims) => {
+                // A relationship revoked since issuance withdraws its detail at once; a token
+                // whose every detail was withdrawn is no longer active.
+                if let Some(details) = claims.authorization_details.take() {
+                    let mut still = Vec::with_capacity(details.len());
+                    for detail in details {
+                        if state.habilitations.still_granted(&state.store, &detail, now).await {
+                            still.push(detail);
+                        }
+                    }
+                    if still.is_empty() {
+                        return Ok(inactive());
+                    }
+                    claims.authorization_details = Some(still);
+                }
                 let mut m = match serde_json::to_value(&claims) {
                     Ok(Value::Object(m)) => m,
                     _ => return Err(OAuthError::server_error()),

@@ -50,6 +50,12 @@ pub struct AccessClaims {
     /// RFC 8705 §3.1: the certificate the token is bound to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// RFC 9396: the `patient_access` details this token grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<Vec<crate::habilitation::rar::GrantedAccess>>,
+    /// RFC 8693 §4.1: the client acting on the subject's behalf (token exchange).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Value>,
 }
 
 /// RFC 8705 / RFC 7800 confirmation: the SHA-256 thumbprint of the client certificate.
@@ -80,6 +86,10 @@ pub struct AccessTokenRequest<'a> {
     pub lifetime: i64,
     /// x5t#S256 of the client certificate the token is bound to (RFC 8705).
     pub certificate_thumbprint: Option<&'a str>,
+    /// Granted `patient_access` details (RFC 9396).
+    pub authorization_details: Option<Vec<crate::habilitation::rar::GrantedAccess>>,
+    /// RFC 8693 `act` claim.
+    pub act: Option<Value>,
 }
 
 pub struct MintedAccessToken {
@@ -123,6 +133,8 @@ pub fn mint_access_token(
         gid: request.grant_id.map(str::to_string),
         uid: request.account_id.filter(|id| *id != request.subject).map(str::to_string),
         cnf: request.certificate_thumbprint.map(|t| Confirmation { x5t_s256: t.to_string() }),
+        authorization_details: request.authorization_details,
+        act: request.act,
     };
     let map = to_map(&claims)?;
     let token = state.keys.sign(None, "at+jwt", &map).map_err(signing_error)?;

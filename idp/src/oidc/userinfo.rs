@@ -96,6 +96,11 @@ async fn handle(
     };
     let scopes: Vec<&str> = claims.scopes().collect();
     let mut body = crate::oidc::claims::account_claims(&account, &scopes);
+    if scopes.contains(&crate::oidc::claims::PSC_SCOPE) {
+        body.extend(
+            crate::habilitation::professional::psc_claims_of(&state.store, &account, claims.acr.as_deref()).await?,
+        );
+    }
     body.insert("sub".into(), json!(claims.sub));
     let client = state.clients.get(&claims.client_id).await?;
     if let Some(alg) = client.as_ref().and_then(|c| c.userinfo_signed_response_alg()) {

@@ -2,6 +2,7 @@
 //! PostgreSQL. The backend is chosen once, at start-up ([`connect`]); nothing else in the code base
 //! knows which database it talks to.
 
+mod habilitation;
 mod sql;
 
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use habilitation::*;
 pub use sql::{Backend, connect, connect_with};
 
 /// Everything that can go wrong talking to the database, without leaking SQL to callers.
@@ -239,6 +241,8 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
     /// A cheap round trip, used by `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
+    /// Patients, relationships, profiles and practice data.
+    fn habilitations(&self) -> &dyn HabilitationStore;
 
     // Accounts
     async fn insert_account(&self, account: &Account) -> StoreResult<()>;

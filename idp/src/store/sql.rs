@@ -11,6 +11,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use super::*;
 
+mod habilitation;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -408,6 +410,10 @@ macro_rules! sql_store {
         impl Store for $store {
             fn backend(&self) -> Backend {
                 $backend
+            }
+
+            fn habilitations(&self) -> &dyn HabilitationStore {
+                self
             }
 
             async fn ping(&self) -> StoreResult<()> {

@@ -73,6 +73,7 @@ impl Grant for AuthorizationCode {
             auth: record.auth.clone(),
             claims: record.claims.clone(),
             resource: record.resource.clone(),
+            authorization_details: record.authorization_details.clone(),
         };
         let grant = GrantRow {
             id: record.grant_id.clone(),

@@ -70,6 +70,8 @@ impl Grant for ClientCredentials {
                 grant_id: None,
                 lifetime: access_lifetime(state, client),
                 certificate_thumbprint: authenticated.certificate_thumbprint.as_deref(),
+                authorization_details: None,
+                act: None,
             },
             now,
         )?;
@@ -80,6 +82,8 @@ impl Grant for ClientCredentials {
             scope: if scope.is_empty() { None } else { Some(scope) },
             refresh_token: None,
             id_token: None,
+            authorization_details: None,
+            issued_token_type: None,
         })
     }
 }

@@ -5,6 +5,7 @@
 mod authorization_code;
 mod client_credentials;
 mod refresh_token;
+pub mod token_exchange;
 
 use std::time::Duration;
 
@@ -57,6 +58,7 @@ impl GrantRegistry {
                 Box::new(authorization_code::AuthorizationCode),
                 Box::new(refresh_token::RefreshTokenGrant),
                 Box::new(client_credentials::ClientCredentials),
+                Box::new(token_exchange::TokenExchange),
             ],
         }
     }
@@ -82,6 +84,12 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// RFC 9396 §7: the details granted, as in the access token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<Vec<crate::habilitation::rar::GrantedAccess>>,
+    /// RFC 8693 §2.2.1 (token exchange only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
 }
 
 /// The values `aud` of a client assertion may carry at this endpoint.
@@ -179,6 +187,9 @@ pub struct GrantContext {
     pub claims: Option<Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resource: Vec<String>,
+    /// The `patient_access` details granted at the authorization; each issuance re-evaluates them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorization_details: Vec<crate::habilitation::rar::GrantedAccess>,
 }
 
 fn lifetime(value: Option<Duration>, default: Duration) -> i64 {
@@ -263,6 +274,7 @@ pub(crate) async fn issue_user_tokens(
     let UserTokens { client, account, grant, context, scope, nonce, refresh, certificate } = request;
     let subject = crate::oidc::claims::subject_for(client, &account.id);
     let scopes: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
+    let authorization_details = current_details(state, client, account, context, now).await;
     let minted = tokens::mint_access_token(
         state,
         AccessTokenRequest {
@@ -275,6 +287,8 @@ pub(crate) async fn issue_user_tokens(
             grant_id: Some(&grant.id),
             lifetime: access_lifetime(state, client),
             certificate_thumbprint: certificate,
+            authorization_details: authorization_details.clone(),
+            act: None,
         },
         now,
     )?;
@@ -288,7 +302,13 @@ pub(crate) async fn issue_user_tokens(
         RefreshPlan::Issue | RefreshPlan::Omit => None,
     };
     let id_token = if scopes.contains(&"openid") {
-        let extra = requested_id_token_claims(account, context.claims.as_ref(), &scopes);
+        let mut extra = requested_id_token_claims(account, context.claims.as_ref(), &scopes);
+        if scopes.contains(&crate::oidc::claims::PSC_SCOPE) {
+            extra.extend(
+                crate::habilitation::professional::psc_claims_of(&state.store, account, context.auth.acr.as_deref())
+                    .await?,
+            );
+        }
         Some(tokens::mint_id_token(
             state,
             IdTokenRequest {
@@ -313,7 +333,37 @@ pub(crate) async fn issue_user_tokens(
         scope: Some(scope.to_string()),
         refresh_token,
         id_token,
+        authorization_details,
+        issued_token_type: None,
     })
+}
+
+/// The details of a grant that still hold now: each is evaluated again, so a revoked
+/// relationship or a changed profile is reflected in the next token. `None` when the grant has
+/// none; an empty list when all were withdrawn.
+async fn current_details(
+    state: &AppState,
+    client: &Client,
+    account: &Account,
+    context: &GrantContext,
+    now: i64,
+) -> Option<Vec<crate::habilitation::rar::GrantedAccess>> {
+    if context.authorization_details.is_empty() {
+        return None;
+    }
+    let mut granted = Vec::with_capacity(context.authorization_details.len());
+    for detail in &context.authorization_details {
+        let request = detail.as_request();
+        let outcome = state
+            .habilitations
+            .evaluate(&state.store, &request, account, client.client_id(), context.auth.acr.as_deref(), now)
+            .await;
+        crate::habilitation::audit_decision(state, &account.id, client.client_id(), &request, &outcome);
+        if let Ok(g) = outcome {
+            granted.push(g);
+        }
+    }
+    Some(granted)
 }
 
 /// Claims asked for in the ID token through the `claims` parameter, among those the scopes release.

@@ -1,0 +1,61 @@
+//! Habilitations: which patients a professional may act on, through which relationship, with
+//! which actions. Relationships and profiles are durable data (`store`); profiles compile to Cedar
+//! policies (`policy`); RFC 9396 `authorization_details` of type `patient_access` are parsed and
+//! evaluated against them (`rar`); apps manage relationships (`relationships_api`) and ask for
+//! decisions (`decision`); professionals' practice data gives Pro Santé Connect–compatible claims
+//! (`professional`).
+
+pub mod cli;
+pub mod decision;
+pub mod patient;
+pub mod policy;
+pub mod professional;
+pub mod profiles_api;
+pub mod rar;
+pub mod relationships_api;
+pub mod service;
+
+use crate::app::AppState;
+use crate::audit::{AuditContext, AuditEvent};
+use rar::{GrantedAccess, PatientAccess};
+use service::Denial;
+
+/// Audits one evaluation of a `patient_access` request (`via`: where it was asked).
+pub fn audit_decision_via(
+    state: &AppState,
+    account_id: &str,
+    client_id: &str,
+    request: &PatientAccess,
+    outcome: &Result<GrantedAccess, Denial>,
+    via: &str,
+) {
+    let (granted, relationship_id, profile, reason, actions) = match outcome {
+        Ok(g) => (true, Some(g.relationship.id.clone()), Some(g.profile.clone()), None, g.actions.clone()),
+        Err(d) => (false, None, None, Some(d.describe()), request.actions.clone()),
+    };
+    state.metrics.habilitation_decision(granted);
+    state.audit.record(
+        AuditEvent::HabilitationDecision {
+            account_id: account_id.to_string(),
+            patient: request.patient.masked(),
+            actions,
+            granted,
+            relationship_id,
+            profile,
+            reason,
+            via: via.to_string(),
+        },
+        AuditContext { client_id: Some(client_id.to_string()), ..Default::default() },
+    );
+}
+
+/// Audits an evaluation made while issuing tokens.
+pub fn audit_decision(
+    state: &AppState,
+    account_id: &str,
+    client_id: &str,
+    request: &PatientAccess,
+    outcome: &Result<GrantedAccess, Denial>,
+) {
+    audit_decision_via(state, account_id, client_id, request, outcome, "token")
+}

@@ -1,0 +1,134 @@
+//! Habilitation profiles in the admin REST API (`/api/admin/v1/profiles`): list, show, create or
+//! replace (validated by Cedar; an invalid profile is refused with the diagnostics), remove.
+//! Callers present a Habilis access token with the `admin` scope: an administrator's own token,
+//! or an administration back end's client-credentials token.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::service::{HabilitationError, ProfileDefinition};
+use crate::app::AppState;
+use crate::audit::{AuditContext, AuditEvent};
+use crate::error::{OAuthError, OAuthErrorCode};
+use crate::oidc::tokens::verify_access_token;
+use crate::store::{AccountKind, AccountStatus};
+
+pub const PATH: &str = "/api/admin/v1/profiles";
+pub const ITEM_PATH: &str = "/api/admin/v1/profiles/{name}";
+pub const ADMIN_SCOPE: &str = "admin";
+
+/// The acting administrator (`account:<id>` or `client:<id>`), from the bearer token.
+pub async fn administrator(state: &AppState, headers: &HeaderMap, now: i64) -> Result<String, OAuthError> {
+    let token = crate::oidc::userinfo::bearer_token(&Method::GET, headers, &Uri::from_static("/"), &[])?;
+    let claims = verify_access_token(state, &token, now).await?;
+    if !claims.has_scope(ADMIN_SCOPE) {
+        return Err(OAuthError::new(OAuthErrorCode::InsufficientScope, "the access token lacks the admin scope")
+            .with_challenge("Bearer"));
+    }
+    match claims.uid.clone().or_else(|| (claims.sub != claims.client_id).then(|| claims.sub.clone())) {
+        None => Ok(format!("client:{}", claims.client_id)),
+        Some(account_id) => match state.store.account_by_id(&account_id).await? {
+            Some(a) if a.kind == AccountKind::Administrator && a.status == AccountStatus::Active => {
+                Ok(format!("account:{}", a.id))
+            }
+            _ => Err(OAuthError::new(OAuthErrorCode::AccessDenied, "only administrators manage profiles")),
+        },
+    }
+}
+
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let now = crate::unix_now();
+    match administrator(&state, &headers, now).await {
+        Ok(_) => Json(json!({ "profiles": *state.habilitations.definitions() })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub async fn show(State(state): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    let now = crate::unix_now();
+    if let Err(e) = administrator(&state, &headers, now).await {
+        return e.into_response();
+    }
+    match state.habilitations.definitions().iter().find(|d| d.name == name) {
+        Some(d) => Json(d.clone()).into_response(),
+        None => OAuthError::new(OAuthErrorCode::NotFound, "no such profile").into_response(),
+    }
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let now = crate::unix_now();
+    let result = async {
+        let actor = administrator(&state, &headers, now).await?;
+        let mut value: Value = serde_json::from_slice(&body)
+            .map_err(|e| OAuthError::invalid_request(format!("the body must be a JSON profile: {e}")))?;
+        match value.get("name") {
+            None => value["name"] = json!(name),
+            Some(Value::String(n)) if *n == name => {}
+            Some(_) => {
+                return Err(OAuthError::invalid_request("the name in the body differs from the one in the path"));
+            }
+        }
+        let definition: ProfileDefinition =
+            serde_json::from_value(value).map_err(|e| OAuthError::invalid_request(format!("invalid profile: {e}")))?;
+        let after = serde_json::to_string(&definition).ok();
+        let previous = state.habilitations.put_profile(&state.store, definition.clone(), now).await.map_err(refusal)?;
+        state.audit.record(
+            AuditEvent::ProfileChanged {
+                name: name.clone(),
+                actor,
+                before: previous.as_ref().and_then(|p| serde_json::to_string(p).ok()),
+                after,
+            },
+            AuditContext::from_request(&headers, None),
+        );
+        let status = if previous.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+        Ok((status, Json(definition)))
+    }
+    .await;
+    match result {
+        Ok(answer) => answer.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub async fn remove(State(state): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    let now = crate::unix_now();
+    let result = async {
+        let actor = administrator(&state, &headers, now).await?;
+        let before = state.habilitations.definitions().iter().find(|d| d.name == name).cloned();
+        if !state.habilitations.delete_profile(&state.store, &name).await.map_err(refusal)? {
+            return Err(OAuthError::new(OAuthErrorCode::NotFound, "no such profile"));
+        }
+        state.audit.record(
+            AuditEvent::ProfileChanged {
+                name: name.clone(),
+                actor,
+                before: before.and_then(|p| serde_json::to_string(&p).ok()),
+                after: None,
+            },
+            AuditContext::from_request(&headers, None),
+        );
+        Ok(StatusCode::NO_CONTENT)
+    }
+    .await;
+    match result {
+        Ok(status) => status.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A refused profile says why, with Cedar's diagnostics.
+fn refusal(e: HabilitationError) -> OAuthError {
+    match e {
+        HabilitationError::Store(e) => e.into(),
+        other => OAuthError::invalid_request(format!("invalid profile: {other}")),
+    }
+}

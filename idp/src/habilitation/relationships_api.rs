@@ -1,0 +1,513 @@
+//! The relationships API for apps: create, list, revoke and end professional–patient
+//! relationships. Callers present a Habilis access token with the `relationships` scope:
+//! - an app's back end (client credentials) manages the relationships it created, and creates
+//!   patients only in its own namespace;
+//! - a patient, with their own token, solicits a professional for themselves (e.g. a second
+//!   opinion) and revokes what they solicited: the request is recorded as the evidence.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::patient::PatientRef;
+use crate::app::AppState;
+use crate::audit::{AuditContext, AuditEvent};
+use crate::error::{OAuthError, OAuthErrorCode};
+use crate::oidc::authorize::RELATIONSHIPS_SCOPE;
+use crate::oidc::tokens::{AccessClaims, verify_access_token};
+use crate::store::{
+    Account, AccountKind, AccountStatus, Patient, PatientIdentity, Relationship, RelationshipFilter, RelationshipStatus,
+};
+
+pub const PATH: &str = "/api/v1/relationships";
+const MAX_PAGE: i64 = 200;
+
+/// Who calls the API.
+enum Caller {
+    /// An app's back end acting on its own behalf.
+    App { client_id: String },
+    /// A patient acting for themselves through an app.
+    Patient { client_id: String, account: Account, claims: Box<AccessClaims> },
+}
+
+impl Caller {
+    fn actor(&self) -> String {
+        match self {
+            Caller::App { client_id } => format!("client:{client_id}"),
+            Caller::Patient { account, .. } => format!("account:{}", account.id),
+        }
+    }
+    fn client_id(&self) -> &str {
+        match self {
+            Caller::App { client_id } | Caller::Patient { client_id, .. } => client_id,
+        }
+    }
+}
+
+async fn caller(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Caller, OAuthError> {
+    let token = crate::oidc::userinfo::bearer_token(&Method::GET, headers, &Uri::from_static("/"), &[])?;
+    let claims = verify_access_token(state, &token, now).await?;
+    if !claims.has_scope(RELATIONSHIPS_SCOPE) {
+        return Err(OAuthError::new(
+            OAuthErrorCode::InsufficientScope,
+            "the access token lacks the relationships scope",
+        )
+        .with_challenge("Bearer"));
+    }
+    let client_id = claims.client_id.clone();
+    let Some(account_id) = claims.uid.clone().or_else(|| (claims.sub != claims.client_id).then(|| claims.sub.clone()))
+    else {
+        return Ok(Caller::App { client_id });
+    };
+    let account = match state.store.account_by_id(&account_id).await? {
+        Some(a) if a.status == AccountStatus::Active => a,
+        _ => return Err(OAuthError::new(OAuthErrorCode::InvalidToken, "the account behind this token is disabled")),
+    };
+    if account.kind != AccountKind::Patient {
+        return Err(OAuthError::new(
+            OAuthErrorCode::AccessDenied,
+            "with a user's token only patients manage relationships (for themselves); apps use client credentials",
+        ));
+    }
+    Ok(Caller::Patient { client_id, account, claims: Box::new(claims) })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRelationship {
+    pub professional: ProfessionalRef,
+    /// Optional for a patient's own request when they already have a patient record.
+    #[serde(default)]
+    pub patient: Option<Value>,
+    pub kind: String,
+    #[serde(default)]
+    pub organisation_id: Option<String>,
+    #[serde(default)]
+    pub valid_from: Option<i64>,
+    #[serde(default)]
+    pub valid_until: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfessionalRef {
+    pub id_nat: String,
+}
+
+/// A relationship as the API shows it.
+#[derive(Serialize)]
+pub struct RelationshipView {
+    pub id: String,
+    pub professional: Value,
+    pub patient: PatientRef,
+    pub kind: String,
+    pub organisation_id: Option<String>,
+    pub valid_from: i64,
+    pub valid_until: Option<i64>,
+    pub status: RelationshipStatus,
+    pub source: Value,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+fn api_error(error: OAuthError) -> Response {
+    error.into_response()
+}
+
+pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let now = crate::unix_now();
+    match create_inner(&state, &headers, &body, now).await {
+        Ok(view) => (StatusCode::CREATED, Json(view)).into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+async fn create_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: i64,
+) -> Result<RelationshipView, OAuthError> {
+    let caller = caller(state, headers, now).await?;
+    let request: CreateRelationship = serde_json::from_slice(body)
+        .map_err(|e| OAuthError::invalid_request(format!("the body must be a relationship request: {e}")))?;
+    let kinds = &state.habilitations.relationship_kinds;
+    if !kinds.contains(&request.kind) {
+        return Err(OAuthError::invalid_request(format!("kind must be one of {}", kinds.join(", "))));
+    }
+    let professional = professional_by_id_nat(state, &request.professional.id_nat).await?;
+    let patient = resolve_patient(state, &caller, request.patient.as_ref(), now).await?;
+    let valid_from = request.valid_from.unwrap_or(now);
+    let valid_until = request.valid_until;
+    if valid_until.is_some_and(|until| until <= valid_from.max(now)) {
+        return Err(OAuthError::invalid_request("valid_until must be in the future and after valid_from"));
+    }
+    if let Some(max) = state.config.habilitation.max_relationship_duration {
+        let limit = valid_from + max.as_secs() as i64;
+        if valid_until.is_none_or(|until| until > limit) {
+            return Err(OAuthError::invalid_request(format!(
+                "valid_until is required and at most {} after valid_from (habilitation.max_relationship_duration)",
+                humantime::format_duration(max)
+            )));
+        }
+    }
+    if let Some(org) = &request.organisation_id
+        && state.store.habilitations().organisation(org).await?.is_none()
+    {
+        return Err(OAuthError::invalid_request("organisation_id names no known organisation"));
+    }
+    let evidence = match &caller {
+        Caller::App { client_id } => json!({"type": "app_request", "client_id": client_id}),
+        Caller::Patient { client_id, account, claims } => json!({
+            "type": "patient_request",
+            "patient_account": account.id,
+            "client_id": client_id,
+            "token_id": claims.jti,
+            "acr": claims.acr,
+            "auth_time": claims.auth_time,
+        }),
+    };
+    let relationship = Relationship {
+        id: uuid::Uuid::new_v4().to_string(),
+        professional_id: professional.id.clone(),
+        patient_id: patient.id.clone(),
+        kind: request.kind.clone(),
+        organisation_id: request.organisation_id.clone(),
+        valid_from,
+        valid_until,
+        status: RelationshipStatus::Active,
+        source_client: Some(caller.client_id().to_string()),
+        source_actor: caller.actor(),
+        evidence: evidence.to_string(),
+        created_at: now,
+        updated_at: now,
+        revoked_at: None,
+        revoked_by: None,
+    };
+    state.store.habilitations().insert_relationship(&relationship).await?;
+    state.audit.record(
+        AuditEvent::RelationshipCreated {
+            relationship_id: relationship.id.clone(),
+            professional_id: professional.id.clone(),
+            patient_id: patient.id.clone(),
+            kind: relationship.kind.clone(),
+            actor: caller.actor(),
+            evidence: relationship.evidence.clone(),
+        },
+        context(headers, &caller),
+    );
+    Ok(view(&relationship, &professional, &patient, now))
+}
+
+fn context(headers: &HeaderMap, caller: &Caller) -> AuditContext {
+    AuditContext { client_id: Some(caller.client_id().to_string()), ..AuditContext::from_request(headers, None) }
+}
+
+async fn professional_by_id_nat(state: &AppState, id_nat: &str) -> Result<Account, OAuthError> {
+    let not_found = || OAuthError::new(OAuthErrorCode::NotFound, "no professional has this id_nat");
+    if id_nat.is_empty() || id_nat.len() > 32 {
+        return Err(not_found());
+    }
+    match state.store.account_by_login(id_nat).await? {
+        Some(a) if a.kind == AccountKind::Professional && a.id_nat.as_deref() == Some(id_nat) => {
+            if a.status == AccountStatus::Disabled {
+                return Err(OAuthError::invalid_request("this professional's account is disabled"));
+            }
+            Ok(a)
+        }
+        _ => Err(not_found()),
+    }
+}
+
+/// The patient record the request names, created on first use. A patient caller may only name
+/// themselves; an app may create local identifiers only in its own namespace.
+async fn resolve_patient(
+    state: &AppState,
+    caller: &Caller,
+    requested: Option<&Value>,
+    now: i64,
+) -> Result<Patient, OAuthError> {
+    let store = state.store.habilitations();
+    let reference = match requested {
+        Some(value) => Some(parse_patient(state, value)?),
+        None => None,
+    };
+    if let Some(PatientRef::Local { namespace, .. }) = &reference
+        && namespace != caller.client_id()
+    {
+        return Err(OAuthError::new(
+            OAuthErrorCode::AccessDenied,
+            "a local patient identifier must use the calling application's client_id as namespace",
+        ));
+    }
+    let existing = match &reference {
+        Some(r) => store.patient_by_identity(&r.identity()).await?,
+        None => None,
+    };
+    match caller {
+        Caller::App { .. } => {
+            let reference = reference.ok_or_else(|| OAuthError::invalid_request("patient is required"))?;
+            match existing {
+                Some(p) => Ok(p),
+                None => insert_patient(state, reference.identity(), None, now).await,
+            }
+        }
+        Caller::Patient { account, .. } => {
+            let own = store.patients_of_account(&account.id).await?;
+            match (reference, existing) {
+                (None, _) => own.into_iter().next().ok_or_else(|| {
+                    OAuthError::invalid_request("patient is required: name your INS or the app's identifier for you")
+                }),
+                (Some(_), Some(p)) if p.account_id.as_deref() == Some(account.id.as_str()) => Ok(p),
+                (Some(_), Some(p)) if p.account_id.is_none() && own.is_empty() => {
+                    if store.link_patient_account(&p.id, &account.id).await? {
+                        Ok(Patient { account_id: Some(account.id.clone()), ..p })
+                    } else {
+                        Err(not_yours())
+                    }
+                }
+                (Some(_), Some(_)) => Err(not_yours()),
+                (Some(r), None) if own.is_empty() => insert_patient(state, r.identity(), Some(&account.id), now).await,
+                (Some(_), None) => Err(not_yours()),
+            }
+        }
+    }
+}
+
+fn not_yours() -> OAuthError {
+    OAuthError::new(OAuthErrorCode::AccessDenied, "a patient may only solicit professionals for themselves")
+}
+
+fn parse_patient(state: &AppState, value: &Value) -> Result<PatientRef, OAuthError> {
+    let reference = PatientRef::parse(value).map_err(|e| OAuthError::invalid_request(format!("patient: {e}")))?;
+    reference
+        .validate(state.habilitations.production)
+        .map_err(|e| OAuthError::invalid_request(format!("patient: {e}")))?;
+    Ok(reference)
+}
+
+async fn insert_patient(
+    state: &AppState,
+    identity: PatientIdentity,
+    account_id: Option<&str>,
+    now: i64,
+) -> Result<Patient, OAuthError> {
+    let patient = Patient {
+        id: uuid::Uuid::new_v4().to_string(),
+        identity: identity.clone(),
+        account_id: account_id.map(str::to_string),
+        created_at: now,
+    };
+    match state.store.habilitations().insert_patient(&patient).await {
+        Ok(()) => Ok(patient),
+        // Created concurrently by another request: use that one.
+        Err(crate::store::StoreError::Conflict { .. }) => {
+            state.store.habilitations().patient_by_identity(&identity).await?.ok_or_else(OAuthError::server_error)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn view(r: &Relationship, professional: &Account, patient: &Patient, now: i64) -> RelationshipView {
+    RelationshipView {
+        id: r.id.clone(),
+        professional: json!({
+            "id_nat": professional.id_nat,
+            "given_name": professional.given_name,
+            "family_name": professional.family_name,
+        }),
+        patient: PatientRef::from_identity(&patient.identity),
+        kind: r.kind.clone(),
+        organisation_id: r.organisation_id.clone(),
+        valid_from: r.valid_from,
+        valid_until: r.valid_until,
+        status: r.status_at(now),
+        source: json!({
+            "client_id": r.source_client,
+            "actor": r.source_actor,
+            "evidence": serde_json::from_str::<Value>(&r.evidence).unwrap_or(Value::Null),
+        }),
+        created_at: r.created_at,
+        revoked_at: r.revoked_at,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// idNat of the professional.
+    pub professional: Option<String>,
+    pub ins_value: Option<String>,
+    pub ins_oid: Option<String>,
+    pub local_id: Option<String>,
+    pub namespace: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let now = crate::unix_now();
+    let result = async {
+        let Query(query) = query.map_err(|e| OAuthError::invalid_request(format!("bad query: {}", e.body_text())))?;
+        let caller = caller(&state, &headers, now).await?;
+        list_inner(&state, &caller, query, now).await
+    }
+    .await;
+    match result {
+        Ok(items) => Json(json!({ "relationships": items })).into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+async fn list_inner(
+    state: &AppState,
+    caller: &Caller,
+    query: ListQuery,
+    now: i64,
+) -> Result<Vec<RelationshipView>, OAuthError> {
+    let store = state.store.habilitations();
+    let mut filter = RelationshipFilter {
+        limit: query.limit.unwrap_or(50).clamp(1, MAX_PAGE),
+        offset: query.offset.unwrap_or(0).max(0),
+        ..Default::default()
+    };
+    if let Some(id_nat) = &query.professional {
+        filter.professional_id = Some(professional_by_id_nat(state, id_nat).await?.id);
+    }
+    let patient_value = match (&query.ins_value, &query.ins_oid, &query.local_id, &query.namespace) {
+        (Some(value), Some(oid), None, None) => Some(json!({"ins": {"value": value, "oid": oid}})),
+        (None, None, Some(local_id), Some(namespace)) => Some(json!({"local_id": local_id, "namespace": namespace})),
+        (None, None, None, None) => None,
+        _ => {
+            return Err(OAuthError::invalid_request("name the patient by ins_value + ins_oid or local_id + namespace"));
+        }
+    };
+    if let Some(value) = patient_value {
+        let reference = parse_patient(state, &value)?;
+        match store.patient_by_identity(&reference.identity()).await? {
+            Some(p) => filter.patient_id = Some(p.id),
+            None => return Ok(Vec::new()),
+        }
+    }
+    if let Caller::Patient { account, .. } = caller {
+        // A patient sees their own relationships only.
+        let own = store.patients_of_account(&account.id).await?;
+        match (&filter.patient_id, own.first()) {
+            (Some(id), _) if !own.iter().any(|p| &p.id == id) => return Err(not_yours()),
+            (None, Some(p)) => filter.patient_id = Some(p.id.clone()),
+            (None, None) => return Ok(Vec::new()),
+            _ => {}
+        }
+    } else if filter.professional_id.is_none() && filter.patient_id.is_none() {
+        return Err(OAuthError::invalid_request("name a professional (professional=idNat) or a patient"));
+    }
+    let mut out = Vec::new();
+    for r in store.list_relationships(&filter).await? {
+        // An app sees the relationships it created; a patient sees all of their own.
+        if let Caller::App { client_id } = caller
+            && r.source_client.as_deref() != Some(client_id.as_str())
+        {
+            continue;
+        }
+        let (Some(professional), Some(patient)) =
+            (state.store.account_by_id(&r.professional_id).await?, store.patient_by_id(&r.patient_id).await?)
+        else {
+            continue;
+        };
+        out.push(view(&r, &professional, &patient, now));
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EndRequest {
+    /// For `expire`: when it ends (default: now).
+    #[serde(default)]
+    pub valid_until: Option<i64>,
+}
+
+pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    end(state, headers, id, None).await
+}
+
+pub async fn expire(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let request: EndRequest = if body.is_empty() {
+        EndRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return api_error(OAuthError::invalid_request(format!("the body must be {{\"valid_until\"}}: {e}")));
+            }
+        }
+    };
+    end(state, headers, id, Some(request)).await
+}
+
+/// Revokes (`expire: None`) or ends at a time (`expire: Some`) a relationship the caller may manage.
+async fn end(state: AppState, headers: HeaderMap, id: String, expire: Option<EndRequest>) -> Response {
+    let now = crate::unix_now();
+    let result = async {
+        let caller = caller(&state, &headers, now).await?;
+        let store = state.store.habilitations();
+        let not_found = || OAuthError::new(OAuthErrorCode::NotFound, "no such relationship");
+        let relationship = store.relationship(&id).await?.ok_or_else(not_found)?;
+        let allowed = match &caller {
+            Caller::App { client_id } => relationship.source_client.as_deref() == Some(client_id.as_str()),
+            Caller::Patient { account, .. } => store
+                .patient_by_id(&relationship.patient_id)
+                .await?
+                .is_some_and(|p| p.account_id.as_deref() == Some(account.id.as_str())),
+        };
+        if !allowed {
+            // Not revealing whether it exists to someone who may not manage it.
+            return Err(not_found());
+        }
+        let changed = match &expire {
+            None => store.revoke_relationship(&id, &caller.actor(), now).await?,
+            Some(request) => {
+                let until = request.valid_until.unwrap_or(now);
+                if until < now {
+                    return Err(OAuthError::invalid_request("valid_until cannot be in the past"));
+                }
+                store.expire_relationship(&id, until, now).await?
+            }
+        };
+        if !changed {
+            return Err(OAuthError::invalid_request(format!(
+                "the relationship is already {}",
+                relationship.status_at(now).as_str()
+            )));
+        }
+        let updated = store.relationship(&id).await?.ok_or_else(not_found)?;
+        state.audit.record(
+            AuditEvent::RelationshipEnded {
+                relationship_id: id.clone(),
+                actor: caller.actor(),
+                status: if expire.is_some() { "expired".into() } else { "revoked".into() },
+            },
+            context(&headers, &caller),
+        );
+        let professional = state.store.account_by_id(&updated.professional_id).await?.ok_or_else(not_found)?;
+        let patient = store.patient_by_id(&updated.patient_id).await?.ok_or_else(not_found)?;
+        Ok(view(&updated, &professional, &patient, now))
+    }
+    .await;
+    match result {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => api_error(e),
+    }
+}

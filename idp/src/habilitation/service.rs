@@ -1,0 +1,459 @@
+//! The habilitation service of one instance: the policy engine, the compiled profiles (reloaded
+//! when another instance changes them) and the evaluation of `patient_access` requests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use super::patient::PatientRef;
+use super::policy::{CompiledProfiles, DecisionContext, PolicyEngine, PolicyError, PolicySources, ProfileSpec};
+use super::rar::{GrantedAccess, GrantedRelationship, PatientAccess};
+use crate::clients::AcrLevel;
+use crate::store::{Account, AccountKind, ProfileRecord, Relationship, RelationshipStatus, SharedStore, StoreError};
+
+/// A profile as administrators write it (admin API, `habilis profile put`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileDefinition {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Relationship kinds covered (from `habilitation.relationship_kinds`).
+    pub kinds: Vec<String>,
+    /// Allowed actions (`read`, `write`, `comment`, `share`, `message`, `teleconsult`).
+    pub actions: Vec<String>,
+    /// Data types that may be granted (empty: none may be asked for).
+    #[serde(default)]
+    pub datatypes: Vec<String>,
+    /// The applications (client_ids) the profile applies to.
+    pub clients: Vec<String>,
+    /// Weakest login allowed: `eidas1`, `eidas2` or `eidas3` (absent: no minimum).
+    #[serde(default)]
+    pub min_acr: Option<String>,
+    /// Profession codes (TRE_G15, e.g. "10" médecin); empty: any profession.
+    #[serde(default)]
+    pub professions: Vec<String>,
+    /// An extra Cedar condition that must hold (see policies/README.md).
+    #[serde(default)]
+    pub condition: Option<String>,
+    /// Longest relationship this profile honours, in seconds from its start (absent: no limit).
+    #[serde(default)]
+    pub max_duration: Option<i64>,
+}
+
+impl ProfileDefinition {
+    pub fn spec(&self) -> Result<ProfileSpec, HabilitationError> {
+        let min_acr_level = match self.min_acr.as_deref() {
+            None => 0,
+            Some(level) => match AcrLevel::parse(level) {
+                Some(_) => acr_rank(Some(level)),
+                None => {
+                    return Err(HabilitationError::Profile {
+                        profile: self.name.clone(),
+                        reason: "min_acr must be eidas1, eidas2 or eidas3".into(),
+                    });
+                }
+            },
+        };
+        Ok(ProfileSpec {
+            name: self.name.clone(),
+            kinds: self.kinds.clone(),
+            actions: self.actions.clone(),
+            datatypes: self.datatypes.clone(),
+            clients: self.clients.clone(),
+            min_acr_level,
+            professions: self.professions.clone(),
+            condition: self.condition.clone(),
+        })
+    }
+
+    fn of(spec: ProfileSpec, description: String, max_duration: Option<i64>) -> ProfileDefinition {
+        ProfileDefinition {
+            min_acr: level_of_rank(spec.min_acr_level).map(|l| l.as_str().to_string()),
+            name: spec.name,
+            description,
+            kinds: spec.kinds,
+            actions: spec.actions,
+            datatypes: spec.datatypes,
+            clients: spec.clients,
+            professions: spec.professions,
+            condition: spec.condition,
+            max_duration,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HabilitationError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("profile {profile}: {reason}")]
+    Profile { profile: String, reason: String },
+}
+
+/// Why a requested detail is not granted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// No relationship (of the requested kind) links the professional to the patient.
+    NoRelationship,
+    /// A relationship exists but the policy needs a stronger login.
+    InsufficientAcr(AcrLevel),
+    /// A relationship exists but no profile allows the request; the deciding policies.
+    Forbidden(Vec<String>),
+    /// Only professionals receive patient access.
+    NotAProfessional,
+}
+
+impl Denial {
+    pub fn describe(&self) -> String {
+        match self {
+            Denial::NoRelationship => "no active relationship with this patient allows it".into(),
+            Denial::InsufficientAcr(level) => format!("a login at {} or stronger is required", level.as_str()),
+            Denial::Forbidden(reasons) if reasons.is_empty() => "no habilitation profile of this app allows it".into(),
+            Denial::Forbidden(reasons) => format!("refused by policy ({})", reasons.join(", ")),
+            Denial::NotAProfessional => "only professionals are granted patient access".into(),
+        }
+    }
+}
+
+pub fn acr_rank(acr: Option<&str>) -> i64 {
+    match acr.and_then(AcrLevel::parse) {
+        None => 0,
+        Some(AcrLevel::Eidas1) => 1,
+        Some(AcrLevel::Eidas2) => 2,
+        Some(AcrLevel::Eidas3) => 3,
+    }
+}
+
+fn level_of_rank(rank: i64) -> Option<AcrLevel> {
+    match rank {
+        1 => Some(AcrLevel::Eidas1),
+        2 => Some(AcrLevel::Eidas2),
+        3 => Some(AcrLevel::Eidas3),
+        _ => None,
+    }
+}
+
+pub struct Habilitations {
+    engine: PolicyEngine,
+    compiled: ArcSwap<CompiledProfiles>,
+    definitions: ArcSwap<Vec<ProfileDefinition>>,
+    /// (count, latest change) of the profiles table at the last load.
+    loaded_count: AtomicI64,
+    loaded_latest: AtomicI64,
+    pub relationship_kinds: Vec<String>,
+    pub production: bool,
+}
+
+impl Habilitations {
+    /// Loads the policies (embedded or `habilitation.policies_dir`) and the stored profiles. An
+    /// invalid policy or stored profile stops the start with Cedar's diagnostics.
+    pub async fn load(config: &crate::config::Config, store: &SharedStore) -> Result<Habilitations, HabilitationError> {
+        let sources = match &config.habilitation.policies_dir {
+            Some(dir) => PolicySources::from_dir(dir)?,
+            None => PolicySources::embedded(),
+        };
+        let engine = PolicyEngine::new(&sources)?;
+        let empty = engine.compile(&[])?;
+        let habilitations = Habilitations {
+            engine,
+            compiled: ArcSwap::from_pointee(empty),
+            definitions: ArcSwap::from_pointee(Vec::new()),
+            loaded_count: AtomicI64::new(-1),
+            loaded_latest: AtomicI64::new(-1),
+            relationship_kinds: config.habilitation.relationship_kinds.clone(),
+            production: config.is_production(),
+        };
+        habilitations.reload(store).await?;
+        Ok(habilitations)
+    }
+
+    pub fn compiled(&self) -> Arc<CompiledProfiles> {
+        self.compiled.load_full()
+    }
+
+    pub fn definitions(&self) -> Arc<Vec<ProfileDefinition>> {
+        self.definitions.load_full()
+    }
+
+    async fn reload(&self, store: &SharedStore) -> Result<(), HabilitationError> {
+        let version = store.habilitations().profiles_version().await?;
+        let records = store.habilitations().profiles().await?;
+        let definitions = records.iter().map(definition_of).collect::<Result<Vec<_>, _>>()?;
+        let specs: Vec<ProfileSpec> = definitions.iter().map(|d| d.spec()).collect::<Result<_, _>>()?;
+        let compiled = self.engine.compile(&specs)?;
+        self.compiled.store(Arc::new(compiled));
+        self.definitions.store(Arc::new(definitions));
+        self.loaded_count.store(version.0, Ordering::SeqCst);
+        self.loaded_latest.store(version.1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Reloads when another instance changed the profiles. Returns whether it reloaded.
+    pub async fn refresh_if_changed(&self, store: &SharedStore) -> Result<bool, HabilitationError> {
+        let (count, latest) = store.habilitations().profiles_version().await?;
+        if count == self.loaded_count.load(Ordering::SeqCst) && latest == self.loaded_latest.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        self.reload(store).await?;
+        Ok(true)
+    }
+
+    /// Checks a profile (alone and with every other one) and stores it; refused with Cedar's
+    /// diagnostics when invalid. Returns the previous definition, if any.
+    pub async fn put_profile(
+        &self,
+        store: &SharedStore,
+        definition: ProfileDefinition,
+        now: i64,
+    ) -> Result<Option<ProfileDefinition>, HabilitationError> {
+        let name = definition.name.clone();
+        let spec = definition.spec()?;
+        for kind in &definition.kinds {
+            if !self.relationship_kinds.contains(kind) {
+                return Err(HabilitationError::Profile {
+                    profile: name,
+                    reason: format!(
+                        "relationship kind `{kind}` is not one of habilitation.relationship_kinds ({})",
+                        self.relationship_kinds.join(", ")
+                    ),
+                });
+            }
+        }
+        if definition.max_duration.is_some_and(|d| d <= 0) {
+            return Err(HabilitationError::Profile { profile: name, reason: "max_duration must be positive".into() });
+        }
+        let current = self.definitions();
+        let previous = current.iter().find(|d| d.name == name).cloned();
+        let mut specs: Vec<ProfileSpec> =
+            current.iter().filter(|d| d.name != name).map(|d| d.spec()).collect::<Result<_, _>>()?;
+        specs.push(spec.clone());
+        self.engine.compile(&specs)?;
+        let record = ProfileRecord {
+            name: name.clone(),
+            description: definition.description.clone(),
+            spec: serde_json::to_string(&spec).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            max_duration: definition.max_duration,
+            created_at: now,
+            updated_at: now.max(self.loaded_latest.load(Ordering::SeqCst) + 1),
+        };
+        store.habilitations().upsert_profile(&record).await?;
+        self.reload(store).await?;
+        Ok(previous)
+    }
+
+    pub async fn delete_profile(&self, store: &SharedStore, name: &str) -> Result<bool, HabilitationError> {
+        let deleted = store.habilitations().delete_profile(name).await?;
+        self.reload(store).await?;
+        Ok(deleted)
+    }
+
+    /// The weakest login any profile of this client needs to grant `request` (None: no minimum).
+    /// `Err` when no profile of the client could ever grant it: the request fails before login.
+    pub fn required_acr(&self, client_id: &str, request: &PatientAccess) -> Result<Option<AcrLevel>, Denial> {
+        let compiled = self.compiled();
+        compiled
+            .profiles()
+            .iter()
+            .filter(|p| could_grant(p, client_id, request))
+            .map(|p| p.min_acr_level)
+            .min()
+            .map(level_of_rank)
+            .ok_or(Denial::Forbidden(Vec::new()))
+    }
+
+    /// Evaluates one requested detail for `account` acting through `client_id` at login level `acr`.
+    pub async fn evaluate(
+        &self,
+        store: &SharedStore,
+        request: &PatientAccess,
+        account: &Account,
+        client_id: &str,
+        acr: Option<&str>,
+        now: i64,
+    ) -> Result<GrantedAccess, Denial> {
+        if account.kind != AccountKind::Professional {
+            return Err(Denial::NotAProfessional);
+        }
+        let facts = self.facts(store, account, &request.patient, now).await.map_err(|e| {
+            tracing::error!(error = %e, "habilitation lookup failed");
+            Denial::Forbidden(vec!["store_unavailable".into()])
+        })?;
+        let compiled = self.compiled();
+        let context = DecisionContext {
+            client: client_id.to_string(),
+            acr_level: acr_rank(acr),
+            now,
+            datatypes: Vec::new(),
+            production: self.production,
+        };
+        evaluate_with(&compiled, &self.definitions(), request, &facts, context)
+    }
+
+    /// The relationships of `account` with the patient, as policy facts.
+    async fn facts(
+        &self,
+        store: &SharedStore,
+        account: &Account,
+        patient: &PatientRef,
+        _now: i64,
+    ) -> Result<Facts, StoreError> {
+        let habilitations = store.habilitations();
+        let Some(record) = habilitations.patient_by_identity(&patient.identity()).await? else {
+            return Ok(Facts::default());
+        };
+        let relationships = habilitations.relationships_between(&account.id, &record.id).await?;
+        if relationships.is_empty() {
+            return Ok(Facts::default());
+        }
+        let professions = match habilitations.practice_of(&account.id).await? {
+            Some(json) => serde_json::from_str::<super::professional::PracticeRecord>(&json)
+                .map(|p| p.professions())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Ok(Facts { relationships, professions, test_identity: patient.is_test_identity() })
+    }
+
+    /// Whether the relationship behind a granted detail still allows it (introspection).
+    pub async fn still_granted(&self, store: &SharedStore, granted: &GrantedAccess, now: i64) -> bool {
+        match store.habilitations().relationship(&granted.relationship.id).await {
+            Ok(Some(r)) => r.status_at(now) == RelationshipStatus::Active && r.valid_from <= now,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "relationship lookup failed during introspection");
+                false
+            }
+        }
+    }
+}
+
+fn definition_of(record: &ProfileRecord) -> Result<ProfileDefinition, HabilitationError> {
+    let spec: ProfileSpec = serde_json::from_str(&record.spec)
+        .map_err(|e| HabilitationError::Profile { profile: record.name.clone(), reason: e.to_string() })?;
+    Ok(ProfileDefinition::of(spec, record.description.clone(), record.max_duration))
+}
+
+/// A cheap pre-filter: the profile applies to the client, covers the relationship kind asked
+/// for (if any) and one of the actions. Cedar decides; this only avoids hopeless evaluations.
+fn could_grant(profile: &ProfileSpec, client_id: &str, request: &PatientAccess) -> bool {
+    profile.clients.iter().any(|c| c == client_id)
+        && request.relationship.as_ref().is_none_or(|k| profile.kinds.contains(k))
+        && request.actions.iter().any(|a| profile.actions.contains(a))
+}
+
+#[derive(Default)]
+struct Facts {
+    relationships: Vec<Relationship>,
+    professions: Vec<String>,
+    test_identity: bool,
+}
+
+/// The best grant among (relationship, profile) pairs: the one allowing the most actions.
+fn evaluate_with(
+    compiled: &CompiledProfiles,
+    definitions: &[ProfileDefinition],
+    request: &PatientAccess,
+    facts: &Facts,
+    mut context: DecisionContext,
+) -> Result<GrantedAccess, Denial> {
+    let candidates: Vec<&Relationship> =
+        facts.relationships.iter().filter(|r| request.relationship.as_ref().is_none_or(|k| &r.kind == k)).collect();
+    if candidates.is_empty() {
+        return Err(Denial::NoRelationship);
+    }
+    let mut best: Option<GrantedAccess> = None;
+    let mut reasons: Vec<String> = Vec::new();
+    let mut acr_needed: Option<i64> = None;
+    for relationship in candidates {
+        for profile in compiled.profiles().iter().filter(|p| p.kinds.contains(&relationship.kind)) {
+            if !profile.clients.contains(&context.client) {
+                continue;
+            }
+            let max_duration = definitions.iter().find(|d| d.name == profile.name).and_then(|d| d.max_duration);
+            let facts = super::policy::RelationshipFacts {
+                id: relationship.id.clone(),
+                kind: relationship.kind.clone(),
+                status: relationship.status_at(context.now).as_str().to_string(),
+                valid_from: relationship.valid_from,
+                valid_until: match (relationship.valid_until, max_duration) {
+                    (Some(until), Some(max)) => Some(until.min(relationship.valid_from.saturating_add(max))),
+                    (None, Some(max)) => Some(relationship.valid_from.saturating_add(max)),
+                    (until, None) => until,
+                },
+                professional_professions: facts.professions.clone(),
+                patient_test_identity: facts.test_identity,
+                organisation: relationship.organisation_id.clone(),
+            };
+            let datatypes: Vec<String> = if request.datatypes.is_empty() {
+                profile.datatypes.clone()
+            } else {
+                request.datatypes.iter().filter(|d| profile.datatypes.contains(d)).cloned().collect()
+            };
+            if datatypes.is_empty() && !profile.datatypes.is_empty() {
+                reasons.push(format!("profile:{} (datatypes)", profile.name));
+                continue;
+            }
+            context.datatypes = datatypes.clone();
+            let mut actions = Vec::new();
+            for action in &request.actions {
+                let decision = compiled.evaluate(&profile.name, action, &facts, &context);
+                if decision.allowed {
+                    actions.push(action.clone());
+                } else {
+                    if context.acr_level < profile.min_acr_level && profile.actions.contains(action) {
+                        acr_needed = Some(acr_needed.map_or(profile.min_acr_level, |n| n.min(profile.min_acr_level)));
+                    }
+                    for reason in decision.reasons {
+                        if !reasons.contains(&reason) {
+                            reasons.push(reason);
+                        }
+                    }
+                }
+            }
+            if !actions.is_empty() && best.as_ref().is_none_or(|b| b.actions.len() < actions.len()) {
+                best = Some(GrantedAccess {
+                    kind: request.kind.clone(),
+                    patient: request.patient.clone(),
+                    actions,
+                    datatypes,
+                    relationship: GrantedRelationship { id: relationship.id.clone(), kind: relationship.kind.clone() },
+                    profile: profile.name.clone(),
+                    purpose: request.purpose.clone(),
+                });
+            }
+        }
+    }
+    if let Some(granted) = best {
+        return Ok(granted);
+    }
+    if let Some(level) = acr_needed.and_then(level_of_rank) {
+        return Err(Denial::InsufficientAcr(level));
+    }
+    Err(Denial::Forbidden(reasons))
+}
+
+/// Reloads the profiles every `interval` when another instance changed them, until dropped.
+pub fn spawn_refresher(
+    habilitations: &Arc<Habilitations>,
+    store: SharedStore,
+    interval: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let weak = Arc::downgrade(habilitations);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let Some(habilitations) = weak.upgrade() else { break };
+            if let Err(e) = habilitations.refresh_if_changed(&store).await {
+                tracing::warn!(error = %e, "habilitation profiles not reloaded; keeping the current ones");
+            }
+        }
+    })
+}
