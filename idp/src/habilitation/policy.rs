@@ -411,7 +411,6 @@ fn parse_base(src: &str) -> Result<Vec<Policy>, PolicyError> {
         }
         policies.push(policy.new_id(PolicyId::new(id)));
     }
-    policies.sort_by(|a, b| a.id().to_string().cmp(&b.id().to_string()));
     Ok(policies)
 }
 
@@ -777,37 +776,5 @@ mod tests {
         let mut sources = PolicySources::embedded();
         sources.schema.push_str("\nentity Broken {");
         assert!(matches!(PolicyEngine::new(&sources), Err(PolicyError::Schema(_))));
-    }
-
-    #[test]
-    fn tmp_probe() {
-        for c in [
-            "resource.kind == ",
-            "resource.ward == \"A\"",
-            "context.acr_level",
-            "true } when { false",
-            "principal.kinds.contains(1)",
-        ] {
-            let mut spec = expert();
-            spec.condition = Some(c.into());
-            println!("{c:?} => {}", engine().compile(&[spec]).unwrap_err());
-        }
-        let mut sources = PolicySources::embedded();
-        sources.schema.push_str("\nentity Broken {");
-        println!("{}", PolicyEngine::new(&sources).err().unwrap());
-        let mut specs = vec![expert()];
-        for i in 0..200 {
-            let mut s = expert();
-            s.name = format!("p{i}");
-            specs.push(s);
-        }
-        let profiles = compiled(&specs);
-        let rel = relationship();
-        let ctx = context();
-        let t = std::time::Instant::now();
-        for _ in 0..10000 {
-            assert!(profiles.evaluate("expert", "read", &rel, &ctx).allowed);
-        }
-        println!("per call: {:?}", t.elapsed() / 10000);
     }
 }

@@ -30,7 +30,7 @@ enum Caller {
     /// An app's back end acting on its own behalf.
     App { client_id: String },
     /// A patient acting for themselves through an app.
-    Patient { client_id: String, account: Account, claims: Box<AccessClaims> },
+    Patient { client_id: String, account: Box<Account>, claims: Box<AccessClaims> },
 }
 
 impl Caller {
@@ -72,7 +72,7 @@ async fn caller(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Calle
             "with a user's token only patients manage relationships (for themselves); apps use client credentials",
         ));
     }
-    Ok(Caller::Patient { client_id, account, claims: Box::new(claims) })
+    Ok(Caller::Patient { client_id, account: Box::new(account), claims: Box::new(claims) })
 }
 
 #[derive(Deserialize)]

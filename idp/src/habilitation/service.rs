@@ -120,6 +120,9 @@ impl Denial {
     }
 }
 
+/// The base rule (policies/base.cedar) refusing a login weaker than the profile's minimum.
+const ACR_RULE: &str = "acr_below_profile_minimum";
+
 pub fn acr_rank(acr: Option<&str>) -> i64 {
     match acr.and_then(AcrLevel::parse) {
         None => 0,
@@ -405,7 +408,9 @@ fn evaluate_with(
                 if decision.allowed {
                     actions.push(action.clone());
                 } else {
-                    if context.acr_level < profile.min_acr_level && profile.actions.contains(action) {
+                    // Refused only for the login level: a step-up would grant it.
+                    // (A forbid hides whether the permit matched, so the action is checked here too.)
+                    if decision.reasons == [ACR_RULE] && profile.actions.contains(action) {
                         acr_needed = Some(acr_needed.map_or(profile.min_acr_level, |n| n.min(profile.min_acr_level)));
                     }
                     for reason in decision.reasons {

@@ -168,7 +168,7 @@ fn target_audience(client: &crate::clients::Client, params: &Params) -> Result<S
         (Some(a), None) | (None, Some(a)) => a.to_string(),
         (None, None) => return Ok(client.client_id().to_string()),
     };
-    if target == client.client_id() || client.token_exchange_audiences().iter().any(|a| *a == target) {
+    if target == client.client_id() || client.token_exchange_audiences().contains(&target) {
         Ok(target)
     } else {
         Err(OAuthError::new(

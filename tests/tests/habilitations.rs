@@ -1,0 +1,249 @@
+//! Habilitations end to end: the second-opinion scenario (a patient solicits an expert, the
+//! site's coordinating doctor, another expert refused, the patient revokes), two apps with
+//! different profiles for the same professional and patient, and step-up to the card when a
+//! profile requires `eidas3`. Each test runs on SQLite + memory and on PostgreSQL + Redis.
+
+use std::path::Path;
+
+use habilis_e2e::habilitations::{
+    COORDINATOR, EXPERT, HabilitationEnv, MESSAGING, OTHER_EXPERT, SECOND_OPINION, TELECONSULT, nir, patient_access,
+};
+use habilis_e2e::{Browser, Landing, Storage, drain_audit, link_by_id, pkce_pair, query_param};
+use habilis_idp::audit::AuditEvent;
+use habilis_idp::habilitation::patient::OID_NIR;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+habilis_e2e::on_both_storages!(
+    second_opinion_patient_solicits_an_expert_and_revokes,
+    two_apps_grant_different_actions_for_the_same_professional_and_patient,
+    a_profile_requiring_the_card_steps_up_an_eidas1_session,
+);
+
+const PATIENT: &str = "patient.p@example.org";
+
+fn granted(tokens: &Value) -> Vec<Value> {
+    tokens["authorization_details"].as_array().cloned().unwrap_or_default()
+}
+
+fn actions(detail: &Value) -> Vec<String> {
+    detail["actions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+async fn second_opinion_patient_solicits_an_expert_and_revokes(storage: Storage) {
+    let Some(he) = HabilitationEnv::start(storage).await else { return };
+    let patient_ins = nir("2840375123456");
+    he.add_patient(PATIENT).await;
+    he.add_professional(EXPERT, "Emma", "Expert").await;
+    he.add_professional(COORDINATOR, "Claire", "Coord").await;
+    he.add_professional(OTHER_EXPERT, "Fabien", "Other").await;
+    let mut audit = he.env.state().audit.subscribe();
+
+    // P logs in to the second-opinion site (password + emailed code) and solicits expert E.
+    let p_tokens = he.user_tokens(SECOND_OPINION, PATIENT, PATIENT, None).await;
+    assert_eq!(p_tokens.status, 200, "{:?}", p_tokens.body);
+    let p_claims = he.claims(p_tokens.body["access_token"].as_str().unwrap()).await;
+    assert_eq!(p_claims["acr"], "eidas1", "the patient logged in with a password and an emailed code");
+    let p_token = p_tokens.body["access_token"].as_str().unwrap().to_string();
+    let patient = json!({"ins": {"value": patient_ins, "oid": OID_NIR}});
+    let solicited = he
+        .api(
+            Method::POST,
+            "/api/v1/relationships",
+            &p_token,
+            Some(&json!({"professional": {"id_nat": EXPERT}, "patient": patient, "kind": "second_opinion_expert"})),
+        )
+        .await;
+    assert_eq!(solicited.status, 201, "{:?}", solicited.body);
+    assert_eq!(solicited.body["source"]["evidence"]["type"], "patient_request", "{:?}", solicited.body);
+    assert_eq!(solicited.body["source"]["evidence"]["token_id"], p_claims["jti"]);
+    let relationship_id = solicited.body["id"].as_str().unwrap().to_string();
+
+    // The site names its coordinating doctor C for this patient (its back end, client credentials).
+    let app = he.app_token(SECOND_OPINION, "relationships").await;
+    let coordination = he
+        .api(
+            Method::POST,
+            "/api/v1/relationships",
+            &app,
+            Some(&json!({"professional": {"id_nat": COORDINATOR}, "patient": patient, "kind": "coordinating_doctor"})),
+        )
+        .await;
+    assert_eq!(coordination.status, 201, "{:?}", coordination.body);
+
+    // E logs in and gets P's data: read + comment on reports, through the solicitation.
+    let mut request = patient_access(&patient_ins, OID_NIR, &["read", "comment"]);
+    request["datatypes"] = json!(["report"]);
+    let details = json!([request]);
+    let e_tokens = he.user_tokens(SECOND_OPINION, EXPERT, "emma@example.org", Some(&details)).await;
+    assert_eq!(e_tokens.status, 200, "{:?}", e_tokens.body);
+    let e_granted = granted(&e_tokens.body);
+    assert_eq!(e_granted.len(), 1, "{:?}", e_tokens.body);
+    assert_eq!(actions(&e_granted[0]), ["read", "comment"]);
+    assert_eq!(e_granted[0]["datatypes"], json!(["report"]));
+    assert_eq!(e_granted[0]["relationship"]["kind"], "second_opinion_expert");
+    assert_eq!(e_granted[0]["relationship"]["id"], relationship_id.as_str());
+    assert_eq!(e_granted[0]["profile"], "expert");
+    let e_access = e_tokens.body["access_token"].as_str().unwrap().to_string();
+    let e_claims = he.claims(&e_access).await;
+    assert_eq!(e_claims["authorization_details"], e_tokens.body["authorization_details"], "the JWT carries them");
+    let introspected = he.introspect(SECOND_OPINION, &e_access).await;
+    assert_eq!(introspected["active"], true);
+    assert_eq!(introspected["authorization_details"], e_tokens.body["authorization_details"]);
+
+    // C (coordinator profile) gets it too; comment is not in that profile, so it is narrowed away.
+    let c_details = json!([patient_access(&patient_ins, OID_NIR, &["read", "comment"])]);
+    let c_tokens = he.user_tokens(SECOND_OPINION, COORDINATOR, "claire@example.org", Some(&c_details)).await;
+    assert_eq!(c_tokens.status, 200, "{:?}", c_tokens.body);
+    let c_granted = granted(&c_tokens.body);
+    assert_eq!(actions(&c_granted[0]), ["read"], "narrowed to the coordinator profile: {:?}", c_tokens.body);
+    assert_eq!(c_granted[0]["profile"], "coordinator");
+
+    // F, another expert the patient did not solicit, is refused with a reason.
+    let f_tokens = he.user_tokens(SECOND_OPINION, OTHER_EXPERT, "fabien@example.org", Some(&details)).await;
+    assert_eq!(f_tokens.body["error"], "access_denied", "{:?}", f_tokens.body);
+    assert!(
+        f_tokens.body["error_description"].as_str().is_some_and(|d| d.contains("no active relationship")),
+        "{:?}",
+        f_tokens.body
+    );
+
+    // P revokes: E's token no longer carries the access, and E's next token lacks it.
+    let revoked =
+        he.api(Method::POST, &format!("/api/v1/relationships/{relationship_id}/revoke"), &p_token, None).await;
+    assert_eq!(revoked.status, 200, "{:?}", revoked.body);
+    assert_eq!(revoked.body["status"], "revoked");
+    let introspected = he.introspect(SECOND_OPINION, &e_access).await;
+    assert_eq!(introspected["active"], false, "the only detail was withdrawn: {introspected}");
+    let refresh = e_tokens.body["refresh_token"].as_str().expect("a refresh token (offline_access)");
+    let refreshed = he.token(SECOND_OPINION, &[("grant_type", "refresh_token"), ("refresh_token", refresh)]).await;
+    assert_eq!(refreshed.status, 200, "{:?}", refreshed.body);
+    assert!(granted(&refreshed.body).is_empty(), "the refreshed token lacks the revoked access: {:?}", refreshed.body);
+    let refreshed_claims = he.claims(refreshed.body["access_token"].as_str().unwrap()).await;
+    assert!(refreshed_claims["authorization_details"].as_array().is_none_or(|a| a.is_empty()), "{refreshed_claims}");
+    let again = he.user_tokens(SECOND_OPINION, EXPERT, "emma@example.org", Some(&details)).await;
+    assert_eq!(again.body["error"], "access_denied", "a new login no longer gets it: {:?}", again.body);
+    // C's access is untouched by the revocation of E's.
+    let c_access = c_tokens.body["access_token"].as_str().unwrap();
+    assert_eq!(he.introspect(SECOND_OPINION, c_access).await["active"], true);
+
+    let events = drain_audit(&mut audit);
+    let created = events.iter().filter(|r| matches!(r.event, AuditEvent::RelationshipCreated { .. })).count();
+    assert_eq!(created, 2, "{events:?}");
+    assert!(
+        events.iter().any(|r| matches!(&r.event, AuditEvent::RelationshipEnded { relationship_id: id, status, .. }
+            if *id == relationship_id && status == "revoked")),
+        "{events:?}"
+    );
+    let decisions: Vec<_> = events
+        .iter()
+        .filter_map(|r| match &r.event {
+            AuditEvent::HabilitationDecision { granted, patient, .. } => Some((*granted, patient.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(decisions.iter().any(|(g, _)| *g) && decisions.iter().any(|(g, _)| !*g), "{decisions:?}");
+    assert!(decisions.iter().all(|(_, p)| !p.contains(&patient_ins)), "audit records minimise the INS: {decisions:?}");
+}
+
+async fn two_apps_grant_different_actions_for_the_same_professional_and_patient(storage: Storage) {
+    let Some(he) = HabilitationEnv::start(storage).await else { return };
+    he.add_professional(EXPERT, "Emma", "Expert").await;
+    let patient_ins = nir("1750599123456");
+    let app = he.app_token(TELECONSULT, "relationships").await;
+    let created = he
+        .api(
+            Method::POST,
+            "/api/v1/relationships",
+            &app,
+            Some(&json!({"professional": {"id_nat": EXPERT},
+                "patient": {"ins": {"value": patient_ins, "oid": OID_NIR}}, "kind": "treating"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let details = json!([patient_access(&patient_ins, OID_NIR, &["read", "write", "teleconsult", "message"])]);
+
+    let tele = he.user_tokens(TELECONSULT, EXPERT, "emma@example.org", Some(&details)).await;
+    assert_eq!(tele.status, 200, "{:?}", tele.body);
+    assert_eq!(actions(&granted(&tele.body)[0]), ["read", "write", "teleconsult"]);
+    assert_eq!(granted(&tele.body)[0]["profile"], "teleconsultation");
+    assert_eq!(granted(&tele.body)[0]["datatypes"], json!(["report", "prescription"]));
+
+    let messaging = he.user_tokens(MESSAGING, EXPERT, "emma@example.org", Some(&details)).await;
+    assert_eq!(messaging.status, 200, "{:?}", messaging.body);
+    assert_eq!(actions(&granted(&messaging.body)[0]), ["read", "message"]);
+    assert_eq!(granted(&messaging.body)[0]["profile"], "messaging");
+    assert_eq!(granted(&messaging.body)[0]["datatypes"], json!(["report"]));
+}
+
+/// A CPS card test PKI (CRL as a file) and the card listener on an ephemeral port.
+fn card_config(config: &mut habilis_idp::config::Config, pki: &Path) {
+    config.card.mode = habilis_idp::config::CardMode::On;
+    config.card.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.card.tls_certificate = Some(pki.join("server.pem"));
+    config.card.tls_key = Some(pki.join("server.key.pem"));
+    config.card.trust_anchors = vec![pki.join("trust-bundle.pem")];
+    config.card.crl_sources = vec![pki.join("crl.der").display().to_string()];
+}
+
+async fn a_profile_requiring_the_card_steps_up_an_eidas1_session(storage: Storage) {
+    // Without card login, the request fails at once and says why.
+    let Some(no_card) = HabilitationEnv::start(storage).await else { return };
+    let patient_ins = nir("1840375123456");
+    let details = json!([patient_access(&patient_ins, OID_NIR, &["write"])]).to_string();
+    let (_, challenge) = pkce_pair();
+    let url = no_card.authorize_url(TELECONSULT, &challenge, &[("authorization_details", Some(&details))]);
+    let back = no_card.env.browser().navigate(&url).await.left();
+    assert_eq!(query_param(&back, "error").as_deref(), Some("unmet_authentication_requirements"), "{back}");
+    assert!(query_param(&back, "error_description").is_some_and(|d| d.contains("eidas3")), "{back}");
+    no_card.env.stop().await;
+
+    // With card login: an eidas1 session (password + emailed code) is sent to the card.
+    let pki = tempfile::tempdir().unwrap();
+    habilis_idp::cps::devpki::generate(pki.path(), &["localhost".into(), "127.0.0.1".into()], None).unwrap();
+    let Some(he) = HabilitationEnv::start_with(storage, |c| card_config(c, pki.path())).await else { return };
+    let manifest: Value = serde_json::from_slice(&std::fs::read(pki.path().join("manifest.json")).unwrap()).unwrap();
+    let id_nat = manifest["cards"]["doctor"]["id_nat"].as_str().unwrap().to_string();
+    he.add_professional(&id_nat, "Maxime", "Maxi").await;
+    let app = he.app_token(TELECONSULT, "relationships").await;
+    let created = he
+        .api(
+            Method::POST,
+            "/api/v1/relationships",
+            &app,
+            Some(&json!({"professional": {"id_nat": id_nat},
+                "patient": {"ins": {"value": patient_ins, "oid": OID_NIR}}, "kind": "care_team"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let card_origin = he.env.state().card.as_ref().unwrap().public_url.clone();
+    let read = |name: &str| std::fs::read(pki.path().join(name)).unwrap();
+    let mut identity = read("cards/doctor.pem");
+    identity.extend(read("cards/doctor.key.pem"));
+    let browser = Browser::with_card(&he.env.url(""), &identity, &read("root-ca.pem"), &[&card_origin]);
+
+    let (_, first_challenge) = pkce_pair();
+    let first = he.authorize_url(TELECONSULT, &first_challenge, &[]);
+    let back = he.log_in_with_emailed_code(&browser, &first, &id_nat, "maxime@example.org").await;
+    assert!(query_param(&back, "code").is_some(), "an eidas1 session first: {back}");
+
+    let (verifier, challenge) = pkce_pair();
+    let url = he.authorize_url(TELECONSULT, &challenge, &[("authorization_details", Some(&details))]);
+    let (page, status, body) = match browser.navigate(&url).await {
+        Landing::Page { url, status, body } => (url, status, body),
+        Landing::Left(url) => panic!("the eidas1 session must not be enough: sent back to {url}"),
+    };
+    let card_link =
+        link_by_id(&body, "card-login").unwrap_or_else(|| panic!("the card is asked for ({page}, {status}):\n{body}"));
+    assert!(card_link.starts_with(&card_origin), "{card_link}");
+    let back = browser.navigate(&card_link).await.left();
+    let tokens = he.redeem(TELECONSULT, &back, &verifier).await;
+    assert_eq!(tokens.status, 200, "{:?}", tokens.body);
+    let claims = he.claims(tokens.body["access_token"].as_str().unwrap()).await;
+    assert_eq!(claims["acr"], "eidas3");
+    assert_eq!(actions(&granted(&tokens.body)[0]), ["write"]);
+    assert_eq!(granted(&tokens.body)[0]["profile"], "card-only");
+}
