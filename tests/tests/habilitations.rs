@@ -189,25 +189,9 @@ fn card_config(config: &mut habilis_idp::config::Config, pki: &Path) {
     config.card.crl_sources = vec![pki.join("crl.der").display().to_string()];
 }
 
-async fn a_profile_requiring_the_card_steps_up_an_eidas1_session(storage: Storage) {
-    // Without card login, the request fails at once and says why.
-    let Some(no_card) = HabilitationEnv::start(storage).await else { return };
-    let patient_ins = nir("1840375123456");
-    let details = json!([patient_access(&patient_ins, OID_NIR, &["write"])]).to_string();
-    let (_, challenge) = pkce_pair();
-    let url = no_card.authorize_url(TELECONSULT, &challenge, &[("authorization_details", Some(&details))]);
-    let back = no_card.env.browser().navigate(&url).await.left();
-    assert_eq!(query_param(&back, "error").as_deref(), Some("unmet_authentication_requirements"), "{back}");
-    assert!(query_param(&back, "error_description").is_some_and(|d| d.contains("eidas3")), "{back}");
-    no_card.env.stop().await;
-
-    // With card login: an eidas1 session (password + emailed code) is sent to the card.
-    let pki = tempfile::tempdir().unwrap();
-    habilis_idp::cps::devpki::generate(pki.path(), &["localhost".into(), "127.0.0.1".into()], None).unwrap();
-    let Some(he) = HabilitationEnv::start_with(storage, |c| card_config(c, pki.path())).await else { return };
-    let manifest: Value = serde_json::from_slice(&std::fs::read(pki.path().join("manifest.json")).unwrap()).unwrap();
-    let id_nat = manifest["cards"]["doctor"]["id_nat"].as_str().unwrap().to_string();
-    he.add_professional(&id_nat, "Maxime", "Maxi").await;
+/// A professional in the care team of a patient: writing needs the `card-only` profile (eidas3).
+async fn care_team_member(he: &HabilitationEnv, id_nat: &str, patient_ins: &str) {
+    he.add_professional(id_nat, "Maxime", "Maxi").await;
     let app = he.app_token(TELECONSULT, "relationships").await;
     let created = he
         .api(
@@ -219,22 +203,70 @@ async fn a_profile_requiring_the_card_steps_up_an_eidas1_session(storage: Storag
         )
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
+}
+
+async fn a_profile_requiring_the_card_steps_up_an_eidas1_session(storage: Storage) {
+    let patient_ins = nir("1840375123456");
+    let details = json!([patient_access(&patient_ins, OID_NIR, &["write"])]).to_string();
+
+    // Without card login, the login at eidas1 is not enough and the request fails saying why.
+    let Some(no_card) = HabilitationEnv::start(storage).await else { return };
+    care_team_member(&no_card, EXPERT, &patient_ins).await;
+    let (_, challenge) = pkce_pair();
+    let url = no_card.authorize_url(TELECONSULT, &challenge, &[("authorization_details", Some(&details))]);
+    let back = no_card.log_in_with_emailed_code(&no_card.env.browser(), &url, EXPERT, "maxime@example.org").await;
+    assert_eq!(query_param(&back, "error").as_deref(), Some("unmet_authentication_requirements"), "{back}");
+    assert!(query_param(&back, "error_description").is_some_and(|d| d.contains("eidas3")), "{back}");
+    no_card.env.stop().await;
+
+    // With card login: an eidas1 session (password + emailed code) is sent to the card.
+    let pki = tempfile::tempdir().unwrap();
+    habilis_idp::cps::devpki::generate(pki.path(), &["localhost".into(), "127.0.0.1".into()], None).unwrap();
+    let Some(he) = HabilitationEnv::start_with(storage, |c| card_config(c, pki.path())).await else { return };
+    let manifest: Value = serde_json::from_slice(&std::fs::read(pki.path().join("manifest.json")).unwrap()).unwrap();
+    let id_nat = manifest["cards"]["doctor"]["id_nat"].as_str().unwrap().to_string();
+    care_team_member(&he, &id_nat, &patient_ins).await;
     let card_origin = he.env.state().card.as_ref().unwrap().public_url.clone();
     let read = |name: &str| std::fs::read(pki.path().join(name)).unwrap();
     let mut identity = read("cards/doctor.pem");
     identity.extend(read("cards/doctor.key.pem"));
     let browser = Browser::with_card(&he.env.url(""), &identity, &read("root-ca.pem"), &[&card_origin]);
 
-    let (_, first_challenge) = pkce_pair();
-    let first = he.authorize_url(TELECONSULT, &first_challenge, &[]);
-    let back = he.log_in_with_emailed_code(&browser, &first, &id_nat, "maxime@example.org").await;
-    assert!(query_param(&back, "code").is_some(), "an eidas1 session first: {back}");
-
     let (verifier, challenge) = pkce_pair();
     let url = he.authorize_url(TELECONSULT, &challenge, &[("authorization_details", Some(&details))]);
-    let (page, status, body) = match browser.navigate(&url).await {
+    let landing = browser.navigate(&url).await;
+    let landing = browser.log_in(landing, &id_nat, habilis_e2e::habilitations::PASSWORD).await;
+    let (_, _, body) = landing.page();
+    let mail = he.sink.wait_for("maxime@example.org", std::time::Duration::from_secs(20)).await.expect("a code mail");
+    let field = |name: &str| habilis_e2e::hidden_input(&body, name).unwrap_or_else(|| panic!("no {name}:\n{body}"));
+    let after_code = browser
+        .submit(
+            "/login/code",
+            &[
+                ("interaction", &field("interaction")),
+                ("csrf", &field("csrf")),
+                ("method", &field("method")),
+                ("code", &mail.one_time_code().unwrap()),
+            ],
+        )
+        .await;
+    // Past the authenticator-app offer ("later"), the eidas1 login does not grant the write
+    // access: the card is asked for.
+    let after_code = match after_code {
+        Landing::Page { url, body, .. } if url.contains("/login/totp") => {
+            let field = |name: &str| habilis_e2e::hidden_input(&body, name).expect("the offer form");
+            browser
+                .submit(
+                    "/login/totp",
+                    &[("interaction", &field("interaction")), ("csrf", &field("csrf")), ("decision", "later")],
+                )
+                .await
+        }
+        other => other,
+    };
+    let (page, status, body) = match after_code {
         Landing::Page { url, status, body } => (url, status, body),
-        Landing::Left(url) => panic!("the eidas1 session must not be enough: sent back to {url}"),
+        Landing::Left(url) => panic!("the eidas1 login must not be enough: sent back to {url}"),
     };
     let card_link =
         link_by_id(&body, "card-login").unwrap_or_else(|| panic!("the card is asked for ({page}, {status}):\n{body}"));

@@ -730,7 +730,16 @@ pub async fn continue_interaction(
         }
         Decision::Issue => {
             let Some(mut session) = session else { return redirect_error(state, &request, OAuthError::server_error()) };
-            match issue_code(state, &request, &client, &mut session, now).await {
+            let acr = session_acr(&session).map(|l| l.as_str().to_string());
+            let details = match grant_details(state, &request, &client, &session.account_id, acr.as_deref(), now).await
+            {
+                Ok(details) => details,
+                Err(DetailsRefusal::Denied(e)) => return redirect_error(state, &request, e),
+                Err(DetailsRefusal::StepUp(level)) => {
+                    return step_up_for_details(state, interaction, level, now).await;
+                }
+            };
+            match issue_code(state, &request, &client, &mut session, details, now).await {
                 Ok(code) => {
                     let _ = interaction::finish(state, &interaction).await;
                     respond(
@@ -794,10 +803,10 @@ async fn issue_code(
     request: &AuthorizationRequest,
     client: &Client,
     session: &mut Session,
+    authorization_details: Vec<GrantedAccess>,
     now: i64,
 ) -> Result<String, OAuthError> {
     let acr = session_acr(session).map(|l| l.as_str().to_string());
-    let authorization_details = grant_details(state, request, client, &session.account_id, acr.as_deref(), now).await?;
     let code = crate::cli::random_token();
     let amr = session.amr();
     let record = CodeRecord {
@@ -821,8 +830,16 @@ async fn issue_code(
     Ok(code)
 }
 
+/// Why the requested details give no code (yet).
+enum DetailsRefusal {
+    /// A profile would grant them after a stronger login.
+    StepUp(AcrLevel),
+    Denied(OAuthError),
+}
+
 /// Evaluates the requested `patient_access` details for the logged-in user: the granted ones
-/// (possibly narrowed) go into the code; when none is granted the request is denied, saying why.
+/// (possibly narrowed) go into the code. When none is granted the request is denied, saying why,
+/// unless a stronger login would grant one: then the journey asks for it (step-up).
 async fn grant_details(
     state: &AppState,
     request: &AuthorizationRequest,
@@ -830,29 +847,66 @@ async fn grant_details(
     account_id: &str,
     acr: Option<&str>,
     now: i64,
-) -> Result<Vec<GrantedAccess>, OAuthError> {
+) -> Result<Vec<GrantedAccess>, DetailsRefusal> {
     if request.authorization_details.is_empty() {
         return Ok(Vec::new());
     }
-    let account = state
-        .store
-        .account_by_id(account_id)
-        .await?
-        .ok_or_else(|| OAuthError::new(OAuthErrorCode::AccessDenied, "the account no longer exists"))?;
+    let account = match state.store.account_by_id(account_id).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            return Err(DetailsRefusal::Denied(OAuthError::new(
+                OAuthErrorCode::AccessDenied,
+                "the account no longer exists",
+            )));
+        }
+        Err(e) => return Err(DetailsRefusal::Denied(e.into())),
+    };
     let mut granted = Vec::new();
     let mut denials = Vec::new();
+    let mut step_up: Option<AcrLevel> = None;
     for (i, detail) in request.authorization_details.iter().enumerate() {
         let outcome = state.habilitations.evaluate(&state.store, detail, &account, client.client_id(), acr, now).await;
         crate::habilitation::audit_decision(state, &account.id, client.client_id(), detail, &outcome);
         match outcome {
             Ok(g) => granted.push(g),
+            Err(crate::habilitation::service::Denial::InsufficientAcr(level)) => {
+                step_up = step_up.max(Some(level));
+                denials.push(format!("authorization_details[{i}]: a login at {} is required", level.as_str()));
+            }
             Err(denial) => denials.push(format!("authorization_details[{i}]: {}", denial.describe())),
         }
     }
-    if granted.is_empty() {
-        return Err(OAuthError::new(OAuthErrorCode::AccessDenied, denials.join("; ")));
+    if !granted.is_empty() {
+        return Ok(granted);
     }
-    Ok(granted)
+    match step_up {
+        Some(level) => Err(DetailsRefusal::StepUp(level)),
+        None => Err(DetailsRefusal::Denied(OAuthError::new(OAuthErrorCode::AccessDenied, denials.join("; ")))),
+    }
+}
+
+/// Raises the interaction's requirement to `level` and sends the user to the login journey; a
+/// level no login method reaches, or one this interaction already failed to reach, fails clearly.
+async fn step_up_for_details(state: &AppState, mut interaction: Interaction, level: AcrLevel, now: i64) -> Response {
+    let request = interaction.request.clone();
+    let already = request.details_acr.as_deref().and_then(AcrLevel::parse).is_some_and(|l| l >= level);
+    if already || !crate::authn::journey::levels(state).achievable(level) || request.has_prompt(Prompt::None) {
+        let code = if request.has_prompt(Prompt::None) {
+            OAuthErrorCode::InteractionRequired
+        } else {
+            OAuthErrorCode::UnmetAuthenticationRequirements
+        };
+        return redirect_error(
+            state,
+            &request,
+            OAuthError::new(
+                code,
+                format!("the patient access asked for requires a login at {} and it was not reached", level.as_str()),
+            ),
+        );
+    }
+    interaction.request.details_acr = Some(level.as_str().to_string());
+    interaction::redirect_to(state, &interaction, "/login", now).await
 }
 
 fn redirect_error(state: &AppState, request: &AuthorizationRequest, error: OAuthError) -> Response {
