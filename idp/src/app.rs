@@ -274,6 +274,10 @@ pub fn router(state: AppState) -> Router {
                 .put(crate::habilitation::profiles_api::put)
                 .delete(crate::habilitation::profiles_api::remove),
         )
+        .route(
+            crate::habilitation::professionals_api::PATH,
+            get(crate::habilitation::professionals_api::show).put(crate::habilitation::professionals_api::put),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -18,6 +18,7 @@ habilis_e2e::on_both_storages!(
     second_opinion_patient_solicits_an_expert_and_revokes,
     two_apps_grant_different_actions_for_the_same_professional_and_patient,
     a_profile_requiring_the_card_steps_up_an_eidas1_session,
+    the_token_endpoint_only_narrows_the_authorized_details,
 );
 
 const PATIENT: &str = "patient.p@example.org";
@@ -278,4 +279,69 @@ async fn a_profile_requiring_the_card_steps_up_an_eidas1_session(storage: Storag
     assert_eq!(claims["acr"], "eidas3");
     assert_eq!(actions(&granted(&tokens.body)[0]), ["write"]);
     assert_eq!(granted(&tokens.body)[0]["profile"], "card-only");
+}
+
+async fn the_token_endpoint_only_narrows_the_authorized_details(storage: Storage) {
+    let Some(he) = HabilitationEnv::start(storage).await else { return };
+    he.add_professional(EXPERT, "Emma", "Expert").await;
+    let patient_ins = nir("1750599123456");
+    let app = he.app_token(TELECONSULT, "relationships").await;
+    let created = he
+        .api(
+            Method::POST,
+            "/api/v1/relationships",
+            &app,
+            Some(&json!({"professional": {"id_nat": EXPERT},
+                "patient": {"ins": {"value": patient_ins, "oid": OID_NIR}}, "kind": "treating"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let details = json!([patient_access(&patient_ins, OID_NIR, &["read", "write"])]).to_string();
+    let browser = he.env.browser();
+    let (verifier, challenge) = pkce_pair();
+    let url = he.authorize_url(TELECONSULT, &challenge, &[("authorization_details", Some(&details))]);
+    let back = he.log_in_with_emailed_code(&browser, &url, EXPERT, "emma@example.org").await;
+    let code = query_param(&back, "code").unwrap_or_else(|| panic!("no code: {back}"));
+
+    // RFC 9396 §6: the code redeemed for read only.
+    let read_only = json!([patient_access(&patient_ins, OID_NIR, &["read"])]).to_string();
+    let redeemed = he
+        .token(
+            TELECONSULT,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", habilis_e2e::habilitations::CALLBACK),
+                ("code_verifier", &verifier),
+                ("authorization_details", &read_only),
+            ],
+        )
+        .await;
+    assert_eq!(redeemed.status, 200, "{:?}", redeemed.body);
+    assert_eq!(actions(&granted(&redeemed.body)[0]), ["read"]);
+    let refresh = redeemed.body["refresh_token"].as_str().unwrap().to_string();
+
+    // A refresh may not ask for more than the authorization (teleconsult is in the profile, not in
+    // what was authorized), nor for another patient; it may ask for write, which was authorized.
+    let broader = json!([patient_access(&patient_ins, OID_NIR, &["teleconsult"])]).to_string();
+    let other_patient = json!([patient_access(&nir("1750599123457"), OID_NIR, &["read"])]).to_string();
+    for (raw, what) in [(&broader, "another action"), (&other_patient, "another patient")] {
+        let refused = he
+            .token(
+                TELECONSULT,
+                &[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("authorization_details", raw)],
+            )
+            .await;
+        assert_eq!(refused.status, 400, "{what}: {:?}", refused.body);
+        assert_eq!(refused.body["error"], "invalid_authorization_details", "{what}: {:?}", refused.body);
+    }
+    let write_only = json!([patient_access(&patient_ins, OID_NIR, &["write"])]).to_string();
+    let refreshed = he
+        .token(
+            TELECONSULT,
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("authorization_details", &write_only)],
+        )
+        .await;
+    assert_eq!(refreshed.status, 200, "a refused narrowing does not spend the refresh token: {:?}", refreshed.body);
+    assert_eq!(actions(&granted(&refreshed.body)[0]), ["write"]);
 }

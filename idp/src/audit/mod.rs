@@ -61,6 +61,8 @@ pub enum AuditEvent {
     RelationshipEnded { relationship_id: String, actor: String, status: String },
     /// A habilitation profile was created, changed or removed.
     ProfileChanged { name: String, actor: String, before: Option<String>, after: Option<String> },
+    /// A professional's practice data (professions, sites) was changed by an administrator.
+    PracticeChanged { account_id: String, actor: String, before: Option<String>, after: String },
     /// A token was exchanged (RFC 8693) for a narrower one.
     TokenExchanged { subject_client: String, actor_client: String, account_id: Option<String>, audience: Vec<String> },
 }
@@ -86,6 +88,7 @@ impl AuditEvent {
             AuditEvent::RelationshipEnded { .. } => "relationship_ended",
             AuditEvent::ProfileChanged { .. } => "profile_changed",
             AuditEvent::TokenExchanged { .. } => "token_exchanged",
+            AuditEvent::PracticeChanged { .. } => "practice_changed",
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod decision;
 pub mod patient;
 pub mod policy;
 pub mod professional;
+pub mod professionals_api;
 pub mod profiles_api;
 pub mod rar;
 pub mod relationships_api;

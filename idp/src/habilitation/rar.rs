@@ -69,6 +69,26 @@ impl GrantedAccess {
     }
 }
 
+/// RFC 9396 §6: details asked for at the token endpoint (or in a token exchange) may only narrow
+/// what is held: each must stay within one held detail (same patient, no other actions or data
+/// types, the same relationship kind). Absent: everything held.
+pub fn narrow(held: &[GrantedAccess], raw: Option<&str>, production: bool) -> Result<Vec<PatientAccess>, OAuthError> {
+    let Some(raw) = raw else { return Ok(held.iter().map(GrantedAccess::as_request).collect()) };
+    let requested = parse(raw, production)?;
+    for (i, detail) in requested.iter().enumerate() {
+        let covered = held.iter().any(|h| {
+            h.patient == detail.patient
+                && detail.actions.iter().all(|a| h.actions.contains(a))
+                && detail.datatypes.iter().all(|d| h.datatypes.contains(d))
+                && detail.relationship.as_ref().is_none_or(|k| *k == h.relationship.kind)
+        });
+        if !covered {
+            return Err(invalid(format!("authorization_details[{i}] is broader than what was authorized")));
+        }
+    }
+    Ok(requested)
+}
+
 pub fn invalid(description: impl Into<String>) -> OAuthError {
     OAuthError::new(OAuthErrorCode::InvalidAuthorizationDetails, description.into())
 }

@@ -40,7 +40,17 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap, Query(q): Q
     let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), &headers);
     let (client_name, logo) = client_branding(&state, &interaction.request.client_id).await;
     let texts = state.pages.texts(lang);
-    let scopes: Vec<&str> = interaction.request.scope.iter().filter_map(|s| texts.scope_label(s)).collect();
+    let mut scopes: Vec<String> =
+        interaction.request.scope.iter().filter_map(|s| texts.scope_label(s)).map(str::to_string).collect();
+    // Patient access as asked for, the patient minimised to the end of its identifier.
+    for detail in &interaction.request.authorization_details {
+        scopes.push(format!(
+            "{} {} ({})",
+            texts.consent_patient_access,
+            detail.patient.masked(),
+            detail.actions.join(", ")
+        ));
+    }
     state.pages.client_page(
         StatusCode::OK,
         "consent.html",

@@ -151,6 +151,10 @@ pub struct Texts {
     pub scope_email: &'static str,
     pub scope_phone: &'static str,
     pub scope_offline_access: &'static str,
+    pub scope_psc: &'static str,
+    pub scope_relationships: &'static str,
+    /// Consent: one line per requested `patient_access` detail, followed by the patient and actions.
+    pub consent_patient_access: &'static str,
 }
 
 pub fn texts(lang: Lang) -> &'static Texts {
@@ -261,6 +265,9 @@ static FR: Texts = Texts {
     scope_email: "votre adresse électronique",
     scope_phone: "votre numéro de téléphone",
     scope_offline_access: "un accès prolongé sans nouvelle connexion",
+    scope_psc: "vos données d'exercice (identifiant national, professions, lieux d'exercice)",
+    scope_relationships: "la gestion de vos relations de soin (solliciter un professionnel, y mettre fin)",
+    consent_patient_access: "l'accès aux données du patient",
 };
 
 static EN: Texts = Texts {
@@ -364,6 +371,9 @@ static EN: Texts = Texts {
     scope_email: "your email address",
     scope_phone: "your phone number",
     scope_offline_access: "lasting access without logging in again",
+    scope_psc: "your practice data (national identifier, professions, practice sites)",
+    scope_relationships: "managing your care relationships (soliciting a professional, ending it)",
+    consent_patient_access: "access to the data of patient",
 };
 
 /// What an error means for the person in front of the page, by OAuth error code; the technical
@@ -395,6 +405,8 @@ impl Texts {
             "email" => Some(self.scope_email),
             "phone" => Some(self.scope_phone),
             "offline_access" => Some(self.scope_offline_access),
+            "scope_all" => Some(self.scope_psc),
+            "relationships" => Some(self.scope_relationships),
             _ => None,
         }
     }

@@ -88,6 +88,7 @@ impl Grant for AuthorizationCode {
             revoked_at: None,
         };
         state.store.insert_grant(&grant).await?;
+        let details = super::requested_details(state, &context, params)?;
         let request = UserTokens {
             client: &client.client,
             account: &account,
@@ -97,6 +98,7 @@ impl Grant for AuthorizationCode {
             nonce: record.nonce.as_deref(),
             refresh: RefreshPlan::Issue,
             certificate: client.certificate_thumbprint.as_deref(),
+            details,
         };
         issue_user_tokens(state, request, now).await
     }

@@ -227,6 +227,21 @@ pub async fn revoke_grant(state: &AppState, grant_id: &str, now: i64) -> Result<
     tokens::mark_grant_revoked(state, grant_id).await
 }
 
+/// The details a token request asks for: the grant's, or a narrowing of them.
+pub(crate) fn requested_details(
+    state: &AppState,
+    context: &GrantContext,
+    params: &Params,
+) -> Result<Vec<crate::habilitation::rar::PatientAccess>, OAuthError> {
+    let raw = params.get("authorization_details");
+    if raw.is_some() && context.authorization_details.is_empty() {
+        return Err(crate::habilitation::rar::invalid(
+            "authorization_details can only narrow those of the authorization, which had none",
+        ));
+    }
+    crate::habilitation::rar::narrow(&context.authorization_details, raw, state.habilitations.production)
+}
+
 /// What a user grant issues tokens for.
 pub(crate) struct UserTokens<'a> {
     pub client: &'a Client,
@@ -240,6 +255,9 @@ pub(crate) struct UserTokens<'a> {
     pub refresh: RefreshPlan,
     /// The client certificate the access token is bound to (RFC 8705), if any.
     pub certificate: Option<&'a str>,
+    /// The `patient_access` details to evaluate for these tokens: the grant's, or fewer when the
+    /// token request narrowed them (RFC 9396 §6).
+    pub details: Vec<crate::habilitation::rar::PatientAccess>,
 }
 
 /// What to do about the refresh token of a response.
@@ -271,10 +289,10 @@ pub(crate) async fn issue_user_tokens(
     request: UserTokens<'_>,
     now: i64,
 ) -> Result<TokenResponse, OAuthError> {
-    let UserTokens { client, account, grant, context, scope, nonce, refresh, certificate } = request;
+    let UserTokens { client, account, grant, context, scope, nonce, refresh, certificate, details } = request;
     let subject = crate::oidc::claims::subject_for(client, &account.id);
     let scopes: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
-    let authorization_details = current_details(state, client, account, context, now).await;
+    let authorization_details = current_details(state, client, account, context, &details, now).await;
     let minted = tokens::mint_access_token(
         state,
         AccessTokenRequest {
@@ -346,19 +364,19 @@ async fn current_details(
     client: &Client,
     account: &Account,
     context: &GrantContext,
+    details: &[crate::habilitation::rar::PatientAccess],
     now: i64,
 ) -> Option<Vec<crate::habilitation::rar::GrantedAccess>> {
     if context.authorization_details.is_empty() {
         return None;
     }
-    let mut granted = Vec::with_capacity(context.authorization_details.len());
-    for detail in &context.authorization_details {
-        let request = detail.as_request();
+    let mut granted = Vec::with_capacity(details.len());
+    for request in details {
         let outcome = state
             .habilitations
-            .evaluate(&state.store, &request, account, client.client_id(), context.auth.acr.as_deref(), now)
+            .evaluate(&state.store, request, account, client.client_id(), context.auth.acr.as_deref(), now)
             .await;
-        crate::habilitation::audit_decision(state, &account.id, client.client_id(), &request, &outcome);
+        crate::habilitation::audit_decision(state, &account.id, client.client_id(), request, &outcome);
         if let Ok(g) = outcome {
             granted.push(g);
         }

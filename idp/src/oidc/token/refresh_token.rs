@@ -80,6 +80,9 @@ impl Grant for RefreshTokenGrant {
             }
         };
         let account = active(account)?;
+        // A malformed or broader narrowing is refused before the token is spent.
+        let context: GrantContext = serde_json::from_str(&grant.claims).unwrap_or_default();
+        let details = super::requested_details(state, &context, params)?;
         // Spend the presented token (atomically) and store its successor when the family goes on
         // (the family ends when a narrowed scope drops offline_access).
         let keeps_family = scope.split(' ').any(|s| s == "offline_access");
@@ -95,7 +98,6 @@ impl Grant for RefreshTokenGrant {
             RefreshUse::Reused(_) => return Err(reused(state, client, &grant.id, now).await),
             RefreshUse::Unknown => return Err(invalid_grant("the refresh token is invalid")),
         }
-        let context: GrantContext = serde_json::from_str(&grant.claims).unwrap_or_default();
         let request = UserTokens {
             client: &client.client,
             account: &account,
@@ -105,6 +107,7 @@ impl Grant for RefreshTokenGrant {
             nonce: None,
             refresh,
             certificate: client.certificate_thumbprint.as_deref(),
+            details,
         };
         issue_user_tokens(state, request, now).await
     }

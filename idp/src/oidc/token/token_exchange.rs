@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::audit::{AuditContext, AuditEvent};
 use crate::clients::{AuthenticatedClient, TOKEN_EXCHANGE_GRANT};
 use crate::error::{OAuthError, OAuthErrorCode};
-use crate::habilitation::rar::{self, GrantedAccess, PatientAccess};
+use crate::habilitation::rar::{self, GrantedAccess};
 use crate::oidc::authorize::audience_contains;
 use crate::oidc::params::Params;
 use crate::oidc::tokens::{self, AccessClaims, AccessTokenRequest, AuthContext};
@@ -85,7 +85,8 @@ impl Grant for TokenExchange {
             Some(target) => target.client_id().to_string(),
             None => caller_id.to_string(),
         };
-        let requested = requested_details(state, &subject, params.get("authorization_details"))?;
+        let held = subject.authorization_details.clone().unwrap_or_default();
+        let requested = rar::narrow(&held, params.get("authorization_details"), state.habilitations.production)?;
         let mut granted: Vec<GrantedAccess> = Vec::new();
         for (i, detail) in requested.iter().enumerate() {
             let outcome = state
@@ -196,30 +197,4 @@ fn narrowed_scope(subject: &AccessClaims, requested: Option<&str>) -> Result<Str
         }
     }
     Ok(out.join(" "))
-}
-
-/// The details asked for, each within one the subject token holds (same patient, no more actions
-/// or data types); absent: all of the subject token's.
-fn requested_details(
-    state: &AppState,
-    subject: &AccessClaims,
-    raw: Option<&str>,
-) -> Result<Vec<PatientAccess>, OAuthError> {
-    let held = subject.authorization_details.clone().unwrap_or_default();
-    let Some(raw) = raw else { return Ok(held.iter().map(GrantedAccess::as_request).collect()) };
-    let requested = rar::parse(raw, state.habilitations.production)?;
-    for (i, detail) in requested.iter().enumerate() {
-        let covered = held.iter().any(|h| {
-            h.patient == detail.patient
-                && detail.actions.iter().all(|a| h.actions.contains(a))
-                && detail.datatypes.iter().all(|d| h.datatypes.contains(d))
-                && detail.relationship.as_ref().is_none_or(|k| *k == h.relationship.kind)
-        });
-        if !covered {
-            return Err(rar::invalid(format!(
-                "authorization_details[{i}] is broader than what the subject token grants"
-            )));
-        }
-    }
-    Ok(requested)
 }
