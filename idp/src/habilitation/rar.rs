@@ -74,16 +74,20 @@ impl GrantedAccess {
 /// types, the same relationship kind). Absent: everything held.
 pub fn narrow(held: &[GrantedAccess], raw: Option<&str>, production: bool) -> Result<Vec<PatientAccess>, OAuthError> {
     let Some(raw) = raw else { return Ok(held.iter().map(GrantedAccess::as_request).collect()) };
-    let requested = parse(raw, production)?;
-    for (i, detail) in requested.iter().enumerate() {
-        let covered = held.iter().any(|h| {
+    let mut requested = parse(raw, production)?;
+    for (i, detail) in requested.iter_mut().enumerate() {
+        let covering = held.iter().find(|h| {
             h.patient == detail.patient
                 && detail.actions.iter().all(|a| h.actions.contains(a))
                 && detail.datatypes.iter().all(|d| h.datatypes.contains(d))
                 && detail.relationship.as_ref().is_none_or(|k| *k == h.relationship.kind)
         });
-        if !covered {
+        let Some(covering) = covering else {
             return Err(invalid(format!("authorization_details[{i}] is broader than what was authorized")));
+        };
+        // No data types named: those held, not all that the profile allows (which may be more).
+        if detail.datatypes.is_empty() {
+            detail.datatypes = covering.datatypes.clone();
         }
     }
     Ok(requested)

@@ -483,6 +483,10 @@ async fn end(state: AppState, headers: HeaderMap, id: String, expire: Option<End
                 if until < now {
                     return Err(OAuthError::invalid_request("valid_until cannot be in the past"));
                 }
+                // Ending a relationship never extends it (nor escapes max_relationship_duration).
+                if relationship.valid_until.is_some_and(|current| current > now && until > current) {
+                    return Err(OAuthError::invalid_request("valid_until cannot be later than the current end"));
+                }
                 store.expire_relationship(&id, until, now).await?
             }
         };

@@ -306,19 +306,17 @@ impl Habilitations {
         _now: i64,
     ) -> Result<Facts, StoreError> {
         let habilitations = store.habilitations();
-        let Some(record) = habilitations.patient_by_identity(&patient.identity()).await? else {
-            return Ok(Facts::default());
-        };
-        let relationships = habilitations.relationships_between(&account.id, &record.id).await?;
+        let relationships = habilitations.relationships_with_identity(&account.id, &patient.identity()).await?;
         if relationships.is_empty() {
             return Ok(Facts::default());
         }
-        let professions = match habilitations.practice_of(&account.id).await? {
-            Some(json) => serde_json::from_str::<super::professional::PracticeRecord>(&json)
-                .map(|p| p.professions())
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
+        // Practice data only matters to profiles restricted to some professions.
+        let needs_professions = self.compiled().profiles().iter().any(|p| !p.professions.is_empty());
+        let practice = if needs_professions { habilitations.practice_of(&account.id).await? } else { None };
+        let professions = practice
+            .and_then(|json| serde_json::from_str::<super::professional::PracticeRecord>(&json).ok())
+            .map(|p| p.professions())
+            .unwrap_or_default();
         Ok(Facts { relationships, professions, test_identity: patient.is_test_identity() })
     }
 

@@ -130,8 +130,13 @@ pub trait HabilitationStore: Send + Sync {
     // Relationships
     async fn insert_relationship(&self, relationship: &Relationship) -> StoreResult<()>;
     async fn relationship(&self, id: &str) -> StoreResult<Option<Relationship>>;
-    /// Every relationship (whatever its status) of a professional with a patient.
-    async fn relationships_between(&self, professional_id: &str, patient_id: &str) -> StoreResult<Vec<Relationship>>;
+    /// Every relationship of a professional with the patient of this identity, in one read (the
+    /// hot path of every habilitation decision).
+    async fn relationships_with_identity(
+        &self,
+        professional_id: &str,
+        identity: &PatientIdentity,
+    ) -> StoreResult<Vec<Relationship>>;
     async fn list_relationships(&self, filter: &RelationshipFilter) -> StoreResult<Vec<Relationship>>;
     /// Revokes an active relationship; false when it was not active.
     async fn revoke_relationship(&self, id: &str, by: &str, at: UnixTime) -> StoreResult<bool>;

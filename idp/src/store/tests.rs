@@ -352,3 +352,85 @@ async fn rotation_spends_and_replaces_in_one_step() {
         assert!(store.refresh_context("nope").await.unwrap().is_none());
     }
 }
+
+#[tokio::test]
+async fn habilitation_records_round_trip_on_both_backends() {
+    for (store, _guard) in test_stores().await {
+        let backend = store.backend().as_str();
+        let h = store.habilitations();
+        let pro = account("899700427885", Some("899700427885"));
+        store.insert_account(&pro).await.unwrap();
+        let ins = PatientIdentity::Ins { value: "284037512345640".into(), oid: "1.2.250.1.213.1.4.8".into() };
+        let patient = Patient { id: "pat-1".into(), identity: ins.clone(), account_id: None, created_at: 1 };
+        h.insert_patient(&patient).await.unwrap();
+        let twin = Patient { id: "pat-2".into(), ..patient.clone() };
+        assert!(matches!(h.insert_patient(&twin).await, Err(StoreError::Conflict { .. })), "{backend}: INS unique");
+        let local = PatientIdentity::Local { local_id: "P-1".into(), namespace: "app".into() };
+        h.insert_patient(&Patient { id: "pat-3".into(), identity: local.clone(), account_id: None, created_at: 1 })
+            .await
+            .unwrap();
+        assert_eq!(h.patient_by_identity(&ins).await.unwrap().map(|p| p.id), Some("pat-1".into()), "{backend}");
+        assert_eq!(h.patient_by_identity(&local).await.unwrap().map(|p| p.id), Some("pat-3".into()), "{backend}");
+        assert!(h.link_patient_account(&patient.id, &pro.id).await.unwrap());
+        assert!(!h.link_patient_account(&patient.id, &pro.id).await.unwrap(), "{backend}: first link wins");
+
+        let relationship = Relationship {
+            id: "rel-1".into(),
+            professional_id: pro.id.clone(),
+            patient_id: patient.id.clone(),
+            kind: "treating".into(),
+            organisation_id: None,
+            valid_from: 10,
+            valid_until: None,
+            status: RelationshipStatus::Active,
+            source_client: Some("app".into()),
+            source_actor: "client:app".into(),
+            evidence: "{}".into(),
+            created_at: 10,
+            updated_at: 10,
+            revoked_at: None,
+            revoked_by: None,
+        };
+        h.insert_relationship(&relationship).await.unwrap();
+        let found = h.relationships_with_identity(&pro.id, &ins).await.unwrap();
+        assert_eq!(found, vec![relationship.clone()], "{backend}");
+        assert!(h.relationships_with_identity(&pro.id, &local).await.unwrap().is_empty(), "{backend}");
+        assert!(h.expire_relationship("rel-1", 100, 50).await.unwrap());
+        let expired = h.relationship("rel-1").await.unwrap().unwrap();
+        assert_eq!(expired.status_at(99), RelationshipStatus::Active, "{backend}");
+        assert_eq!(expired.status_at(100), RelationshipStatus::Expired, "{backend}");
+        assert!(h.revoke_relationship("rel-1", "account:x", 60).await.unwrap());
+        assert!(!h.revoke_relationship("rel-1", "account:x", 61).await.unwrap(), "{backend}: once");
+        let revoked = h.relationship("rel-1").await.unwrap().unwrap();
+        assert_eq!((revoked.status, revoked.revoked_by.as_deref()), (RelationshipStatus::Revoked, Some("account:x")));
+        let listed = h
+            .list_relationships(&RelationshipFilter {
+                patient_id: Some(patient.id.clone()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1, "{backend}");
+
+        h.upsert_practice(&pro.id, r#"{"exercices":[]}"#, 5).await.unwrap();
+        h.upsert_practice(&pro.id, r#"{"exercices":[{"codeProfession":"10"}]}"#, 6).await.unwrap();
+        assert!(h.practice_of(&pro.id).await.unwrap().unwrap().contains("10"), "{backend}");
+
+        assert_eq!(h.profiles_version().await.unwrap(), (0, 0));
+        let profile = ProfileRecord {
+            name: "p".into(),
+            description: "d".into(),
+            spec: "{}".into(),
+            max_duration: None,
+            created_at: 1,
+            updated_at: 2,
+        };
+        h.upsert_profile(&profile).await.unwrap();
+        h.upsert_profile(&ProfileRecord { description: "d2".into(), updated_at: 3, ..profile.clone() }).await.unwrap();
+        assert_eq!(h.profiles().await.unwrap()[0].description, "d2", "{backend}");
+        assert_eq!(h.profiles_version().await.unwrap(), (1, 3), "{backend}");
+        assert!(h.delete_profile("p").await.unwrap());
+        assert_eq!(h.profiles_version().await.unwrap().0, 0, "{backend}");
+    }
+}

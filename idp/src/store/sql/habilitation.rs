@@ -295,22 +295,41 @@ macro_rules! sql_habilitation_store {
                 .transpose()
             }
 
-            async fn relationships_between(
+            async fn relationships_with_identity(
                 &self,
                 professional_id: &str,
-                patient_id: &str,
+                identity: &PatientIdentity,
             ) -> StoreResult<Vec<Relationship>> {
+                let (query, a, b) = match identity {
+                    PatientIdentity::Ins { value, oid } => (
+                        concat!(
+                            "SELECT ",
+                            relationship_columns!(),
+                            " FROM relationships WHERE professional_id = $1 AND patient_id = \
+                             (SELECT id FROM patients WHERE ins_value = $2 AND ins_oid = $3) ORDER BY created_at, id"
+                        ),
+                        value,
+                        oid,
+                    ),
+                    PatientIdentity::Local { local_id, namespace } => (
+                        concat!(
+                            "SELECT ",
+                            relationship_columns!(),
+                            " FROM relationships WHERE professional_id = $1 AND patient_id = \
+                             (SELECT id FROM patients WHERE namespace = $2 AND local_id = $3) ORDER BY created_at, id"
+                        ),
+                        namespace,
+                        local_id,
+                    ),
+                };
                 relationships(
-                    sqlx::query_as::<_, RelationshipRow>(concat!(
-                        "SELECT ",
-                        relationship_columns!(),
-                        " FROM relationships WHERE professional_id = $1 AND patient_id = $2 ORDER BY created_at, id"
-                    ))
-                    .bind(professional_id)
-                    .bind(patient_id)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(unavailable)?,
+                    sqlx::query_as::<_, RelationshipRow>(query)
+                        .bind(professional_id)
+                        .bind(a)
+                        .bind(b)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(unavailable)?,
                 )
             }
 
