@@ -635,6 +635,26 @@ fn merge_rows(rows: Vec<ValidRow>, errors: &mut Vec<ImportError>) -> Vec<Importe
         .collect()
 }
 
+/// The Pro Santé Connect–compatible claims of an account (scope `scope_all`): empty for accounts
+/// that are not professionals with an idNat. Practice data comes from the store (imported with
+/// `habilis import professionals` or the admin API); without it only the identity claims appear.
+pub async fn psc_claims_of(
+    store: &crate::store::SharedStore,
+    account: &crate::store::Account,
+    acr: Option<&str>,
+) -> Result<Map<String, Value>, crate::store::StoreError> {
+    let Some(id_nat) = account.id_nat.as_deref().filter(|_| account.kind == crate::store::AccountKind::Professional)
+    else {
+        return Ok(Map::new());
+    };
+    let practice = match store.habilitations().practice_of(&account.id).await? {
+        Some(json) => serde_json::from_str::<PracticeRecord>(&json)
+            .map_err(|e| crate::store::StoreError::Corrupt(format!("practice of {}: {e}", account.id)))?,
+        None => PracticeRecord::default(),
+    };
+    Ok(psc_claims(id_nat, account.given_name.as_deref(), account.family_name.as_deref(), &practice, acr))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -990,24 +1010,4 @@ id_nat;given_name;family_name;email;civility;profession_code;skill_code;structur
         assert_eq!(detect_separator(b"a,b,c\n"), b',');
         assert_eq!(detect_separator(b"id_nat"), b',');
     }
-}
-
-/// The Pro Santé Connect–compatible claims of an account (scope `scope_all`): empty for accounts
-/// that are not professionals with an idNat. Practice data comes from the store (imported with
-/// `habilis import professionals` or the admin API); without it only the identity claims appear.
-pub async fn psc_claims_of(
-    store: &crate::store::SharedStore,
-    account: &crate::store::Account,
-    acr: Option<&str>,
-) -> Result<Map<String, Value>, crate::store::StoreError> {
-    let Some(id_nat) = account.id_nat.as_deref().filter(|_| account.kind == crate::store::AccountKind::Professional)
-    else {
-        return Ok(Map::new());
-    };
-    let practice = match store.habilitations().practice_of(&account.id).await? {
-        Some(json) => serde_json::from_str::<PracticeRecord>(&json)
-            .map_err(|e| crate::store::StoreError::Corrupt(format!("practice of {}: {e}", account.id)))?,
-        None => PracticeRecord::default(),
-    };
-    Ok(psc_claims(id_nat, account.given_name.as_deref(), account.family_name.as_deref(), &practice, acr))
 }
