@@ -258,6 +258,10 @@ pub fn router(state: AppState) -> Router {
             get(crate::habilitation::relationships_api::list).post(crate::habilitation::relationships_api::create),
         )
         .route("/api/v1/relationships/{id}/revoke", axum::routing::post(crate::habilitation::relationships_api::revoke))
+        .route(
+            crate::habilitation::relationships_api::PATIENTS_PATH,
+            axum::routing::post(crate::habilitation::relationships_api::link_patient),
+        )
         .route("/api/v1/relationships/{id}/expire", axum::routing::post(crate::habilitation::relationships_api::expire))
         .route(
             crate::habilitation::decision::EVALUATION_PATH,

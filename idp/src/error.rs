@@ -35,6 +35,8 @@ pub enum OAuthErrorCode {
     RegistrationNotSupported,
     InvalidTarget,
     NotFound,
+    /// APIs: the change conflicts with the current state (HTTP 409).
+    Conflict,
 }
 
 impl OAuthErrorCode {
@@ -66,6 +68,7 @@ impl OAuthErrorCode {
             RegistrationNotSupported => "registration_not_supported",
             InvalidTarget => "invalid_target",
             NotFound => "not_found",
+            Conflict => "conflict",
         }
     }
 
@@ -78,6 +81,7 @@ impl OAuthErrorCode {
             ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             NotFound => StatusCode::NOT_FOUND,
+            Conflict => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         }
     }

@@ -50,6 +50,11 @@ async fn second_opinion_patient_solicits_an_expert_and_revokes(storage: Storage)
     assert_eq!(p_claims["acr"], "eidas1", "the patient logged in with a password and an emailed code");
     let p_token = p_tokens.body["access_token"].as_str().unwrap().to_string();
     let patient = json!({"ins": {"value": patient_ins, "oid": OID_NIR}});
+    // The site, having verified P's identity, links P's account to P's INS.
+    let app = he.app_token(SECOND_OPINION, "relationships").await;
+    let linked =
+        he.api(Method::POST, "/api/v1/patients", &app, Some(&json!({"patient": patient, "account": PATIENT}))).await;
+    assert_eq!(linked.status, 200, "{:?}", linked.body);
     let solicited = he
         .api(
             Method::POST,
@@ -64,7 +69,6 @@ async fn second_opinion_patient_solicits_an_expert_and_revokes(storage: Storage)
     let relationship_id = solicited.body["id"].as_str().unwrap().to_string();
 
     // The site names its coordinating doctor C for this patient (its back end, client credentials).
-    let app = he.app_token(SECOND_OPINION, "relationships").await;
     let coordination = he
         .api(
             Method::POST,

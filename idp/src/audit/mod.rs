@@ -57,6 +57,8 @@ pub enum AuditEvent {
         actor: String,
         evidence: String,
     },
+    /// An application linked a patient record to the patient's own account.
+    PatientLinked { patient_id: String, account_id: String, client_id: String },
     /// A relationship was revoked or ended.
     RelationshipEnded { relationship_id: String, actor: String, status: String },
     /// A habilitation profile was created, changed or removed.
@@ -89,6 +91,7 @@ impl AuditEvent {
             AuditEvent::ProfileChanged { .. } => "profile_changed",
             AuditEvent::TokenExchanged { .. } => "token_exchanged",
             AuditEvent::PracticeChanged { .. } => "practice_changed",
+            AuditEvent::PatientLinked { .. } => "patient_linked",
         }
     }
 }

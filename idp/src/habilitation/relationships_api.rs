@@ -222,8 +222,8 @@ async fn professional_by_id_nat(state: &AppState, id_nat: &str) -> Result<Accoun
     }
 }
 
-/// The patient record the request names, created on first use. A patient caller may only name
-/// themselves; an app may create local identifiers only in its own namespace.
+/// The patient record the request names. An app's record is created on first use (local
+/// identifiers only in the app's own namespace); a patient may only name a record linked to them.
 async fn resolve_patient(
     state: &AppState,
     caller: &Caller,
@@ -256,29 +256,31 @@ async fn resolve_patient(
             }
         }
         Caller::Patient { account, .. } => {
+            // Habilis cannot tell whose an INS is: only an app that verified its user's identity
+            // links a patient record to the account (POST /api/v1/patients). A patient acts only
+            // for a record linked to them, never claims or creates one.
             let own = store.patients_of_account(&account.id).await?;
             match (reference, existing) {
-                (None, _) => own.into_iter().next().ok_or_else(|| {
-                    OAuthError::invalid_request("patient is required: name your INS or the app's identifier for you")
-                }),
+                (None, _) if own.len() == 1 => Ok(own.into_iter().next().expect("one record")),
+                (None, _) if own.is_empty() => Err(OAuthError::new(
+                    OAuthErrorCode::AccessDenied,
+                    "no patient record is linked to this account yet: the application links it first",
+                )),
+                (None, _) => Err(OAuthError::invalid_request(
+                    "several patient records are linked to this account: name the patient",
+                )),
                 (Some(_), Some(p)) if p.account_id.as_deref() == Some(account.id.as_str()) => Ok(p),
-                (Some(_), Some(p)) if p.account_id.is_none() && own.is_empty() => {
-                    if store.link_patient_account(&p.id, &account.id).await? {
-                        Ok(Patient { account_id: Some(account.id.clone()), ..p })
-                    } else {
-                        Err(not_yours())
-                    }
-                }
-                (Some(_), Some(_)) => Err(not_yours()),
-                (Some(r), None) if own.is_empty() => insert_patient(state, r.identity(), Some(&account.id), now).await,
-                (Some(_), None) => Err(not_yours()),
+                (Some(_), _) => Err(not_yours()),
             }
         }
     }
 }
 
 fn not_yours() -> OAuthError {
-    OAuthError::new(OAuthErrorCode::AccessDenied, "a patient may only solicit professionals for themselves")
+    OAuthError::new(
+        OAuthErrorCode::AccessDenied,
+        "a patient may only act for the patient record an application linked to their account",
+    )
 }
 
 fn parse_patient(state: &AppState, value: &Value) -> Result<PatientRef, OAuthError> {
@@ -512,6 +514,75 @@ async fn end(state: AppState, headers: HeaderMap, id: String, expire: Option<End
     .await;
     match result {
         Ok(view) => Json(view).into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkPatient {
+    pub patient: Value,
+    /// Login of the patient's own account, to link to the record (the app vouches for it).
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+pub const PATIENTS_PATH: &str = "/api/v1/patients";
+
+/// `POST /api/v1/patients` (apps only): registers a patient record (INS, or a local identifier in
+/// the app's namespace) and optionally links it to the patient's own account, after the app has
+/// verified that the identity is theirs. The first link wins; linking a record to another account
+/// is refused (409).
+pub async fn link_patient(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let now = crate::unix_now();
+    let result = async {
+        let caller = caller(&state, &headers, now).await?;
+        let Caller::App { client_id } = &caller else {
+            return Err(OAuthError::new(OAuthErrorCode::AccessDenied, "only an application's back end links patients"));
+        };
+        let request: LinkPatient = serde_json::from_slice(&body)
+            .map_err(|e| OAuthError::invalid_request(format!("the body must be {{\"patient\", \"account\"?}}: {e}")))?;
+        let patient = resolve_patient(&state, &caller, Some(&request.patient), now).await?;
+        let linked = match &request.account {
+            None => false,
+            Some(login) => {
+                let account = match state.store.account_by_login(&login.trim().to_lowercase()).await? {
+                    Some(a) if a.kind == AccountKind::Patient => a,
+                    _ => return Err(OAuthError::new(OAuthErrorCode::NotFound, "no patient account has this login")),
+                };
+                match patient.account_id.as_deref() {
+                    Some(id) if id == account.id => true,
+                    Some(_) => {
+                        return Err(OAuthError::new(
+                            OAuthErrorCode::Conflict,
+                            "this patient record is already linked to another account",
+                        ));
+                    }
+                    None => {
+                        if !state.store.habilitations().link_patient_account(&patient.id, &account.id).await? {
+                            return Err(OAuthError::new(
+                                OAuthErrorCode::Conflict,
+                                "this patient record is already linked to another account",
+                            ));
+                        }
+                        state.audit.record(
+                            AuditEvent::PatientLinked {
+                                patient_id: patient.id.clone(),
+                                account_id: account.id.clone(),
+                                client_id: client_id.clone(),
+                            },
+                            context(&headers, &caller),
+                        );
+                        true
+                    }
+                }
+            }
+        };
+        Ok(json!({"id": patient.id, "patient": PatientRef::from_identity(&patient.identity), "linked": linked}))
+    }
+    .await;
+    match result {
+        Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
         Err(e) => api_error(e),
     }
 }

@@ -460,3 +460,60 @@ pub fn spawn_refresher(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(name: &str, condition: Option<&str>) -> ProfileDefinition {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "kinds": ["treating"], "actions": ["read"], "clients": ["app"],
+            "min_acr": "eidas2", "condition": condition,
+        }))
+        .unwrap()
+    }
+
+    /// Two instances on one database: a profile changed through one is used by the other after
+    /// its next refresh; invalid profiles are refused with the Cedar diagnostics and not stored.
+    #[tokio::test]
+    async fn profiles_reach_other_instances_and_invalid_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut urls = vec![format!("sqlite://{}?mode=rwc", dir.path().join("h.db").display())];
+        urls.extend(crate::testing::postgres_schema_url().await);
+        for url in urls {
+            let store = crate::store::connect_with(&url, 4).await.unwrap();
+            let config = crate::config::Config::default();
+            let a = Habilitations::load(&config, &store).await.unwrap();
+            let b = Habilitations::load(&config, &store).await.unwrap();
+            assert!(a.put_profile(&store, definition("reader", None), 100).await.unwrap().is_none());
+            assert!(b.compiled().profile("reader").is_none());
+            assert!(b.refresh_if_changed(&store).await.unwrap(), "{url}");
+            assert_eq!(b.compiled().profile("reader").map(|p| p.min_acr_level), Some(2));
+            assert!(!b.refresh_if_changed(&store).await.unwrap(), "no change, no reload");
+
+            let refused = a.put_profile(&store, definition("broken", Some("resource.nope == 1")), 101).await;
+            let message = refused.expect_err("an unknown attribute").to_string();
+            assert!(message.contains("nope"), "Cedar says what is wrong: {message}");
+            let mut unknown_kind = definition("odd", None);
+            unknown_kind.kinds = vec!["neighbour".into()];
+            assert!(
+                a.put_profile(&store, unknown_kind, 102).await.unwrap_err().to_string().contains("relationship kind")
+            );
+            let mut bad_acr = definition("acr", None);
+            bad_acr.min_acr = Some("gold".into());
+            assert!(a.put_profile(&store, bad_acr, 103).await.is_err());
+            assert_eq!(store.habilitations().profiles().await.unwrap().len(), 1, "refused profiles are not stored");
+
+            assert!(a.delete_profile(&store, "reader").await.unwrap());
+            assert!(b.refresh_if_changed(&store).await.unwrap());
+            assert!(b.compiled().profile("reader").is_none(), "{url}");
+        }
+    }
+
+    #[test]
+    fn definitions_map_acr_names_to_levels_and_back() {
+        let spec = definition("x", None).spec().unwrap();
+        assert_eq!(spec.min_acr_level, 2);
+        assert_eq!(ProfileDefinition::of(spec, String::new(), None).min_acr.as_deref(), Some("eidas2"));
+    }
+}
