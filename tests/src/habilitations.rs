@@ -238,6 +238,17 @@ impl HabilitationEnv {
         answer(request.send().await.unwrap_or_else(|e| panic!("{path}: {e}"))).await
     }
 
+    /// Creates a relationship through the relationships API with `token` (an app's or a patient's).
+    pub async fn relate(&self, token: &str, id_nat: &str, patient: &Value, kind: &str) -> Answer {
+        let body = json!({"professional": {"id_nat": id_nat}, "patient": patient, "kind": kind});
+        self.api(reqwest::Method::POST, "/api/v1/relationships", token, Some(&body)).await
+    }
+
+    /// The INS reference of `value` (NIR OID), as the APIs take it.
+    pub fn ins(value: &str) -> Value {
+        json!({"ins": {"value": value, "oid": habilis_idp::habilitation::patient::OID_NIR}})
+    }
+
     /// Introspects `token` as `client`.
     pub async fn introspect(&self, client: &str, token: &str) -> Value {
         let answer = post_form(&self.http, &self.env.url("/introspect"), &self.auth(client), &[("token", token)]).await;

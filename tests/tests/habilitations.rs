@@ -55,28 +55,14 @@ async fn second_opinion_patient_solicits_an_expert_and_revokes(storage: Storage)
     let linked =
         he.api(Method::POST, "/api/v1/patients", &app, Some(&json!({"patient": patient, "account": PATIENT}))).await;
     assert_eq!(linked.status, 200, "{:?}", linked.body);
-    let solicited = he
-        .api(
-            Method::POST,
-            "/api/v1/relationships",
-            &p_token,
-            Some(&json!({"professional": {"id_nat": EXPERT}, "patient": patient, "kind": "second_opinion_expert"})),
-        )
-        .await;
+    let solicited = he.relate(&p_token, EXPERT, &patient, "second_opinion_expert").await;
     assert_eq!(solicited.status, 201, "{:?}", solicited.body);
     assert_eq!(solicited.body["source"]["evidence"]["type"], "patient_request", "{:?}", solicited.body);
     assert_eq!(solicited.body["source"]["evidence"]["token_id"], p_claims["jti"]);
     let relationship_id = solicited.body["id"].as_str().unwrap().to_string();
 
     // The site names its coordinating doctor C for this patient (its back end, client credentials).
-    let coordination = he
-        .api(
-            Method::POST,
-            "/api/v1/relationships",
-            &app,
-            Some(&json!({"professional": {"id_nat": COORDINATOR}, "patient": patient, "kind": "coordinating_doctor"})),
-        )
-        .await;
+    let coordination = he.relate(&app, COORDINATOR, &patient, "coordinating_doctor").await;
     assert_eq!(coordination.status, 201, "{:?}", coordination.body);
 
     // E logs in and gets P's data: read + comment on reports, through the solicitation.
@@ -159,15 +145,7 @@ async fn two_apps_grant_different_actions_for_the_same_professional_and_patient(
     he.add_professional(EXPERT, "Emma", "Expert").await;
     let patient_ins = nir("1750599123456");
     let app = he.app_token(TELECONSULT, "relationships").await;
-    let created = he
-        .api(
-            Method::POST,
-            "/api/v1/relationships",
-            &app,
-            Some(&json!({"professional": {"id_nat": EXPERT},
-                "patient": {"ins": {"value": patient_ins, "oid": OID_NIR}}, "kind": "treating"})),
-        )
-        .await;
+    let created = he.relate(&app, EXPERT, &HabilitationEnv::ins(&patient_ins), "treating").await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let details = json!([patient_access(&patient_ins, OID_NIR, &["read", "write", "teleconsult", "message"])]);
 
@@ -198,15 +176,7 @@ fn card_config(config: &mut habilis_idp::config::Config, pki: &Path) {
 async fn care_team_member(he: &HabilitationEnv, id_nat: &str, patient_ins: &str) {
     he.add_professional(id_nat, "Maxime", "Maxi").await;
     let app = he.app_token(TELECONSULT, "relationships").await;
-    let created = he
-        .api(
-            Method::POST,
-            "/api/v1/relationships",
-            &app,
-            Some(&json!({"professional": {"id_nat": id_nat},
-                "patient": {"ins": {"value": patient_ins, "oid": OID_NIR}}, "kind": "care_team"})),
-        )
-        .await;
+    let created = he.relate(&app, id_nat, &HabilitationEnv::ins(&patient_ins), "care_team").await;
     assert_eq!(created.status, 201, "{:?}", created.body);
 }
 
@@ -290,15 +260,7 @@ async fn the_token_endpoint_only_narrows_the_authorized_details(storage: Storage
     he.add_professional(EXPERT, "Emma", "Expert").await;
     let patient_ins = nir("1750599123456");
     let app = he.app_token(TELECONSULT, "relationships").await;
-    let created = he
-        .api(
-            Method::POST,
-            "/api/v1/relationships",
-            &app,
-            Some(&json!({"professional": {"id_nat": EXPERT},
-                "patient": {"ins": {"value": patient_ins, "oid": OID_NIR}}, "kind": "treating"})),
-        )
-        .await;
+    let created = he.relate(&app, EXPERT, &HabilitationEnv::ins(&patient_ins), "treating").await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let details = json!([patient_access(&patient_ins, OID_NIR, &["read", "write"])]).to_string();
     let browser = he.env.browser();
