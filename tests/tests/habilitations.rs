@@ -19,6 +19,7 @@ habilis_e2e::on_both_storages!(
     two_apps_grant_different_actions_for_the_same_professional_and_patient,
     a_profile_requiring_the_card_steps_up_an_eidas1_session,
     the_token_endpoint_only_narrows_the_authorized_details,
+    a_production_issuer_refuses_test_identities,
 );
 
 const PATIENT: &str = "patient.p@example.org";
@@ -310,4 +311,35 @@ async fn the_token_endpoint_only_narrows_the_authorized_details(storage: Storage
         .await;
     assert_eq!(refreshed.status, 200, "a refused narrowing does not spend the refresh token: {:?}", refreshed.body);
     assert_eq!(actions(&granted(&refreshed.body)[0]), ["write"]);
+}
+
+/// With a production issuer (https, not loopback), test and demo INS are refused: in
+/// authorization_details, in the relationships API and in the decision API.
+async fn a_production_issuer_refuses_test_identities(storage: Storage) {
+    let Some(he) = HabilitationEnv::start_with(storage, |c| {
+        c.server.issuer = Some(url::Url::parse("https://idp.example.org").unwrap());
+    })
+    .await
+    else {
+        return;
+    };
+    assert!(he.env.state().habilitations.production);
+    let test_ins = nir("1840375123456");
+    let test_patient = json!({"ins": {"value": test_ins, "oid": habilis_idp::habilitation::patient::OID_TEST}});
+    let details = json!([{"type": "patient_access", "patient": test_patient, "actions": ["read"]}]).to_string();
+    let (_, challenge) = pkce_pair();
+    let url = he.authorize_url(TELECONSULT, &challenge, &[("authorization_details", Some(&details))]);
+    let back = he.env.browser().navigate(&url).await.left();
+    assert_eq!(query_param(&back, "error").as_deref(), Some("invalid_authorization_details"), "{back}");
+    assert!(query_param(&back, "error_description").is_some_and(|d| d.contains("production")), "{back}");
+
+    he.add_professional(EXPERT, "Emma", "Expert").await;
+    let app = he.app_token(TELECONSULT, "relationships").await;
+    let refused = he.relate(&app, EXPERT, &test_patient, "treating").await;
+    assert_eq!((refused.status, refused.error()), (400, "invalid_request"), "{:?}", refused.body);
+    let decisions = he.app_token(TELECONSULT, "decisions").await;
+    let question = json!({"subject": {"type": "professional", "id": EXPERT}, "action": {"name": "read"},
+        "resource": {"type": "patient", "properties": test_patient}});
+    let answer = he.api(Method::POST, "/access/v1/evaluation", &decisions, Some(&question)).await;
+    assert_eq!(answer.status, 400, "{:?}", answer.body);
 }
