@@ -282,6 +282,7 @@ pub fn router(state: AppState) -> Router {
             crate::habilitation::professionals_api::PATH,
             get(crate::habilitation::professionals_api::show).put(crate::habilitation::professionals_api::put),
         )
+        .route(crate::habilitation::decision::METADATA_PATH, get(crate::habilitation::decision::metadata))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

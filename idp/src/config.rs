@@ -577,6 +577,21 @@ impl Config {
         if self.storage.max_connections == 0 {
             return Err(ConfigError::new("storage.max_connections", "must be at least 1"));
         }
+        let kinds = &self.habilitation.relationship_kinds;
+        if kinds.is_empty() {
+            return Err(ConfigError::new("habilitation.relationship_kinds", "list at least one relationship kind"));
+        }
+        for (i, kind) in kinds.iter().enumerate() {
+            let ok = !kind.is_empty()
+                && kind.len() <= 64
+                && kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok || kinds[..i].contains(kind) {
+                return Err(ConfigError::new(
+                    format!("habilitation.relationship_kinds[{i}]"),
+                    "must be a distinct identifier of lower-case letters, digits and _ (e.g. care_team)",
+                ));
+            }
+        }
         if let Some(url) = &self.storage.redis_url {
             let parsed =
                 Url::parse(url).map_err(|e| ConfigError::new("storage.redis_url", format!("not a URL: {e}")))?;
@@ -1021,6 +1036,10 @@ mod tests {
 
     #[test]
     fn required_attestation_needs_valid_allowed_models() {
+        let err = load_str("[habilitation]\nrelationship_kinds = [\"care team\"]\n", &[]).unwrap_err();
+        assert_eq!(err.key, "habilitation.relationship_kinds[0]");
+        let err = load_str("[habilitation]\nrelationship_kinds = []\n", &[]).unwrap_err();
+        assert_eq!(err.key, "habilitation.relationship_kinds");
         let err = load_str("[webauthn]\nattestation = \"required\"\n", &[]).unwrap_err();
         assert_eq!(err.key, "webauthn.allowed_authenticators");
         let bad = "[webauthn]\nattestation = \"required\"\nallowed_authenticators = [{ aaguid = \"nope\", ca = \"/x.pem\" }]\n";

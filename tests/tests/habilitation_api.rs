@@ -240,6 +240,11 @@ async fn token_exchange_narrows_to_one_patient_and_another_app_and_refuses_broad
 
 async fn decision_api_matches_token_issuance(storage: Storage) {
     let Some(he) = HabilitationEnv::start(storage).await else { return };
+    // AuthZEN PDP metadata names the endpoints.
+    let metadata: Value =
+        he.http.get(he.env.url("/.well-known/authzen-configuration")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(metadata["policy_decision_point"], he.env.base_url.as_str());
+    assert_eq!(metadata["access_evaluation_endpoint"], format!("{}/access/v1/evaluation", he.env.base_url));
     he.add_professional(EXPERT, "Emma", "Expert").await;
     he.add_professional(OTHER_EXPERT, "Fabien", "Other").await;
     let patient = nir("1710275100203");

@@ -24,6 +24,8 @@ use crate::store::AccountKind;
 pub const EVALUATION_PATH: &str = "/access/v1/evaluation";
 pub const EVALUATIONS_PATH: &str = "/access/v1/evaluations";
 pub const DECISIONS_SCOPE: &str = "decisions";
+/// AuthZEN policy decision point metadata.
+pub const METADATA_PATH: &str = "/.well-known/authzen-configuration";
 const MAX_BATCH: usize = 100;
 
 /// One evaluation request; in a batch, absent parts come from the top level.
@@ -188,4 +190,15 @@ async fn decide(state: &AppState, client_id: &str, request: &Evaluation, now: i6
             json!({"decision": false, "context": context})
         }
     })
+}
+
+/// `GET /.well-known/authzen-configuration`: where the decision endpoints are (AuthZEN PDP metadata).
+pub async fn metadata(State(state): State<AppState>) -> Response {
+    let issuer = state.issuer_string();
+    Json(json!({
+        "policy_decision_point": issuer,
+        "access_evaluation_endpoint": format!("{issuer}{EVALUATION_PATH}"),
+        "access_evaluations_endpoint": format!("{issuer}{EVALUATIONS_PATH}"),
+    }))
+    .into_response()
 }
