@@ -177,7 +177,7 @@ fn card_config(config: &mut habilis_idp::config::Config, pki: &Path) {
 async fn care_team_member(he: &HabilitationEnv, id_nat: &str, patient_ins: &str) {
     he.add_professional(id_nat, "Maxime", "Maxi").await;
     let app = he.app_token(TELECONSULT, "relationships").await;
-    let created = he.relate(&app, id_nat, &HabilitationEnv::ins(&patient_ins), "care_team").await;
+    let created = he.relate(&app, id_nat, &HabilitationEnv::ins(patient_ins), "care_team").await;
     assert_eq!(created.status, 201, "{:?}", created.body);
 }
 
