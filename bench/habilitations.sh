@@ -117,7 +117,7 @@ echo "over HTTP (server on CPU 0, wrk on CPU 1, 32 connections, ${duration}s eac
 taskset -c 1 wrk -t1 -c32 -d"${duration}s" --latency -s "$data/decision.lua" "$base/access/v1/evaluation" > "$data/wrk.txt"
 report "POST /access/v1/evaluation (half granted)"
 curl -s -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$base/access/v1/evaluation" \
-  -d "{\"subject\":{\"type\":\"professional\",\"id\":\"800000000001\"},\"action\":{\"name\":\"read\"},\"resource\":{\"type\":\"patient\",\"properties\":{\"ins\":{\"value\":\"1$(printf %012d 7)$(printf %02d $((97 - (1000000000007 % 97))))\",\"oid\":\"1.2.250.1.213.1.4.8\"}}}}"
+  -d "{\"subject\":{\"type\":\"professional\",\"id\":\"800000000001\"},\"action\":{\"name\":\"read\"},\"resource\":{\"type\":\"patient\",\"properties\":{\"ins\":{\"value\":\"1$(printf %012d 7)$(printf %02d $((97 - (1000000000007 % 97))))\",\"oid\":\"1.2.250.1.213.1.4.8\"}}},\"context\":{\"acr\":\"eidas1\"}}"
 echo
 
 mapfile -t subjects < <("$helper" subject_tokens)

@@ -19,7 +19,6 @@ use super::service::Denial;
 use crate::app::AppState;
 use crate::error::{OAuthError, OAuthErrorCode};
 use crate::oidc::tokens::verify_access_token;
-use crate::store::AccountKind;
 
 pub const EVALUATION_PATH: &str = "/access/v1/evaluation";
 pub const EVALUATIONS_PATH: &str = "/access/v1/evaluations";
@@ -159,10 +158,6 @@ async fn decide(state: &AppState, client_id: &str, request: &Evaluation, now: i6
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default();
     let relationship = context.get("relationship").and_then(Value::as_str).map(str::to_string);
-    let account = match state.store.account_by_login(id_nat).await? {
-        Some(a) if a.kind == AccountKind::Professional && a.id_nat.as_deref() == Some(id_nat) => a,
-        _ => return Ok(json!({"decision": false, "context": {"reason": "unknown professional"}})),
-    };
     let request = PatientAccess {
         kind: TYPE_PATIENT_ACCESS.to_string(),
         patient,
@@ -171,8 +166,22 @@ async fn decide(state: &AppState, client_id: &str, request: &Evaluation, now: i6
         relationship,
         purpose: None,
     };
-    let outcome = state.habilitations.evaluate(&state.store, &request, &account, client_id, acr.as_deref(), now).await;
-    super::audit_decision_via(state, &account.id, client_id, &request, &outcome, "decision_api");
+    // The professional is looked up with the relationships, in one read: an unknown or disabled
+    // professional simply has no relationship.
+    let outcome = state
+        .habilitations
+        .evaluate_all(
+            &state.store,
+            std::slice::from_ref(&request),
+            super::service::Professional::IdNat(id_nat),
+            client_id,
+            acr.as_deref(),
+            now,
+        )
+        .await
+        .pop()
+        .unwrap_or(Err(Denial::NoRelationship));
+    super::audit_decision_via(state, &format!("idNat:{id_nat}"), client_id, &request, &outcome, "decision_api");
     Ok(match outcome {
         Ok(granted) => json!({
             "decision": true,

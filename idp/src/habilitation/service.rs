@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
-use super::patient::PatientRef;
 use super::policy::{CompiledProfiles, DecisionContext, PolicyEngine, PolicyError, PolicySources, ProfileSpec};
 use super::rar::{GrantedAccess, GrantedRelationship, PatientAccess};
 use crate::clients::AcrLevel;
-use crate::store::{Account, AccountKind, ProfileRecord, Relationship, RelationshipStatus, SharedStore, StoreError};
+use crate::store::{
+    Account, AccountKind, PatientIdentity, ProfessionalKey, ProfileRecord, Relationship, RelationshipStatus,
+    SharedStore, StoreError,
+};
 
 /// A profile as administrators write it (admin API, `habilis profile put`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -279,14 +281,37 @@ impl Habilitations {
         acr: Option<&str>,
         now: i64,
     ) -> Result<GrantedAccess, Denial> {
-        if account.kind != AccountKind::Professional {
-            return Err(Denial::NotAProfessional);
+        let mut outcomes = self
+            .evaluate_all(store, std::slice::from_ref(request), Professional::Account(account), client_id, acr, now)
+            .await;
+        outcomes.pop().unwrap_or(Err(Denial::NoRelationship))
+    }
+
+    /// Evaluates requested details for one professional acting through `client_id` at login level
+    /// `acr`, with one read of the store for all of them. Outcomes are in the order of `requests`.
+    pub async fn evaluate_all(
+        &self,
+        store: &SharedStore,
+        requests: &[PatientAccess],
+        professional: Professional<'_>,
+        client_id: &str,
+        acr: Option<&str>,
+        now: i64,
+    ) -> Vec<Result<GrantedAccess, Denial>> {
+        if let Professional::Account(account) = professional
+            && account.kind != AccountKind::Professional
+        {
+            return requests.iter().map(|_| Err(Denial::NotAProfessional)).collect();
         }
-        let facts = self.facts(store, account, &request.patient, now).await.map_err(|e| {
-            tracing::error!(error = %e, "habilitation lookup failed");
-            Denial::Forbidden(vec!["store_unavailable".into()])
-        })?;
+        let matched = match self.matched_relationships(store, requests, professional).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "habilitation lookup failed");
+                return requests.iter().map(|_| Err(Denial::Forbidden(vec!["store_unavailable".into()]))).collect();
+            }
+        };
         let compiled = self.compiled();
+        let definitions = self.definitions();
         let context = DecisionContext {
             client: client_id.to_string(),
             acr_level: acr_rank(acr),
@@ -294,30 +319,52 @@ impl Habilitations {
             datatypes: Vec::new(),
             production: self.production,
         };
-        evaluate_with(&compiled, &self.definitions(), request, &facts, context)
+        requests
+            .iter()
+            .map(|request| {
+                let identity = request.patient.identity();
+                let facts = Facts {
+                    relationships: matched
+                        .relationships
+                        .iter()
+                        .filter(|(i, _)| *i == identity)
+                        .map(|(_, r)| r.clone())
+                        .collect(),
+                    professions: matched.professions.clone(),
+                    test_identity: request.patient.is_test_identity(),
+                };
+                evaluate_with(&compiled, &definitions, request, &facts, context.clone())
+            })
+            .collect()
     }
 
-    /// The relationships of `account` with the patient, as policy facts.
-    async fn facts(
+    /// The professional's relationships with the requested patients (and, when a profile filters
+    /// on professions, the professional's professions).
+    async fn matched_relationships(
         &self,
         store: &SharedStore,
-        account: &Account,
-        patient: &PatientRef,
-        _now: i64,
-    ) -> Result<Facts, StoreError> {
+        requests: &[PatientAccess],
+        professional: Professional<'_>,
+    ) -> Result<Matched, StoreError> {
         let habilitations = store.habilitations();
-        let relationships = habilitations.relationships_with_identity(&account.id, &patient.identity()).await?;
-        if relationships.is_empty() {
-            return Ok(Facts::default());
-        }
+        let identities: Vec<PatientIdentity> = requests.iter().map(|r| r.patient.identity()).collect();
+        let key = match professional {
+            Professional::Account(account) => ProfessionalKey::AccountId(&account.id),
+            Professional::IdNat(id_nat) => ProfessionalKey::Login(id_nat),
+        };
+        let relationships = habilitations.relationships_with_patients(key, &identities).await?;
         // Practice data only matters to profiles restricted to some professions.
         let needs_professions = self.compiled().profiles().iter().any(|p| !p.professions.is_empty());
-        let practice = if needs_professions { habilitations.practice_of(&account.id).await? } else { None };
+        let professional_id = relationships.first().map(|(_, r)| r.professional_id.clone());
+        let practice = match professional_id {
+            Some(id) if needs_professions => habilitations.practice_of(&id).await?,
+            _ => None,
+        };
         let professions = practice
             .and_then(|json| serde_json::from_str::<super::professional::PracticeRecord>(&json).ok())
             .map(|p| p.professions())
             .unwrap_or_default();
-        Ok(Facts { relationships, professions, test_identity: patient.is_test_identity() })
+        Ok(Matched { relationships, professions })
     }
 
     /// Whether the relationship behind a granted detail still allows it (introspection).
@@ -345,6 +392,19 @@ fn could_grant(profile: &ProfileSpec, client_id: &str, request: &PatientAccess) 
     profile.clients.iter().any(|c| c == client_id)
         && request.relationship.as_ref().is_none_or(|k| profile.kinds.contains(k))
         && request.actions.iter().any(|a| profile.actions.contains(a))
+}
+
+/// Who a decision is about: an account already loaded (token issuance), or a professional named
+/// by idNat (decision API: looked up in the same read as the relationships, active accounts only).
+#[derive(Clone, Copy)]
+pub enum Professional<'a> {
+    Account(&'a Account),
+    IdNat(&'a str),
+}
+
+struct Matched {
+    relationships: Vec<(PatientIdentity, Relationship)>,
+    professions: Vec<String>,
 }
 
 #[derive(Default)]

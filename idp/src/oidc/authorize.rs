@@ -864,8 +864,18 @@ async fn grant_details(
     let mut granted = Vec::new();
     let mut denials = Vec::new();
     let mut step_up: Option<AcrLevel> = None;
-    for (i, detail) in request.authorization_details.iter().enumerate() {
-        let outcome = state.habilitations.evaluate(&state.store, detail, &account, client.client_id(), acr, now).await;
+    let outcomes = state
+        .habilitations
+        .evaluate_all(
+            &state.store,
+            &request.authorization_details,
+            crate::habilitation::service::Professional::Account(&account),
+            client.client_id(),
+            acr,
+            now,
+        )
+        .await;
+    for (i, (detail, outcome)) in request.authorization_details.iter().zip(outcomes).enumerate() {
         crate::habilitation::audit_decision(state, &account.id, client.client_id(), detail, &outcome);
         match outcome {
             Ok(g) => granted.push(g),

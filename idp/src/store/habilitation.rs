@@ -88,6 +88,26 @@ impl Relationship {
     }
 }
 
+/// How a professional is named in a lookup.
+#[derive(Clone, Copy, Debug)]
+pub enum ProfessionalKey<'a> {
+    AccountId(&'a str),
+    /// The login (the idNat for professionals).
+    Login(&'a str),
+}
+
+/// The identities of a batch lookup as the JSON array the SQL reads (`[{"v","o"} | {"l","n"}]`).
+pub fn identities_json(identities: &[PatientIdentity]) -> String {
+    let items: Vec<serde_json::Value> = identities
+        .iter()
+        .map(|i| match i {
+            PatientIdentity::Ins { value, oid } => serde_json::json!({"v": value, "o": oid}),
+            PatientIdentity::Local { local_id, namespace } => serde_json::json!({"l": local_id, "n": namespace}),
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
 /// Which relationships to list. At least one of the two ids is set by callers.
 #[derive(Clone, Debug, Default)]
 pub struct RelationshipFilter {
@@ -130,13 +150,14 @@ pub trait HabilitationStore: Send + Sync {
     // Relationships
     async fn insert_relationship(&self, relationship: &Relationship) -> StoreResult<()>;
     async fn relationship(&self, id: &str) -> StoreResult<Option<Relationship>>;
-    /// Every relationship of a professional with the patient of this identity, in one read (the
-    /// hot path of every habilitation decision).
-    async fn relationships_with_identity(
+    /// Every relationship of a professional (an active professional account, named by id or by
+    /// login) with the patients of these identities, in one read: the hot path of every
+    /// habilitation decision. Each relationship comes with the identity it matched.
+    async fn relationships_with_patients(
         &self,
-        professional_id: &str,
-        identity: &PatientIdentity,
-    ) -> StoreResult<Vec<Relationship>>;
+        professional: ProfessionalKey<'_>,
+        identities: &[PatientIdentity],
+    ) -> StoreResult<Vec<(PatientIdentity, Relationship)>>;
     async fn list_relationships(&self, filter: &RelationshipFilter) -> StoreResult<Vec<Relationship>>;
     /// Revokes an active relationship; false when it was not active.
     async fn revoke_relationship(&self, id: &str, by: &str, at: UnixTime) -> StoreResult<bool>;

@@ -392,9 +392,27 @@ async fn habilitation_records_round_trip_on_both_backends() {
             revoked_by: None,
         };
         h.insert_relationship(&relationship).await.unwrap();
-        let found = h.relationships_with_identity(&pro.id, &ins).await.unwrap();
-        assert_eq!(found, vec![relationship.clone()], "{backend}");
-        assert!(h.relationships_with_identity(&pro.id, &local).await.unwrap().is_empty(), "{backend}");
+        // One read for several patients, the professional named by id or by login; each
+        // relationship comes with the identity it matched.
+        let both = [local.clone(), ins.clone()];
+        let by_id = h.relationships_with_patients(ProfessionalKey::AccountId(&pro.id), &both).await.unwrap();
+        assert_eq!(by_id, vec![(ins.clone(), relationship.clone())], "{backend}");
+        let just_ins = [ins.clone()];
+        let by_login = h.relationships_with_patients(ProfessionalKey::Login("899700427885"), &just_ins).await.unwrap();
+        assert_eq!(by_login, vec![(ins.clone(), relationship.clone())], "{backend}");
+        assert!(
+            h.relationships_with_patients(ProfessionalKey::AccountId(&pro.id), &[local.clone()])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            h.relationships_with_patients(ProfessionalKey::Login("nobody"), &[ins.clone()]).await.unwrap().is_empty()
+        );
+        store.set_account_status(&pro.id, AccountStatus::Disabled, 11).await.unwrap();
+        let disabled = h.relationships_with_patients(ProfessionalKey::Login("899700427885"), &just_ins).await.unwrap();
+        assert!(disabled.is_empty(), "{backend}: a disabled professional has no relationship by login");
+        store.set_account_status(&pro.id, AccountStatus::Active, 12).await.unwrap();
         assert!(h.expire_relationship("rel-1", 100, 50).await.unwrap());
         let expired = h.relationship("rel-1").await.unwrap().unwrap();
         assert_eq!(expired.status_at(99), RelationshipStatus::Active, "{backend}");

@@ -370,12 +370,19 @@ async fn current_details(
     if context.authorization_details.is_empty() {
         return None;
     }
+    let outcomes = state
+        .habilitations
+        .evaluate_all(
+            &state.store,
+            details,
+            crate::habilitation::service::Professional::Account(account),
+            client.client_id(),
+            context.auth.acr.as_deref(),
+            now,
+        )
+        .await;
     let mut granted = Vec::with_capacity(details.len());
-    for request in details {
-        let outcome = state
-            .habilitations
-            .evaluate(&state.store, request, account, client.client_id(), context.auth.acr.as_deref(), now)
-            .await;
+    for (request, outcome) in details.iter().zip(outcomes) {
         crate::habilitation::audit_decision(state, &account.id, client.client_id(), request, &outcome);
         if let Ok(g) = outcome {
             granted.push(g);

@@ -87,12 +87,19 @@ impl Grant for TokenExchange {
         };
         let held = subject.authorization_details.clone().unwrap_or_default();
         let requested = rar::narrow(&held, params.get("authorization_details"), state.habilitations.production)?;
+        let outcomes = state
+            .habilitations
+            .evaluate_all(
+                &state.store,
+                &requested,
+                crate::habilitation::service::Professional::Account(&account),
+                &policy_client,
+                subject.acr.as_deref(),
+                now,
+            )
+            .await;
         let mut granted: Vec<GrantedAccess> = Vec::new();
-        for (i, detail) in requested.iter().enumerate() {
-            let outcome = state
-                .habilitations
-                .evaluate(&state.store, detail, &account, &policy_client, subject.acr.as_deref(), now)
-                .await;
+        for (i, (detail, outcome)) in requested.iter().zip(outcomes).enumerate() {
             crate::habilitation::audit_decision_via(
                 state,
                 &account.id,

@@ -72,6 +72,28 @@ impl TryFrom<RelationshipRow> for Relationship {
     }
 }
 
+/// A relationship with the identity of the patient it matched.
+#[derive(sqlx::FromRow)]
+struct MatchedRelationshipRow {
+    m_ins_value: Option<String>,
+    m_ins_oid: Option<String>,
+    m_local_id: Option<String>,
+    m_namespace: Option<String>,
+    #[sqlx(flatten)]
+    relationship: RelationshipRow,
+}
+
+impl MatchedRelationshipRow {
+    fn split(self) -> StoreResult<(PatientIdentity, Relationship)> {
+        let identity = match (self.m_ins_value, self.m_ins_oid, self.m_local_id, self.m_namespace) {
+            (Some(value), Some(oid), _, _) => PatientIdentity::Ins { value, oid },
+            (_, _, Some(local_id), Some(namespace)) => PatientIdentity::Local { local_id, namespace },
+            _ => return Err(StoreError::Corrupt(format!("patient of relationship {}", self.relationship.id))),
+        };
+        Ok((identity, self.relationship.try_into()?))
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct ProfileRow {
     name: String,
@@ -109,7 +131,7 @@ fn relationships(rows: Vec<RelationshipRow>) -> StoreResult<Vec<Relationship>> {
 }
 
 macro_rules! sql_habilitation_store {
-    ($store:ident) => {
+    ($store:ident, by_id: $by_id:expr, by_login: $by_login:expr) => {
         #[async_trait]
         impl HabilitationStore for $store {
             async fn upsert_practice(&self, account_id: &str, practice: &str, now: UnixTime) -> StoreResult<()> {
@@ -295,42 +317,29 @@ macro_rules! sql_habilitation_store {
                 .transpose()
             }
 
-            async fn relationships_with_identity(
+            async fn relationships_with_patients(
                 &self,
-                professional_id: &str,
-                identity: &PatientIdentity,
-            ) -> StoreResult<Vec<Relationship>> {
-                let (query, a, b) = match identity {
-                    PatientIdentity::Ins { value, oid } => (
-                        concat!(
-                            "SELECT ",
-                            relationship_columns!(),
-                            " FROM relationships WHERE professional_id = $1 AND patient_id = \
-                             (SELECT id FROM patients WHERE ins_value = $2 AND ins_oid = $3) ORDER BY created_at, id"
-                        ),
-                        value,
-                        oid,
-                    ),
-                    PatientIdentity::Local { local_id, namespace } => (
-                        concat!(
-                            "SELECT ",
-                            relationship_columns!(),
-                            " FROM relationships WHERE professional_id = $1 AND patient_id = \
-                             (SELECT id FROM patients WHERE namespace = $2 AND local_id = $3) ORDER BY created_at, id"
-                        ),
-                        namespace,
-                        local_id,
-                    ),
+                professional: ProfessionalKey<'_>,
+                identities: &[PatientIdentity],
+            ) -> StoreResult<Vec<(PatientIdentity, Relationship)>> {
+                if identities.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let json = identities_json(identities);
+                let query = match professional {
+                    ProfessionalKey::AccountId(_) => $by_id,
+                    ProfessionalKey::Login(_) => $by_login,
                 };
-                relationships(
-                    sqlx::query_as::<_, RelationshipRow>(query)
-                        .bind(professional_id)
-                        .bind(a)
-                        .bind(b)
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(unavailable)?,
-                )
+                let key = match professional {
+                    ProfessionalKey::AccountId(k) | ProfessionalKey::Login(k) => k,
+                };
+                let rows = sqlx::query_as::<_, MatchedRelationshipRow>(query)
+                    .bind(key)
+                    .bind(json)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                rows.into_iter().map(MatchedRelationshipRow::split).collect()
             }
 
             async fn list_relationships(&self, f: &RelationshipFilter) -> StoreResult<Vec<Relationship>> {
@@ -445,5 +454,55 @@ macro_rules! sql_habilitation_store {
     };
 }
 
-sql_habilitation_store!(SqliteStore);
-sql_habilitation_store!(PgStore);
+/// The batch lookup of `relationships_with_patients`. `$1` names the professional, `$2` is the
+/// identities' JSON; the backends differ only in how they read JSON (`json_each` in SQLite,
+/// `json_array_elements` in PostgreSQL). One index lookup per identity, then per relationship.
+macro_rules! matched_relationships {
+    (ids: $ids:expr, professional: $professional:expr) => {
+        concat!(
+            "WITH ids AS ",
+            $ids,
+            " SELECT p.ins_value AS m_ins_value, p.ins_oid AS m_ins_oid, p.local_id AS m_local_id, \
+             p.namespace AS m_namespace, r.id, r.professional_id, r.patient_id, r.kind, r.organisation_id, \
+             r.valid_from, r.valid_until, r.status, r.source_client, r.source_actor, r.evidence, r.created_at, \
+             r.updated_at, r.revoked_at, r.revoked_by \
+             FROM relationships r JOIN patients p ON p.id = r.patient_id \
+             WHERE r.professional_id = ",
+            $professional,
+            " AND p.id IN (SELECT q.id FROM patients q JOIN ids ON q.ins_value = ids.v AND q.ins_oid = ids.o \
+             UNION ALL SELECT q.id FROM patients q JOIN ids ON q.namespace = ids.n AND q.local_id = ids.l) \
+             ORDER BY r.created_at, r.id"
+        )
+    };
+}
+
+macro_rules! sqlite_ids {
+    () => {
+        "(SELECT json_extract(value, '$.v') AS v, json_extract(value, '$.o') AS o, json_extract(value, '$.l') AS l, \
+         json_extract(value, '$.n') AS n FROM json_each($2))"
+    };
+}
+
+macro_rules! pg_ids {
+    () => {
+        "(SELECT x->>'v' AS v, x->>'o' AS o, x->>'l' AS l, x->>'n' AS n FROM json_array_elements($2::json) AS x)"
+    };
+}
+
+/// An active professional account by login (the idNat).
+macro_rules! professional_by_login {
+    () => {
+        "(SELECT id FROM accounts WHERE login = $1 AND kind = 'professional' AND status = 'active')"
+    };
+}
+
+sql_habilitation_store!(
+    SqliteStore,
+    by_id: matched_relationships!(ids: sqlite_ids!(), professional: "$1"),
+    by_login: matched_relationships!(ids: sqlite_ids!(), professional: professional_by_login!())
+);
+sql_habilitation_store!(
+    PgStore,
+    by_id: matched_relationships!(ids: pg_ids!(), professional: "$1"),
+    by_login: matched_relationships!(ids: pg_ids!(), professional: professional_by_login!())
+);
