@@ -401,13 +401,13 @@ async fn habilitation_records_round_trip_on_both_backends() {
         let by_login = h.relationships_with_patients(ProfessionalKey::Login("899700427885"), &just_ins).await.unwrap();
         assert_eq!(by_login, vec![(ins.clone(), relationship.clone())], "{backend}");
         assert!(
-            h.relationships_with_patients(ProfessionalKey::AccountId(&pro.id), &[local.clone()])
+            h.relationships_with_patients(ProfessionalKey::AccountId(&pro.id), std::slice::from_ref(&local))
                 .await
                 .unwrap()
                 .is_empty()
         );
         assert!(
-            h.relationships_with_patients(ProfessionalKey::Login("nobody"), &[ins.clone()]).await.unwrap().is_empty()
+            h.relationships_with_patients(ProfessionalKey::Login("nobody"), std::slice::from_ref(&ins)).await.unwrap().is_empty()
         );
         store.set_account_status(&pro.id, AccountStatus::Disabled, 11).await.unwrap();
         let disabled = h.relationships_with_patients(ProfessionalKey::Login("899700427885"), &just_ins).await.unwrap();
