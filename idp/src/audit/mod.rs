@@ -144,9 +144,12 @@ impl Default for Audit {
 impl Audit {
     pub fn record(&self, event: AuditEvent, context: AuditContext) {
         let record = AuditRecord { time: crate::unix_now(), event, context };
-        match serde_json::to_string(&record) {
-            Ok(json) => tracing::info!(target: "habilis::audit", event = record.event.name(), record = %json),
-            Err(e) => tracing::error!(target: "habilis::audit", error = %e, "audit record not serialisable"),
+        // Serialised only when the log keeps it (the durable audit log, not this, is the record).
+        if tracing::enabled!(target: "habilis::audit", tracing::Level::INFO) {
+            match serde_json::to_string(&record) {
+                Ok(json) => tracing::info!(target: "habilis::audit", event = record.event.name(), record = %json),
+                Err(e) => tracing::error!(target: "habilis::audit", error = %e, "audit record not serialisable"),
+            }
         }
         // No subscriber is normal; a lagging one loses the oldest records, never blocks the caller.
         let _ = self.subscribers.send(record);
