@@ -144,7 +144,7 @@ impl Default for Audit {
 impl Audit {
     pub fn record(&self, event: AuditEvent, context: AuditContext) {
         let record = AuditRecord { time: crate::unix_now(), event, context };
-        // Serialised only when the log keeps it (the durable audit log, not this, is the record).
+        // Serialised only when the log level keeps it.
         if tracing::enabled!(target: "habilis::audit", tracing::Level::INFO) {
             match serde_json::to_string(&record) {
                 Ok(json) => tracing::info!(target: "habilis::audit", event = record.event.name(), record = %json),
