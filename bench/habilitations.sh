@@ -33,6 +33,8 @@ trap cleanup EXIT
 export HABILIS_DATA_DIR="$data" HABILIS_SERVER__LISTEN="127.0.0.1:$port" HABILIS_LOG__LEVEL=warn
 export HABILIS_STORAGE__DATABASE_URL="postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D$schema"
 export HABILIS_CARD__MODE=off
+# A fixed master key: the signing keys stored with a kept schema (KEEP_SCHEMA=1) stay readable.
+export HABILIS_KEYS__MASTER_KEY="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 fresh=0
 if ! psql_ -tAc "SELECT 1 FROM information_schema.tables WHERE table_schema = '$schema' AND table_name = 'relationships'" | grep -q 1; then
