@@ -407,7 +407,10 @@ async fn habilitation_records_round_trip_on_both_backends() {
                 .is_empty()
         );
         assert!(
-            h.relationships_with_patients(ProfessionalKey::Login("nobody"), std::slice::from_ref(&ins)).await.unwrap().is_empty()
+            h.relationships_with_patients(ProfessionalKey::Login("nobody"), std::slice::from_ref(&ins))
+                .await
+                .unwrap()
+                .is_empty()
         );
         store.set_account_status(&pro.id, AccountStatus::Disabled, 11).await.unwrap();
         let disabled = h.relationships_with_patients(ProfessionalKey::Login("899700427885"), &just_ins).await.unwrap();

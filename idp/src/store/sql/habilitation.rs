@@ -131,7 +131,7 @@ fn relationships(rows: Vec<RelationshipRow>) -> StoreResult<Vec<Relationship>> {
 }
 
 macro_rules! sql_habilitation_store {
-    ($store:ident, by_id: $by_id:expr, by_login: $by_login:expr) => {
+    ($store:ident, $lookups:expr) => {
         #[async_trait]
         impl HabilitationStore for $store {
             async fn upsert_practice(&self, account_id: &str, practice: &str, now: UnixTime) -> StoreResult<()> {
@@ -325,21 +325,36 @@ macro_rules! sql_habilitation_store {
                 if identities.is_empty() {
                     return Ok(Vec::new());
                 }
-                let json = identities_json(identities);
-                let query = match professional {
-                    ProfessionalKey::AccountId(_) => $by_id,
-                    ProfessionalKey::Login(_) => $by_login,
+                let (mut ins, mut local): (Vec<PatientIdentity>, Vec<PatientIdentity>) = (Vec::new(), Vec::new());
+                for identity in identities {
+                    let batch = if matches!(identity, PatientIdentity::Ins { .. }) { &mut ins } else { &mut local };
+                    if !batch.contains(identity) {
+                        batch.push(identity.clone());
+                    }
+                }
+                let (by_login, key) = match professional {
+                    ProfessionalKey::AccountId(k) => (false, k),
+                    ProfessionalKey::Login(k) => (true, k),
                 };
-                let key = match professional {
-                    ProfessionalKey::AccountId(k) | ProfessionalKey::Login(k) => k,
-                };
-                let rows = sqlx::query_as::<_, MatchedRelationshipRow>(query)
-                    .bind(key)
-                    .bind(json)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(unavailable)?;
-                rows.into_iter().map(MatchedRelationshipRow::split).collect()
+                let mut matched = Vec::new();
+                for (batch, query) in [
+                    (ins, if by_login { $lookups.ins_by_login } else { $lookups.ins_by_id }),
+                    (local, if by_login { $lookups.local_by_login } else { $lookups.local_by_id }),
+                ] {
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    let rows = sqlx::query_as::<_, MatchedRelationshipRow>(query)
+                        .bind(key)
+                        .bind(identities_json(&batch))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(unavailable)?;
+                    for row in rows {
+                        matched.push(row.split()?);
+                    }
+                }
+                Ok(matched)
             }
 
             async fn list_relationships(&self, f: &RelationshipFilter) -> StoreResult<Vec<Relationship>> {
@@ -454,24 +469,23 @@ macro_rules! sql_habilitation_store {
     };
 }
 
-/// The batch lookup of `relationships_with_patients`. `$1` names the professional, `$2` is the
-/// identities' JSON; the backends differ only in how they read JSON (`json_each` in SQLite,
-/// `json_array_elements` in PostgreSQL). One index lookup per identity, then per relationship.
+/// The batch lookup of `relationships_with_patients`, one query per kind of identity (INS or
+/// local id) so that each stays a plain three-way join whose generic plan PostgreSQL caches: the
+/// identities' JSON (`$2`), the patients by identity, the relationships by (professional, patient).
+/// `$1` names the professional. The backends differ only in how they read JSON.
 macro_rules! matched_relationships {
-    (ids: $ids:expr, professional: $professional:expr) => {
+    (ids: $ids:expr, identity: $identity:expr, professional: $professional:expr) => {
         concat!(
-            "WITH ids AS ",
-            $ids,
-            " SELECT p.ins_value AS m_ins_value, p.ins_oid AS m_ins_oid, p.local_id AS m_local_id, \
+            "SELECT p.ins_value AS m_ins_value, p.ins_oid AS m_ins_oid, p.local_id AS m_local_id, \
              p.namespace AS m_namespace, r.id, r.professional_id, r.patient_id, r.kind, r.organisation_id, \
              r.valid_from, r.valid_until, r.status, r.source_client, r.source_actor, r.evidence, r.created_at, \
-             r.updated_at, r.revoked_at, r.revoked_by \
-             FROM relationships r JOIN patients p ON p.id = r.patient_id \
-             WHERE r.professional_id = ",
+             r.updated_at, r.revoked_at, r.revoked_by FROM ",
+            $ids,
+            " JOIN patients p ON ",
+            $identity,
+            " JOIN relationships r ON r.patient_id = p.id AND r.professional_id = ",
             $professional,
-            " AND p.id IN (SELECT q.id FROM patients q JOIN ids ON q.ins_value = ids.v AND q.ins_oid = ids.o \
-             UNION ALL SELECT q.id FROM patients q JOIN ids ON q.namespace = ids.n AND q.local_id = ids.l) \
-             ORDER BY r.created_at, r.id"
+            " ORDER BY r.created_at, r.id"
         )
     };
 }
@@ -479,13 +493,25 @@ macro_rules! matched_relationships {
 macro_rules! sqlite_ids {
     () => {
         "(SELECT json_extract(value, '$.v') AS v, json_extract(value, '$.o') AS o, json_extract(value, '$.l') AS l, \
-         json_extract(value, '$.n') AS n FROM json_each($2))"
+         json_extract(value, '$.n') AS n FROM json_each($2)) AS ids"
     };
 }
 
 macro_rules! pg_ids {
     () => {
-        "(SELECT x->>'v' AS v, x->>'o' AS o, x->>'l' AS l, x->>'n' AS n FROM json_array_elements($2::json) AS x)"
+        "(SELECT x->>'v' AS v, x->>'o' AS o, x->>'l' AS l, x->>'n' AS n FROM json_array_elements($2::json) AS x) AS ids"
+    };
+}
+
+macro_rules! by_ins {
+    () => {
+        "p.ins_value = ids.v AND p.ins_oid = ids.o"
+    };
+}
+
+macro_rules! by_local {
+    () => {
+        "p.namespace = ids.n AND p.local_id = ids.l"
     };
 }
 
@@ -496,13 +522,27 @@ macro_rules! professional_by_login {
     };
 }
 
-sql_habilitation_store!(
-    SqliteStore,
-    by_id: matched_relationships!(ids: sqlite_ids!(), professional: "$1"),
-    by_login: matched_relationships!(ids: sqlite_ids!(), professional: professional_by_login!())
-);
-sql_habilitation_store!(
-    PgStore,
-    by_id: matched_relationships!(ids: pg_ids!(), professional: "$1"),
-    by_login: matched_relationships!(ids: pg_ids!(), professional: professional_by_login!())
-);
+/// The four lookups of one backend: (INS | local id) × (professional by id | by login).
+macro_rules! lookups {
+    ($ids:ident) => {
+        Lookups {
+            ins_by_id: matched_relationships!(ids: $ids!(), identity: by_ins!(), professional: "$1"),
+            ins_by_login: matched_relationships!(ids: $ids!(), identity: by_ins!(), professional: professional_by_login!()),
+            local_by_id: matched_relationships!(ids: $ids!(), identity: by_local!(), professional: "$1"),
+            local_by_login: matched_relationships!(ids: $ids!(), identity: by_local!(), professional: professional_by_login!()),
+        }
+    };
+}
+
+struct Lookups {
+    ins_by_id: &'static str,
+    ins_by_login: &'static str,
+    local_by_id: &'static str,
+    local_by_login: &'static str,
+}
+
+const SQLITE_LOOKUPS: Lookups = lookups!(sqlite_ids);
+const PG_LOOKUPS: Lookups = lookups!(pg_ids);
+
+sql_habilitation_store!(SqliteStore, SQLITE_LOOKUPS);
+sql_habilitation_store!(PgStore, PG_LOOKUPS);
