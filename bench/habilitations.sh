@@ -118,6 +118,31 @@ LUA
 echo "over HTTP (server on CPU 0, wrk on CPU 1, 32 connections, ${duration}s each):"
 taskset -c 1 wrk -t1 -c32 -d"${duration}s" --latency -s "$data/decision.lua" "$base/access/v1/evaluation" > "$data/wrk.txt"
 report "POST /access/v1/evaluation (half granted)"
+cat > "$data/batch.lua" <<LUA
+math.randomseed(7)
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $token"
+local n = $n
+local function ins(j)
+  return string.format("1%012d%02d", j, 97 - ((1000000000000 + j) % 97))
+end
+request = function()
+  local i = math.random(0, n - 1)
+  local items = {}
+  for k = 0, 9 do
+    local j
+    if k < 5 then j = (i * 7 + k) % n else j = math.random(0, n - 1) end
+    items[#items + 1] = string.format('{"resource":{"type":"patient","properties":{"ins":{"value":"%s","oid":"1.2.250.1.213.1.4.8"}}}}', ins(j))
+  end
+  local body = string.format('{"subject":{"type":"professional","id":"8%011d"},"action":{"name":"read"},' ..
+    '"context":{"acr":"eidas1"},"evaluations":[%s]}', i, table.concat(items, ","))
+  return wrk.format(nil, nil, nil, body)
+end
+LUA
+taskset -c 1 wrk -t1 -c32 -d"${duration}s" --latency -s "$data/batch.lua" "$base/access/v1/evaluations" > "$data/wrk.txt"
+report "POST /access/v1/evaluations (10 questions about one professional per request, half granted)"
+echo "  = $(awk '/Requests\/sec/ {printf "%.0f", $2 * 10}' "$data/wrk.txt") decisions/s"
 curl -s -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$base/access/v1/evaluation" \
   -d "{\"subject\":{\"type\":\"professional\",\"id\":\"800000000001\"},\"action\":{\"name\":\"read\"},\"resource\":{\"type\":\"patient\",\"properties\":{\"ins\":{\"value\":\"1$(printf %012d 7)$(printf %02d $((97 - (1000000000007 % 97))))\",\"oid\":\"1.2.250.1.213.1.4.8\"}}},\"context\":{\"acr\":\"eidas1\"}}"
 echo

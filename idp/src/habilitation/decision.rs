@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::patient::PatientRef;
-use super::rar::{PatientAccess, TYPE_PATIENT_ACCESS};
+use super::rar::{GrantedAccess, PatientAccess, TYPE_PATIENT_ACCESS};
 use super::service::Denial;
 use crate::app::AppState;
 use crate::error::{OAuthError, OAuthErrorCode};
@@ -101,23 +101,37 @@ pub async fn evaluations(State(state): State<AppState>, headers: HeaderMap, body
         if batch.evaluations.len() > MAX_BATCH {
             return Err(OAuthError::invalid_request(format!("at most {MAX_BATCH} evaluations per request")));
         }
-        let mut answers = Vec::with_capacity(batch.evaluations.len());
-        for item in &batch.evaluations {
+        // Each item parsed (a malformed one is answered as a denial with its reason, not a failed
+        // batch), then the questions about one professional at one login level in one read.
+        let mut answers: Vec<Option<Value>> = Vec::with_capacity(batch.evaluations.len());
+        let mut questions: Vec<(usize, Question)> = Vec::new();
+        for (index, item) in batch.evaluations.iter().enumerate() {
             let merged = Evaluation {
                 subject: item.subject.clone().or_else(|| batch.defaults.subject.clone()),
                 action: item.action.clone().or_else(|| batch.defaults.action.clone()),
                 resource: item.resource.clone().or_else(|| batch.defaults.resource.clone()),
                 context: item.context.clone().or_else(|| batch.defaults.context.clone()),
             };
-            // One malformed item is answered as a denial with its reason, not a failed batch.
-            answers.push(match decide(&state, &client_id, &merged, now).await {
-                Ok(answer) => answer,
-                Err(e) if e.code == OAuthErrorCode::InvalidRequest => {
-                    json!({"decision": false, "context": {"error": e.description}})
+            match question(&state, &merged) {
+                Ok(q) => {
+                    answers.push(None);
+                    questions.push((index, q));
                 }
-                Err(e) => return Err(e),
-            });
+                Err(e) => answers.push(Some(json!({"decision": false, "context": {"error": e.description}}))),
+            }
         }
+        while let Some((_, first)) = questions.first() {
+            let (id_nat, acr) = (first.id_nat.clone(), first.acr.clone());
+            let (group, rest): (Vec<_>, Vec<_>) =
+                questions.into_iter().partition(|(_, q)| q.id_nat == id_nat && q.acr == acr);
+            questions = rest;
+            let requests: Vec<PatientAccess> = group.iter().map(|(_, q)| q.access.clone()).collect();
+            let outcomes = evaluate(&state, &client_id, &id_nat, acr.as_deref(), &requests, now).await;
+            for ((index, _), outcome) in group.into_iter().zip(outcomes) {
+                answers[index] = Some(answer(outcome));
+            }
+        }
+        let answers: Vec<Value> = answers.into_iter().map(|a| a.unwrap_or(Value::Null)).collect();
         Ok(json!({ "evaluations": answers }))
     }
     .await;
@@ -127,8 +141,25 @@ pub async fn evaluations(State(state): State<AppState>, headers: HeaderMap, body
     }
 }
 
+/// One question: may professional `id_nat`, logged in at `acr`, have `access`?
+struct Question {
+    id_nat: String,
+    acr: Option<String>,
+    access: PatientAccess,
+}
+
 /// Answers one evaluation: `{"decision": bool, "context": {...}}`.
 async fn decide(state: &AppState, client_id: &str, request: &Evaluation, now: i64) -> Result<Value, OAuthError> {
+    let q = question(state, request)?;
+    let outcome = evaluate(state, client_id, &q.id_nat, q.acr.as_deref(), std::slice::from_ref(&q.access), now)
+        .await
+        .pop()
+        .unwrap_or(Err(Denial::NoRelationship));
+    Ok(answer(outcome))
+}
+
+/// Reads and checks an AuthZEN evaluation request.
+fn question(state: &AppState, request: &Evaluation) -> Result<Question, OAuthError> {
     let subject = request.subject.as_ref().ok_or_else(|| OAuthError::invalid_request("subject is required"))?;
     if subject.kind != "professional" {
         return Err(OAuthError::invalid_request("subject.type must be professional (id: the idNat)"));
@@ -158,31 +189,42 @@ async fn decide(state: &AppState, client_id: &str, request: &Evaluation, now: i6
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
         .unwrap_or_default();
     let relationship = context.get("relationship").and_then(Value::as_str).map(str::to_string);
-    let request = PatientAccess {
-        kind: TYPE_PATIENT_ACCESS.to_string(),
-        patient,
-        actions: vec![action.name.clone()],
-        datatypes,
-        relationship,
-        purpose: None,
-    };
-    // The professional is looked up with the relationships, in one read: an unknown or disabled
-    // professional simply has no relationship.
-    let outcome = state
+    Ok(Question {
+        id_nat: id_nat.to_string(),
+        acr,
+        access: PatientAccess {
+            kind: TYPE_PATIENT_ACCESS.to_string(),
+            patient,
+            actions: vec![action.name.clone()],
+            datatypes,
+            relationship,
+            purpose: None,
+        },
+    })
+}
+
+/// Evaluates questions about one professional. The professional is looked up with the
+/// relationships, in one read: an unknown or disabled professional simply has no relationship.
+async fn evaluate(
+    state: &AppState,
+    client_id: &str,
+    id_nat: &str,
+    acr: Option<&str>,
+    requests: &[PatientAccess],
+    now: i64,
+) -> Vec<Result<GrantedAccess, Denial>> {
+    let outcomes = state
         .habilitations
-        .evaluate_all(
-            &state.store,
-            std::slice::from_ref(&request),
-            super::service::Professional::IdNat(id_nat),
-            client_id,
-            acr.as_deref(),
-            now,
-        )
-        .await
-        .pop()
-        .unwrap_or(Err(Denial::NoRelationship));
-    super::audit_decision_via(state, &format!("idNat:{id_nat}"), client_id, &request, &outcome, "decision_api");
-    Ok(match outcome {
+        .evaluate_all(&state.store, requests, super::service::Professional::IdNat(id_nat), client_id, acr, now)
+        .await;
+    for (request, outcome) in requests.iter().zip(&outcomes) {
+        super::audit_decision_via(state, &format!("idNat:{id_nat}"), client_id, request, outcome, "decision_api");
+    }
+    outcomes
+}
+
+fn answer(outcome: Result<GrantedAccess, Denial>) -> Value {
+    match outcome {
         Ok(granted) => json!({
             "decision": true,
             "context": {
@@ -198,7 +240,7 @@ async fn decide(state: &AppState, client_id: &str, request: &Evaluation, now: i6
             }
             json!({"decision": false, "context": context})
         }
-    })
+    }
 }
 
 /// `GET /.well-known/authzen-configuration`: where the decision endpoints are (AuthZEN PDP metadata).
