@@ -75,7 +75,7 @@ secret="bench-secret-0123456789-0123456789-0123456789"
 cat > "$data/clients.json" <<JSON
 [{"client_id":"bench","client_secret":"$secret","redirect_uris":["http://127.0.0.1:9/cb"],
   "grant_types":["authorization_code","refresh_token","client_credentials","urn:ietf:params:oauth:grant-type:token-exchange"],
-  "scope":"openid decisions","token_endpoint_auth_method":"client_secret_basic","first_party":true}]
+  "scope":"openid offline_access decisions","token_endpoint_auth_method":"client_secret_basic","first_party":true}]
 JSON
 "$bin" client import "$data/clients.json" >/dev/null
 cat > "$data/profiles.json" <<JSON
@@ -146,6 +146,10 @@ echo "  = $(awk '/Requests\/sec/ {printf "%.0f", $2 * 10}' "$data/wrk.txt") deci
 curl -s -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$base/access/v1/evaluation" \
   -d "{\"subject\":{\"type\":\"professional\",\"id\":\"800000000001\"},\"action\":{\"name\":\"read\"},\"resource\":{\"type\":\"patient\",\"properties\":{\"ins\":{\"value\":\"1$(printf %012d 7)$(printf %02d $((97 - (1000000000007 % 97))))\",\"oid\":\"1.2.250.1.213.1.4.8\"}}},\"context\":{\"acr\":\"eidas1\"}}"
 echo
+
+for variant in plain details; do
+  taskset -c 1 "$helper" refresh "$base" "$secret" 32 "$duration" "$variant"
+done
 
 mapfile -t subjects < <("$helper" subject_tokens)
 basic=$(printf 'bench:%s' "$secret" | base64 -w0)

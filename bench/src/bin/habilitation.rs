@@ -7,14 +7,18 @@
 //! habilitation subject_tokens
 //!     prints two access tokens of professional #1 (issued to client `bench`): one plain, one
 //!     carrying two `patient_access` details — the subject tokens of the token-exchange load.
+//! habilitation refresh BASE_URL CLIENT_SECRET WORKERS SECONDS [details]
+//!     refresh-token rotation load for professional #1 (one token family per worker, stored
+//!     directly), grants without or with two `patient_access` details: token issuance with
+//!     details against a plain one on the same grant type.
 //!
 //! The generated data (see habilitations.sh): professional i (login 8 + i padded to 11 digits) has
 //! `treating` relationships with patients (i * 7 + k) mod N for k in 0..10.
 
 use std::time::Instant;
 
-use habilis_idp::habilitation::rar::{PatientAccess, TYPE_PATIENT_ACCESS};
 use habilis_idp::habilitation::patient::{Ins, OID_NIR, PatientRef};
+use habilis_idp::habilitation::rar::{PatientAccess, TYPE_PATIENT_ACCESS};
 
 fn professional_login(i: u64) -> String {
     format!("8{i:011}")
@@ -158,9 +162,115 @@ async fn main() {
                 println!("{}", minted.token);
             }
         }
+        Some("refresh") => {
+            let base = args.get(2).expect("BASE_URL").clone();
+            let secret = args.get(3).expect("CLIENT_SECRET").clone();
+            let workers: usize = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(32);
+            let seconds: u64 = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(10);
+            let with_details = args.get(6).is_some_and(|a| a == "details");
+            refresh_load(&state, base, secret, workers, seconds, with_details).await;
+        }
         _ => {
-            eprintln!("usage: habilitation inprocess PROFESSIONALS [SAMPLES] | subject_tokens");
+            eprintln!("usage: habilitation inprocess PROFESSIONALS [SAMPLES] | subject_tokens | refresh …");
             std::process::exit(2);
         }
     }
+}
+
+/// Creates one refresh-token family per worker for professional #1, then rotates them for
+/// `seconds` from `workers` concurrent loops; prints requests/s.
+async fn refresh_load(
+    state: &habilis_idp::app::AppState,
+    base: String,
+    secret: String,
+    workers: usize,
+    seconds: u64,
+    with_details: bool,
+) {
+    let account = state.store.account_by_login(&professional_login(1)).await.unwrap().expect("professional 1");
+    let now = habilis_idp::unix_now();
+    let mut details = Vec::new();
+    if with_details {
+        for k in 0..2 {
+            let granted = state
+                .habilitations
+                .evaluate(&state.store, &request(7 + k, "read"), &account, "bench", Some("eidas1"), now)
+                .await
+                .expect("professional 1 treats patients 7 and 8");
+            details.push(granted);
+        }
+    }
+    let context = habilis_idp::oidc::token::GrantContext {
+        auth: habilis_idp::oidc::tokens::AuthContext {
+            auth_time: now,
+            acr: Some("eidas1".into()),
+            amr: vec!["pwd".into(), "otp".into(), "mfa".into()],
+            sid: None,
+        },
+        claims: None,
+        resource: Vec::new(),
+        authorization_details: details,
+    };
+    let mut tokens = Vec::new();
+    for _ in 0..workers {
+        let grant = habilis_idp::store::Grant {
+            id: uuid::Uuid::new_v4().to_string(),
+            account_id: account.id.clone(),
+            client_id: "bench".into(),
+            session_id: None,
+            scope: "openid offline_access".into(),
+            claims: serde_json::to_string(&context).unwrap(),
+            auth_time: now,
+            created_at: now,
+            expires_at: now + 86_400,
+            revoked_at: None,
+        };
+        state.store.insert_grant(&grant).await.unwrap();
+        let value = habilis_idp::cli::random_token();
+        let token = habilis_idp::store::RefreshToken {
+            token_hash: habilis_idp::cli::sha256_hex(&value),
+            grant_id: grant.id.clone(),
+            created_at: now,
+            expires_at: now + 3600,
+            used_at: None,
+        };
+        state.store.insert_refresh_token(&token).await.unwrap();
+        tokens.push(value);
+    }
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + std::time::Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut token in tokens {
+        let (http, base, secret) = (http.clone(), base.clone(), secret.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                let response = http
+                    .post(format!("{base}/token"))
+                    .basic_auth("bench", Some(&secret))
+                    .form(&[("grant_type", "refresh_token"), ("refresh_token", token.as_str())])
+                    .send()
+                    .await
+                    .expect("the token endpoint answers");
+                let body: serde_json::Value = response.json().await.expect("JSON");
+                token = body["refresh_token"].as_str().unwrap_or_else(|| panic!("a rotated token: {body}")).to_string();
+                if with_details {
+                    assert_eq!(body["authorization_details"].as_array().map(Vec::len), Some(2), "{body}");
+                }
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "refresh rotation ({}): {:.0} req/s ({total} in {elapsed:.1} s, {workers} workers)",
+        if with_details { "two patient_access details" } else { "plain" },
+        total as f64 / elapsed
+    );
 }

@@ -67,7 +67,11 @@ fn location(r: &reqwest::Response) -> Option<String> {
 /// One complete code flow with a fresh browser; returns the token response.
 async fn code_flow(t: &Target, api: &reqwest::Client, worker: usize) -> Result<serde_json::Value, String> {
     let login = t.login.replace("{}", &worker.to_string());
-    let browser = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().map_err(|e| e.to_string())?;
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
     let verifier: String = (0..43).map(|_| (b'a' + rand::random::<u8>() % 26) as char).collect();
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
     let authorize = format!(
@@ -78,12 +82,18 @@ async fn code_flow(t: &Target, api: &reqwest::Client, worker: usize) -> Result<s
     );
     let r = browser.get(&authorize).send().await.map_err(|e| e.to_string())?;
     let login_url = format!("{}{}", t.base, location(&r).ok_or("no redirect to login")?);
-    let page = browser.get(&login_url).send().await.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
+    let page =
+        browser.get(&login_url).send().await.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
     let interaction = hidden(&page, "interaction").ok_or("no interaction")?;
     let csrf = hidden(&page, "csrf").ok_or("no csrf")?;
     let r = browser
         .post(format!("{}/login", t.base))
-        .form(&[("interaction", interaction.as_str()), ("csrf", csrf.as_str()), ("login", login.as_str()), ("password", t.password.as_str())])
+        .form(&[
+            ("interaction", interaction.as_str()),
+            ("csrf", csrf.as_str()),
+            ("login", login.as_str()),
+            ("password", t.password.as_str()),
+        ])
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -95,7 +105,12 @@ async fn code_flow(t: &Target, api: &reqwest::Client, worker: usize) -> Result<s
         let code = email_code(outbox, &login).await?;
         let r = browser
             .post(format!("{}/login/code", t.base))
-            .form(&[("interaction", interaction.as_str()), ("csrf", csrf.as_str()), ("method", "email"), ("code", code.as_str())])
+            .form(&[
+                ("interaction", interaction.as_str()),
+                ("csrf", csrf.as_str()),
+                ("method", "email"),
+                ("code", code.as_str()),
+            ])
             .send()
             .await
             .map_err(|e| e.to_string())?;
@@ -117,7 +132,12 @@ async fn code_flow(t: &Target, api: &reqwest::Client, worker: usize) -> Result<s
     let tokens: serde_json::Value = api
         .post(format!("{}/token", t.base))
         .basic_auth(&t.client_id, Some(&t.secret))
-        .form(&[("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", REDIRECT_URI), ("code_verifier", verifier.as_str())])
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT_URI),
+            ("code_verifier", verifier.as_str()),
+        ])
         .send()
         .await
         .map_err(|e| e.to_string())?
@@ -142,14 +162,24 @@ async fn refresh(t: &Target, api: &reqwest::Client, token: &str) -> Result<Strin
 }
 
 fn urlencode(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 7 {
-        eprintln!("usage: loadgen refresh|code_flow BASE_URL CLIENT_ID CLIENT_SECRET LOGIN PASSWORD [CONNECTIONS] [SECONDS]");
+        eprintln!(
+            "usage: loadgen refresh|code_flow BASE_URL CLIENT_ID CLIENT_SECRET LOGIN PASSWORD [CONNECTIONS] [SECONDS]"
+        );
         std::process::exit(2);
     }
     let scenario = args[1].clone();
@@ -227,7 +257,9 @@ async fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
+    };
     println!(
         "{scenario}: {} ok, {errors} errors in {elapsed:.1} s = {:.0}/s; latency p50 {:?} p99 {:?} ({connections} connections)",
         all.len(),
