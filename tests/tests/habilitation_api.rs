@@ -154,6 +154,9 @@ async fn token_exchange_narrows_to_one_patient_and_another_app_and_refuses_broad
     for detail in granted(&claims) {
         assert!(actions(&detail).iter().all(|a| messaging_actions.contains(&a.as_str())), "{detail}");
     }
+    // Addressed to the messaging app, the token cannot be replayed at Habilis' own APIs.
+    let replayed = he.api(Method::GET, "/api/v1/relationships", token, None).await;
+    assert_eq!((replayed.status, replayed.error()), (401, "invalid_token"), "{:?}", replayed.body);
     // The messaging app (the audience) sees it all at introspection.
     let introspected = he.introspect(MESSAGING, token).await;
     assert_eq!(introspected["active"], true, "{introspected}");

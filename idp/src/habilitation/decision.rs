@@ -8,7 +8,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -18,7 +18,6 @@ use super::rar::{GrantedAccess, PatientAccess, TYPE_PATIENT_ACCESS};
 use super::service::Denial;
 use crate::app::AppState;
 use crate::error::{OAuthError, OAuthErrorCode};
-use crate::oidc::tokens::verify_access_token;
 
 pub const EVALUATION_PATH: &str = "/access/v1/evaluation";
 pub const EVALUATIONS_PATH: &str = "/access/v1/evaluations";
@@ -64,8 +63,7 @@ pub struct Batch {
 
 /// The calling app, from its bearer token.
 async fn calling_app(state: &AppState, headers: &HeaderMap, now: i64) -> Result<String, OAuthError> {
-    let token = crate::oidc::userinfo::bearer_token(&Method::GET, headers, &Uri::from_static("/"), &[])?;
-    let claims = verify_access_token(state, &token, now).await?;
+    let claims = super::api_token(state, headers, now).await?;
     if !claims.has_scope(DECISIONS_SCOPE) || claims.uid.is_some() || claims.sub != claims.client_id {
         return Err(OAuthError::new(
             OAuthErrorCode::InsufficientScope,

@@ -21,6 +21,29 @@ use crate::audit::{AuditContext, AuditEvent};
 use rar::{GrantedAccess, PatientAccess};
 use service::Denial;
 
+/// The bearer token of a call to one of Habilis' own APIs: valid, and addressed to Habilis (its
+/// `aud` holds the issuer, RFC 9068 §4), so that a token an app obtained for another audience —
+/// e.g. exchanged for the API it calls next — cannot be replayed here by that API.
+pub async fn api_token(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    now: i64,
+) -> Result<crate::oidc::tokens::AccessClaims, crate::error::OAuthError> {
+    let token = crate::oidc::userinfo::bearer_token(
+        &axum::http::Method::GET,
+        headers,
+        &axum::http::Uri::from_static("/"),
+        &[],
+    )?;
+    let claims = crate::oidc::tokens::verify_access_token(state, &token, now).await?;
+    if !crate::oidc::authorize::audience_contains(Some(&claims.aud), &state.issuer_string()) {
+        return Err(crate::oidc::tokens::invalid_token(
+            "this access token is for another audience; ask for one without resource (audience: the issuer)",
+        ));
+    }
+    Ok(claims)
+}
+
 /// Audits one evaluation of a `patient_access` request (`via`: where it was asked).
 pub fn audit_decision_via(
     state: &AppState,

@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -13,7 +13,6 @@ use super::service::{HabilitationError, ProfileDefinition};
 use crate::app::AppState;
 use crate::audit::{AuditContext, AuditEvent};
 use crate::error::{OAuthError, OAuthErrorCode};
-use crate::oidc::tokens::verify_access_token;
 use crate::store::{AccountKind, AccountStatus};
 
 pub const PATH: &str = "/api/admin/v1/profiles";
@@ -22,8 +21,7 @@ pub const ADMIN_SCOPE: &str = "admin";
 
 /// The acting administrator (`account:<id>` or `client:<id>`), from the bearer token.
 pub async fn administrator(state: &AppState, headers: &HeaderMap, now: i64) -> Result<String, OAuthError> {
-    let token = crate::oidc::userinfo::bearer_token(&Method::GET, headers, &Uri::from_static("/"), &[])?;
-    let claims = verify_access_token(state, &token, now).await?;
+    let claims = super::api_token(state, headers, now).await?;
     if !claims.has_scope(ADMIN_SCOPE) {
         return Err(OAuthError::new(OAuthErrorCode::InsufficientScope, "the access token lacks the admin scope")
             .with_challenge("Bearer"));

@@ -7,7 +7,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -17,7 +17,7 @@ use crate::app::AppState;
 use crate::audit::{AuditContext, AuditEvent};
 use crate::error::{OAuthError, OAuthErrorCode};
 use crate::oidc::authorize::RELATIONSHIPS_SCOPE;
-use crate::oidc::tokens::{AccessClaims, verify_access_token};
+use crate::oidc::tokens::AccessClaims;
 use crate::store::{
     Account, AccountKind, AccountStatus, Patient, PatientIdentity, Relationship, RelationshipFilter, RelationshipStatus,
 };
@@ -48,8 +48,7 @@ impl Caller {
 }
 
 async fn caller(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Caller, OAuthError> {
-    let token = crate::oidc::userinfo::bearer_token(&Method::GET, headers, &Uri::from_static("/"), &[])?;
-    let claims = verify_access_token(state, &token, now).await?;
+    let claims = super::api_token(state, headers, now).await?;
     if !claims.has_scope(RELATIONSHIPS_SCOPE) {
         return Err(OAuthError::new(
             OAuthErrorCode::InsufficientScope,
