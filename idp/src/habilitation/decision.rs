@@ -64,7 +64,7 @@ pub struct Batch {
 /// The calling app, from its bearer token.
 async fn calling_app(state: &AppState, headers: &HeaderMap, now: i64) -> Result<String, OAuthError> {
     let claims = super::api_token(state, headers, now).await?;
-    if !claims.has_scope(DECISIONS_SCOPE) || claims.uid.is_some() || claims.sub != claims.client_id {
+    if !claims.has_scope(DECISIONS_SCOPE) || claims.account_id().is_some() {
         return Err(OAuthError::new(
             OAuthErrorCode::InsufficientScope,
             "use an access token of the app itself (client credentials) with the decisions scope",

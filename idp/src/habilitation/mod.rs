@@ -44,6 +44,21 @@ pub async fn api_token(
     Ok(claims)
 }
 
+/// The professional account whose login is `id_nat` (any status), or `not_found` naming it.
+pub async fn professional_by_id_nat(
+    state: &AppState,
+    id_nat: &str,
+) -> Result<crate::store::Account, crate::error::OAuthError> {
+    let found =
+        if id_nat.is_empty() || id_nat.len() > 32 { None } else { state.store.account_by_login(id_nat).await? };
+    match found {
+        Some(a) if a.kind == crate::store::AccountKind::Professional && a.id_nat.as_deref() == Some(id_nat) => Ok(a),
+        _ => {
+            Err(crate::error::OAuthError::new(crate::error::OAuthErrorCode::NotFound, "no professional has this idNat"))
+        }
+    }
+}
+
 /// Audits one evaluation of a `patient_access` request (`via`: where it was asked).
 pub fn audit_decision_via(
     state: &AppState,

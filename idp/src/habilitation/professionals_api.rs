@@ -11,23 +11,15 @@ use super::professional::PracticeRecord;
 use super::profiles_api::administrator;
 use crate::app::AppState;
 use crate::audit::{AuditContext, AuditEvent};
-use crate::error::{OAuthError, OAuthErrorCode};
-use crate::store::{Account, AccountKind};
+use crate::error::OAuthError;
 
 pub const PATH: &str = "/api/admin/v1/professionals/{id_nat}/practice";
-
-async fn professional(state: &AppState, id_nat: &str) -> Result<Account, OAuthError> {
-    match state.store.account_by_login(id_nat).await? {
-        Some(a) if a.kind == AccountKind::Professional && a.id_nat.as_deref() == Some(id_nat) => Ok(a),
-        _ => Err(OAuthError::new(OAuthErrorCode::NotFound, "no professional has this idNat")),
-    }
-}
 
 pub async fn show(State(state): State<AppState>, headers: HeaderMap, Path(id_nat): Path<String>) -> Response {
     let now = crate::unix_now();
     let result = async {
         administrator(&state, &headers, now).await?;
-        let account = professional(&state, &id_nat).await?;
+        let account = super::professional_by_id_nat(&state, &id_nat).await?;
         let practice = match state.store.habilitations().practice_of(&account.id).await? {
             Some(json) => serde_json::from_str::<PracticeRecord>(&json).map_err(|_| OAuthError::server_error())?,
             None => PracticeRecord::default(),
@@ -50,7 +42,7 @@ pub async fn put(
     let now = crate::unix_now();
     let result = async {
         let actor = administrator(&state, &headers, now).await?;
-        let account = professional(&state, &id_nat).await?;
+        let account = super::professional_by_id_nat(&state, &id_nat).await?;
         let practice: PracticeRecord = serde_json::from_slice(&body).map_err(|e| {
             OAuthError::invalid_request(format!("the body must be a SubjectRefPro-shaped practice record: {e}"))
         })?;

@@ -26,9 +26,9 @@ pub async fn administrator(state: &AppState, headers: &HeaderMap, now: i64) -> R
         return Err(OAuthError::new(OAuthErrorCode::InsufficientScope, "the access token lacks the admin scope")
             .with_challenge("Bearer"));
     }
-    match claims.uid.clone().or_else(|| (claims.sub != claims.client_id).then(|| claims.sub.clone())) {
+    match claims.account_id() {
         None => Ok(format!("client:{}", claims.client_id)),
-        Some(account_id) => match state.store.account_by_id(&account_id).await? {
+        Some(account_id) => match state.store.account_by_id(account_id).await? {
             Some(a) if a.kind == AccountKind::Administrator && a.status == AccountStatus::Active => {
                 Ok(format!("account:{}", a.id))
             }

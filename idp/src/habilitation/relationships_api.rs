@@ -57,8 +57,7 @@ async fn caller(state: &AppState, headers: &HeaderMap, now: i64) -> Result<Calle
         .with_challenge("Bearer"));
     }
     let client_id = claims.client_id.clone();
-    let Some(account_id) = claims.uid.clone().or_else(|| (claims.sub != claims.client_id).then(|| claims.sub.clone()))
-    else {
+    let Some(account_id) = claims.account_id().map(str::to_string) else {
         return Ok(Caller::App { client_id });
     };
     let account = match state.store.account_by_id(&account_id).await? {
@@ -205,20 +204,13 @@ fn context(headers: &HeaderMap, caller: &Caller) -> AuditContext {
     AuditContext { client_id: Some(caller.client_id().to_string()), ..AuditContext::from_request(headers, None) }
 }
 
+/// An active (or invited) professional to relate a patient to; a disabled one is refused.
 async fn professional_by_id_nat(state: &AppState, id_nat: &str) -> Result<Account, OAuthError> {
-    let not_found = || OAuthError::new(OAuthErrorCode::NotFound, "no professional has this id_nat");
-    if id_nat.is_empty() || id_nat.len() > 32 {
-        return Err(not_found());
+    let account = super::professional_by_id_nat(state, id_nat).await?;
+    if account.status == AccountStatus::Disabled {
+        return Err(OAuthError::invalid_request("this professional's account is disabled"));
     }
-    match state.store.account_by_login(id_nat).await? {
-        Some(a) if a.kind == AccountKind::Professional && a.id_nat.as_deref() == Some(id_nat) => {
-            if a.status == AccountStatus::Disabled {
-                return Err(OAuthError::invalid_request("this professional's account is disabled"));
-            }
-            Ok(a)
-        }
-        _ => Err(not_found()),
-    }
+    Ok(account)
 }
 
 /// The patient record the request names. An app's record is created on first use (local
@@ -251,7 +243,7 @@ async fn resolve_patient(
             let reference = reference.ok_or_else(|| OAuthError::invalid_request("patient is required"))?;
             match existing {
                 Some(p) => Ok(p),
-                None => insert_patient(state, reference.identity(), None, now).await,
+                None => insert_patient(state, reference.identity(), now).await,
             }
         }
         Caller::Patient { account, .. } => {
@@ -293,13 +285,12 @@ fn parse_patient(state: &AppState, value: &Value) -> Result<PatientRef, OAuthErr
 async fn insert_patient(
     state: &AppState,
     identity: PatientIdentity,
-    account_id: Option<&str>,
     now: i64,
 ) -> Result<Patient, OAuthError> {
     let patient = Patient {
         id: uuid::Uuid::new_v4().to_string(),
         identity: identity.clone(),
-        account_id: account_id.map(str::to_string),
+        account_id: None,
         created_at: now,
     };
     match state.store.habilitations().insert_patient(&patient).await {

@@ -69,6 +69,11 @@ impl AccessClaims {
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
         self.scope.split(' ').filter(|s| !s.is_empty())
     }
+    /// The account behind a user's token (`uid` for pairwise subjects, else `sub`); `None` for an
+    /// application's own token (client credentials: `sub` is the client).
+    pub fn account_id(&self) -> Option<&str> {
+        self.uid.as_deref().or_else(|| (self.sub != self.client_id).then_some(self.sub.as_str()))
+    }
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes().any(|s| s == scope)
     }

@@ -227,6 +227,21 @@ pub async fn revoke_grant(state: &AppState, grant_id: &str, now: i64) -> Result<
     tokens::mark_grant_revoked(state, grant_id).await
 }
 
+/// The scopes of `requested` (deduplicated), each among `held`; otherwise `invalid_scope` with
+/// `refusal`. Refreshes and token exchanges may only narrow what they hold.
+pub(crate) fn narrow_scope(held: &[&str], requested: &str, refusal: &'static str) -> Result<String, OAuthError> {
+    let mut narrowed: Vec<&str> = Vec::new();
+    for scope in requested.split(' ').filter(|s| !s.is_empty()) {
+        if !held.contains(&scope) {
+            return Err(OAuthError::new(OAuthErrorCode::InvalidScope, refusal));
+        }
+        if !narrowed.contains(&scope) {
+            narrowed.push(scope);
+        }
+    }
+    Ok(narrowed.join(" "))
+}
+
 /// The details a token request asks for: the grant's, or a narrowing of them.
 pub(crate) fn requested_details(
     state: &AppState,

@@ -64,19 +64,7 @@ impl Grant for RefreshTokenGrant {
         let scope = match params.get("scope") {
             None => grant.scope.clone(),
             Some(requested) => {
-                let mut narrowed: Vec<&str> = Vec::new();
-                for s in requested.split(' ').filter(|s| !s.is_empty()) {
-                    if !granted.contains(&s) {
-                        return Err(OAuthError::new(
-                            OAuthErrorCode::InvalidScope,
-                            "a refresh may only narrow the scope originally granted",
-                        ));
-                    }
-                    if !narrowed.contains(&s) {
-                        narrowed.push(s);
-                    }
-                }
-                narrowed.join(" ")
+                super::narrow_scope(&granted, requested, "a refresh may only narrow the scope originally granted")?
             }
         };
         let account = active(account)?;

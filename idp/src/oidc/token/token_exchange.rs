@@ -62,9 +62,7 @@ impl Grant for TokenExchange {
         let subject = tokens::verify_access_token(state, subject_token, now)
             .await
             .map_err(|_| invalid_grant("subject_token is invalid, expired or revoked"))?;
-        let Some(account_id) =
-            subject.uid.clone().or_else(|| (subject.sub != subject.client_id).then(|| subject.sub.clone()))
-        else {
+        let Some(account_id) = subject.account_id().map(str::to_string) else {
             return Err(invalid_grant("subject_token must be a user's token"));
         };
         let caller_id = client.client_id();
@@ -190,18 +188,10 @@ fn target_audience(client: &crate::clients::Client, params: &Params) -> Result<S
 /// `offline_access`: an exchanged token is never refreshable).
 fn narrowed_scope(subject: &AccessClaims, requested: Option<&str>) -> Result<String, OAuthError> {
     let held: Vec<&str> = subject.scopes().filter(|s| *s != "offline_access").collect();
-    let Some(requested) = requested else { return Ok(held.join(" ")) };
-    let mut out: Vec<&str> = Vec::new();
-    for scope in requested.split(' ').filter(|s| !s.is_empty()) {
-        if !held.contains(&scope) {
-            return Err(OAuthError::new(
-                OAuthErrorCode::InvalidScope,
-                "the requested scope is broader than the subject token's",
-            ));
-        }
-        if !out.contains(&scope) {
-            out.push(scope);
+    match requested {
+        None => Ok(held.join(" ")),
+        Some(requested) => {
+            super::narrow_scope(&held, requested, "the requested scope is broader than the subject token's")
         }
     }
-    Ok(out.join(" "))
 }
