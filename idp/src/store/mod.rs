@@ -303,6 +303,19 @@ pub trait Store: Send + Sync + 'static {
         at: UnixTime,
         successor: &RefreshToken,
     ) -> StoreResult<RefreshUse>;
+    /// The refresh grant's fast path: spends `token_hash` only when it is unspent and unexpired,
+    /// of `client_id`, of an unrevoked, unexpired grant of an active account, and stores its
+    /// successor (expiring at `successor_idle_expiry`, capped by the grant's end), all atomically
+    /// and in one hand-off. Returns the successor with its grant and account; `None` when any
+    /// condition failed, in which case nothing was written.
+    async fn rotate_refresh_token_checked(
+        &self,
+        token_hash: &str,
+        client_id: &str,
+        at: UnixTime,
+        successor_hash: &str,
+        successor_idle_expiry: UnixTime,
+    ) -> StoreResult<Option<RefreshContext>>;
     async fn refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshToken>>;
     /// A refresh token with its grant and account, in one read (the refresh grant's hot path).
     async fn refresh_context(&self, token_hash: &str) -> StoreResult<Option<RefreshContext>>;

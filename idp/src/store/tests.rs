@@ -354,6 +354,95 @@ async fn rotation_spends_and_replaces_in_one_step() {
 }
 
 #[tokio::test]
+async fn checked_rotation_spends_only_a_valid_token_of_its_client() {
+    for (store, _guard) in test_stores().await {
+        let backend = store.backend().as_str();
+        let a = account("checked@example.org", None);
+        store.insert_account(&a).await.unwrap();
+        for client_id in ["app", "other"] {
+            let record = ClientRecord {
+                client_id: client_id.into(),
+                metadata: "{}".into(),
+                secret_hash: None,
+                created_at: 1,
+                updated_at: 1,
+            };
+            store.upsert_client(&record).await.unwrap();
+        }
+        let grant = |id: &str, expires_at: i64| Grant {
+            id: id.into(),
+            account_id: a.id.clone(),
+            client_id: "app".into(),
+            session_id: None,
+            scope: "openid offline_access".into(),
+            claims: "{}".into(),
+            auth_time: 1,
+            created_at: 1,
+            expires_at,
+            revoked_at: None,
+        };
+        let token = |hash: &str, grant_id: &str, expires_at: i64| RefreshToken {
+            token_hash: hash.into(),
+            grant_id: grant_id.into(),
+            created_at: 1,
+            expires_at,
+            used_at: None,
+        };
+        store.insert_grant(&grant("g", 10_000)).await.unwrap();
+        store.insert_grant(&grant("short", 3_000)).await.unwrap();
+        store.insert_refresh_token(&token("r0", "g", 5_000)).await.unwrap();
+        store.insert_refresh_token(&token("old", "g", 100)).await.unwrap();
+        store.insert_refresh_token(&token("s0", "short", 2_900)).await.unwrap();
+
+        // Another client's token, an expired one, an unknown one: refused, nothing written.
+        assert!(store.rotate_refresh_token_checked("r0", "other", 50, "x1", 2_000).await.unwrap().is_none());
+        assert!(store.rotate_refresh_token_checked("old", "app", 200, "x2", 2_000).await.unwrap().is_none());
+        assert!(store.rotate_refresh_token_checked("nope", "app", 50, "x3", 2_000).await.unwrap().is_none());
+        for hash in ["x1", "x2", "x3"] {
+            assert!(store.refresh_token(hash).await.unwrap().is_none(), "{backend}: {hash} must not be stored");
+        }
+        assert_eq!(store.refresh_token("r0").await.unwrap().unwrap().used_at, None, "{backend}: left unspent");
+
+        // Of concurrent spends, exactly one wins; it gets the grant, the account and its successor.
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                (i, store.rotate_refresh_token_checked("r0", "app", 60, &format!("r1-{i}"), 2_000).await.unwrap())
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            if let (i, Some(context)) = t.await.unwrap() {
+                assert_eq!(context.grant, grant("g", 10_000), "{backend}");
+                assert_eq!(context.account, a, "{backend}");
+                assert_eq!(context.token.token_hash, format!("r1-{i}"), "{backend}: the successor");
+                assert_eq!((context.token.created_at, context.token.expires_at), (60, 2_000), "{backend}");
+                winners.push(i);
+            }
+        }
+        assert_eq!(winners.len(), 1, "{backend}");
+        for i in 0..8 {
+            let exists = store.refresh_token(&format!("r1-{i}")).await.unwrap().is_some();
+            assert_eq!(exists, winners.contains(&i), "{backend}: only the winner's successor is stored");
+        }
+        assert_eq!(store.refresh_token("r0").await.unwrap().unwrap().used_at, Some(60), "{backend}: spent");
+
+        // The successor's idle expiry is capped by the end of its family.
+        let capped = store.rotate_refresh_token_checked("s0", "app", 70, "s1", 5_000).await.unwrap().unwrap();
+        assert_eq!(capped.token.expires_at, 3_000, "{backend}");
+
+        // A revoked family and a disabled account spend nothing.
+        let live = format!("r1-{}", winners[0]);
+        store.revoke_grant("short", 80).await.unwrap();
+        assert!(store.rotate_refresh_token_checked("s1", "app", 90, "s2", 5_000).await.unwrap().is_none());
+        store.set_account_status(&a.id, AccountStatus::Disabled, 90).await.unwrap();
+        assert!(store.rotate_refresh_token_checked(&live, "app", 95, "r2", 2_000).await.unwrap().is_none());
+        assert_eq!(store.refresh_token(&live).await.unwrap().unwrap().used_at, None, "{backend}: left unspent");
+    }
+}
+
+#[tokio::test]
 async fn habilitation_records_round_trip_on_both_backends() {
     for (store, _guard) in test_stores().await {
         let backend = store.backend().as_str();

@@ -285,14 +285,18 @@ pub(crate) enum RefreshPlan {
     Omit,
 }
 
+/// When a refresh token issued now expires if unused (before the cap of its family's end).
+pub(crate) fn refresh_idle_expiry(state: &AppState, client: &Client, now: i64) -> i64 {
+    now + lifetime(client.refresh_token_idle_lifetime(), state.config.tokens.refresh_token_idle_lifetime)
+}
+
 /// The stored form of a new refresh token of `grant`: idle lifetime, capped by the family's end.
 pub(crate) fn successor_of(state: &AppState, client: &Client, grant: &GrantRow, value: &str, now: i64) -> RefreshToken {
-    let idle = lifetime(client.refresh_token_idle_lifetime(), state.config.tokens.refresh_token_idle_lifetime);
     RefreshToken {
         token_hash: crate::cli::sha256_hex(value),
         grant_id: grant.id.clone(),
         created_at: now,
-        expires_at: (now + idle).min(grant.expires_at),
+        expires_at: refresh_idle_expiry(state, client, now).min(grant.expires_at),
         used_at: None,
     }
 }

@@ -45,6 +45,38 @@ impl Grant for RefreshTokenGrant {
             return Err(invalid_grant("the refresh token is invalid"));
         }
         let hash = crate::cli::sha256_hex(presented);
+        // The common case, a plain refresh, spends and rotates in one store hand-off whose
+        // conditions are every check below; a token failing any of them is left untouched and
+        // takes the slower path, which says why (and revokes the family on reuse).
+        if params.get("scope").is_none() && params.get("authorization_details").is_none() {
+            let value = crate::cli::random_token();
+            let rotated = state
+                .store
+                .rotate_refresh_token_checked(
+                    &hash,
+                    client.client.client_id(),
+                    now,
+                    &crate::cli::sha256_hex(&value),
+                    super::refresh_idle_expiry(state, &client.client, now),
+                )
+                .await?;
+            if let Some(rotated) = rotated {
+                let context: GrantContext = serde_json::from_str(&rotated.grant.claims).unwrap_or_default();
+                let details = super::requested_details(state, &context, params)?;
+                let request = UserTokens {
+                    client: &client.client,
+                    account: &rotated.account,
+                    grant: &rotated.grant,
+                    context: &context,
+                    scope: &rotated.grant.scope,
+                    nonce: None,
+                    refresh: RefreshPlan::Rotated(value),
+                    certificate: client.certificate_thumbprint.as_deref(),
+                    details,
+                };
+                return issue_user_tokens(state, request, now).await;
+            }
+        }
         // Check the owner before spending: a client holding a leaked token of another application
         // must not be able to burn (and so revoke) that application's token family.
         let (known, grant, account) = match state.store.refresh_context(&hash).await? {
