@@ -53,6 +53,8 @@ pub enum StartError {
         "habilitation policies: {0}; fix the profile (habilis profile put) or the files of habilitation.policies_dir"
     )]
     Habilitation(String),
+    #[error("{0}; fix policies/admin.cedar or policies/admin.cedarschema")]
+    Admin(String),
     #[error("cannot listen on {addr}: {source}; is another process using it? choose another with --listen")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -98,6 +100,8 @@ pub struct Services {
     pub card: Option<Arc<crate::cps::service::CardLogin>>,
     /// Habilitation profiles (Cedar) and the evaluation of `patient_access` requests.
     pub habilitations: Arc<crate::habilitation::service::Habilitations>,
+    /// The administration rules (Cedar) of the admin API.
+    pub admin_policy: Arc<crate::admin::policy::AdminPolicy>,
     /// `config.issuer_string()`, computed once: it is read several times per token request.
     issuer: String,
 }
@@ -176,6 +180,8 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
             .map_err(|e| StartError::Habilitation(e.to_string()))?,
     );
     crate::habilitation::service::spawn_refresher(&habilitations, store.clone(), PROFILE_REFRESH_INTERVAL);
+    let admin_policy =
+        Arc::new(crate::admin::policy::AdminPolicy::embedded().map_err(|e| StartError::Admin(e.to_string()))?);
     let mtls_base = card.as_ref().filter(|c| c.tls.is_some()).map(|c| c.public_url.clone());
     let discovery = Arc::new(DiscoveryDocument::build(&config, &algs, &grants.grant_types(), mtls_base.as_deref()));
     let state = AppState(Arc::new(Services {
@@ -201,6 +207,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         webauthn_attestation,
         card,
         habilitations,
+        admin_policy,
     }));
     if let Some(card) = &state.card {
         // Revocation lists before the first card login (from the cache at once, then fetched).
@@ -271,23 +278,27 @@ pub fn router(state: AppState) -> Router {
             crate::habilitation::decision::EVALUATIONS_PATH,
             axum::routing::post(crate::habilitation::decision::evaluations),
         )
-        .route(crate::habilitation::profiles_api::PATH, get(crate::habilitation::profiles_api::list))
-        .route(
-            crate::habilitation::profiles_api::ITEM_PATH,
-            get(crate::habilitation::profiles_api::show)
-                .put(crate::habilitation::profiles_api::put)
-                .delete(crate::habilitation::profiles_api::remove),
-        )
-        .route(
-            crate::habilitation::professionals_api::PATH,
-            get(crate::habilitation::professionals_api::show).put(crate::habilitation::professionals_api::put),
-        )
+        // Every /api/admin/v1 route, profiles and practice data included (one table, checked
+        // against the OpenAPI document).
+        .merge(crate::admin::router())
         .route(crate::habilitation::decision::METADATA_PATH, get(crate::habilitation::decision::metadata))
+        .merge(registration_routes(&state))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found);
     with_common_layers(router, state, https)
+}
+
+/// RFC 7591/7592 dynamic client registration, when `registration.enabled`.
+fn registration_routes(state: &AppState) -> Router<AppState> {
+    use crate::oidc::registration;
+    if !state.config.registration.enabled {
+        return Router::new();
+    }
+    Router::new()
+        .route(registration::PATH, axum::routing::post(registration::register))
+        .route(registration::ITEM_PATH, get(registration::read).put(registration::update).delete(registration::delete))
 }
 
 /// The layers every listener shares: metrics, security headers, body limit, timeout, request id

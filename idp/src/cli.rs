@@ -50,7 +50,8 @@ pub enum Command {
     #[command(subcommand)]
     User(UserCommand),
     /// Manage OIDC clients (relying applications): import RFC 7591 metadata, list, show, remove,
-    /// rotate secrets. Changes reach running servers within a second.
+    /// rotate secrets, issue initial access tokens for dynamic registration (registration-token).
+    /// Changes reach running servers within a second.
     #[command(subcommand)]
     Client(crate::clients::cli::ClientCommand),
     /// Manage habilitation profiles (Cedar-validated): put FILE, list, show, remove.
@@ -59,6 +60,10 @@ pub enum Command {
     /// Import data: professionals' practice data from a CSV file.
     #[command(subcommand)]
     Import(crate::habilitation::cli::ImportCommand),
+    /// Administration roles: grant, revoke, list (platform_admin, org_admin of one organisation,
+    /// auditor).
+    #[command(subcommand)]
+    Admin(crate::admin::cli::AdminCommand),
     /// Generate a TEST PKI for CPS card login: a root, a "PERSONNES"-like intermediate, card
     /// certificates with the real subject layout (valid, staff, revoked, expired, wrong usage, no
     /// idNat, unknown CA) as PEM and PKCS#12 (password `habilis`), an organisation certificate
@@ -327,6 +332,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             crate::app::ensure_data_dir(&config).map_err(failed)?;
             let store = crate::store::connect(&config).await.map_err(failed)?;
             crate::habilitation::cli::import_command(store, command).await.map_err(CliError::Failed)
+        }
+        Command::Admin(command) => {
+            let config = load_config(&cli, None, Vec::new())?;
+            crate::app::ensure_data_dir(&config).map_err(failed)?;
+            let store = crate::store::connect(&config).await.map_err(failed)?;
+            crate::admin::cli::run(store, command).await.map_err(CliError::Failed)
         }
     }
 }
@@ -662,7 +673,8 @@ fn read_password_line() -> Result<zeroize::Zeroizing<String>, CliError> {
     Ok(trimmed)
 }
 
-fn looks_like_email(s: &str) -> bool {
+/// A plausible email address (the mail relay has the last word).
+pub fn looks_like_email(s: &str) -> bool {
     let s = s.trim();
     match s.split_once('@') {
         Some((local, domain)) => {

@@ -41,6 +41,7 @@ pub struct Config {
     pub card: CardConfig,
     pub webauthn: WebauthnConfig,
     pub habilitation: HabilitationConfig,
+    pub registration: RegistrationConfig,
     pub log: LogConfig,
 }
 
@@ -190,6 +191,35 @@ impl Default for OidcConfig {
             require_pushed_authorization_requests: false,
             par_lifetime: Duration::from_secs(60),
             backchannel_logout_attempts: 3,
+        }
+    }
+}
+
+/// Dynamic client registration (RFC 7591 `POST /register`, RFC 7592 `/register/{client_id}`).
+/// Registration always needs an initial access token issued by an administrator
+/// (`habilis client registration-token issue`): there is no open registration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Serve the registration endpoints and advertise `registration_endpoint` in discovery.
+    pub enabled: bool,
+    /// Scopes a self-registered client may ask for; a registration without `scope` gets all of
+    /// them. Privileged scopes (e.g. `relationships`) stay with clients an administrator imports.
+    pub allowed_scopes: Vec<String>,
+    /// Refused tokens (initial or registration access tokens) from one client address before the
+    /// address is locked out of the registration endpoints for `lockout`.
+    pub max_failures_per_address: u32,
+    #[serde(with = "humantime_serde")]
+    pub lockout: Duration,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            enabled: true,
+            allowed_scopes: ["openid", "profile", "email", "phone", "offline_access"].map(String::from).to_vec(),
+            max_failures_per_address: 20,
+            lockout: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -451,6 +481,7 @@ impl Default for Config {
             card: CardConfig::default(),
             webauthn: WebauthnConfig::default(),
             habilitation: HabilitationConfig::default(),
+            registration: RegistrationConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -684,6 +715,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_registration()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", format!("not a valid filter: {e}")))?;
         Ok(())
@@ -741,6 +773,32 @@ impl Config {
     pub fn is_production(&self) -> bool {
         let issuer = self.issuer();
         issuer.scheme() == "https" && !host_is_loopback(&issuer)
+    }
+
+    fn validate_registration(&self) -> Result<(), ConfigError> {
+        let r = &self.registration;
+        if r.allowed_scopes.is_empty() {
+            return Err(ConfigError::new("registration.allowed_scopes", "list at least one scope (e.g. openid)"));
+        }
+        for (i, scope) in r.allowed_scopes.iter().enumerate() {
+            if !crate::oidc::authorize::SUPPORTED_SCOPES.contains(&scope.as_str()) {
+                return Err(ConfigError::new(
+                    format!("registration.allowed_scopes[{i}]"),
+                    format!(
+                        "`{}` is not a scope Habilis supports ({})",
+                        scope.escape_debug(),
+                        crate::oidc::authorize::SUPPORTED_SCOPES.join(", ")
+                    ),
+                ));
+            }
+        }
+        if r.max_failures_per_address == 0 {
+            return Err(ConfigError::new("registration.max_failures_per_address", "must be at least 1"));
+        }
+        if r.lockout.is_zero() || r.lockout.as_secs() > 24 * 3600 {
+            return Err(ConfigError::new("registration.lockout", "must be between 1s and 24h"));
+        }
+        Ok(())
     }
 
     fn validate_card(&self) -> Result<(), ConfigError> {
@@ -1046,6 +1104,20 @@ mod tests {
         assert_eq!(load_str(bad, &[]).unwrap_err().key, "webauthn.allowed_authenticators[0].aaguid");
         let good = bad.replace("nope", "ee882879-721c-4913-9775-3dfcce97072a");
         assert!(load_str(&good, &[]).is_ok());
+    }
+
+    #[test]
+    fn registration_settings_are_checked() {
+        let config = load_str("[registration]\nallowed_scopes = [\"openid\", \"profile\"]\n", &[]).unwrap();
+        assert!(config.registration.enabled, "on by default (an initial access token is always needed)");
+        let err = load_str("[registration]\nallowed_scopes = [\"openid\", \"admin\"]\n", &[]).unwrap_err();
+        assert_eq!(err.key, "registration.allowed_scopes[1]", "{err}");
+        let err = load_str("[registration]\nallowed_scopes = []\n", &[]).unwrap_err();
+        assert_eq!(err.key, "registration.allowed_scopes", "{err}");
+        let err = load_str("[registration]\nmax_failures_per_address = 0\n", &[]).unwrap_err();
+        assert_eq!(err.key, "registration.max_failures_per_address", "{err}");
+        let config = load_str("", &[("HABILIS_REGISTRATION__ENABLED", "false")]).unwrap();
+        assert!(!config.registration.enabled);
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub enum OAuthErrorCode {
     UnsupportedTokenType,
     RequestNotSupported,
     RegistrationNotSupported,
+    /// RFC 7591 §3.2.2.
+    InvalidRedirectUri,
+    InvalidClientMetadata,
+    UnapprovedSoftwareStatement,
     InvalidTarget,
     NotFound,
     /// APIs: the change conflicts with the current state (HTTP 409).
@@ -66,6 +70,9 @@ impl OAuthErrorCode {
             UnsupportedTokenType => "unsupported_token_type",
             RequestNotSupported => "request_not_supported",
             RegistrationNotSupported => "registration_not_supported",
+            InvalidRedirectUri => "invalid_redirect_uri",
+            InvalidClientMetadata => "invalid_client_metadata",
+            UnapprovedSoftwareStatement => "unapproved_software_statement",
             InvalidTarget => "invalid_target",
             NotFound => "not_found",
             Conflict => "conflict",

@@ -2,9 +2,10 @@
 //!
 //! The crate is both the library used by black-box tests and the `habilis` binary. Module map:
 //! `config` (typed configuration), `app` (state and router), `store` (durable data),
-//! `ephemeral` (short-lived data), `keys` (signing keys, secrets at rest), `oidc` (protocol
+//! `ephemeral` (short-lived data), `admin` (the admin REST API), `keys` (signing keys, secrets at rest), `oidc` (protocol
 //! endpoints), `authn` (login factors), `web` (HTTP concerns shared by pages and APIs).
 
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod authn;

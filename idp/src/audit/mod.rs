@@ -67,6 +67,48 @@ pub enum AuditEvent {
     PracticeChanged { account_id: String, actor: String, before: Option<String>, after: String },
     /// A token was exchanged (RFC 8693) for a narrower one.
     TokenExchanged { subject_client: String, actor_client: String, account_id: Option<String>, audience: Vec<String> },
+    /// A client registered itself (RFC 7591). `actor` names the initial access token
+    /// (`initial_access_token:<id>`); `metadata` is the stored document (never a secret).
+    ClientRegistered { client_id: String, actor: String, metadata: String },
+    /// A self-registered client replaced its metadata (RFC 7592); `actor` is
+    /// `registration_access_token:<client_id>`.
+    ClientUpdated { client_id: String, actor: String, before: String, after: String },
+    /// A self-registered client deleted itself (RFC 7592), with its grants and consents.
+    ClientDeleted { client_id: String, actor: String, before: String },
+    /// An administrator issued an initial access token (`actor`: `cli` or an admin identity).
+    RegistrationTokenIssued {
+        token_id: String,
+        actor: String,
+        description: Option<String>,
+        expires_at: i64,
+        max_uses: i64,
+    },
+    /// An administrator revoked an initial access token.
+    RegistrationTokenRevoked { token_id: String, actor: String },
+    /// The admin API refused an operation (e.g. an organisation administrator reaching into another
+    /// organisation). `reasons` are the ids of the deciding Cedar policies (empty: no rule allows it).
+    AdminAccessDenied {
+        actor: String,
+        operation: String,
+        target: String,
+        organisations: Vec<String>,
+        reasons: Vec<String>,
+    },
+    /// An administration role was granted (`after`) or revoked (`before`), as JSON.
+    AdminRoleChanged { account_id: String, actor: String, before: Option<String>, after: Option<String> },
+    /// An organisation was created, changed, disabled or deleted.
+    OrganisationChanged { organisation_id: String, actor: String, before: Option<String>, after: Option<String> },
+    /// A department of an organisation was created or deleted.
+    DepartmentChanged {
+        department_id: String,
+        organisation_id: String,
+        actor: String,
+        before: Option<String>,
+        after: Option<String>,
+    },
+    /// An administrator changed an account; `change` says what (`invited`, `disabled`, `enabled`,
+    /// `membership_added`, `membership_removed`, `factors_reset`, `sessions_killed`).
+    AccountChanged { account_id: String, actor: String, change: String, before: Option<String>, after: Option<String> },
 }
 
 impl AuditEvent {
@@ -92,6 +134,16 @@ impl AuditEvent {
             AuditEvent::TokenExchanged { .. } => "token_exchanged",
             AuditEvent::PracticeChanged { .. } => "practice_changed",
             AuditEvent::PatientLinked { .. } => "patient_linked",
+            AuditEvent::ClientRegistered { .. } => "client_registered",
+            AuditEvent::ClientUpdated { .. } => "client_updated",
+            AuditEvent::ClientDeleted { .. } => "client_deleted",
+            AuditEvent::RegistrationTokenIssued { .. } => "registration_token_issued",
+            AuditEvent::RegistrationTokenRevoked { .. } => "registration_token_revoked",
+            AuditEvent::AdminAccessDenied { .. } => "admin_access_denied",
+            AuditEvent::AdminRoleChanged { .. } => "admin_role_changed",
+            AuditEvent::OrganisationChanged { .. } => "organisation_changed",
+            AuditEvent::DepartmentChanged { .. } => "department_changed",
+            AuditEvent::AccountChanged { .. } => "account_changed",
         }
     }
 }

@@ -155,6 +155,16 @@ pub async fn load(
         store.delete(&key(id)).await?;
         return Ok(None);
     }
+    // An administrator ended every session of the account (account disabled, sessions killed).
+    if let Some(cutoff) = store.get(&cutoff_key(&session.account_id)).await?
+        && std::str::from_utf8(&cutoff)
+            .ok()
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(|c| session.created_at <= c)
+    {
+        store.delete(&key(id)).await?;
+        return Ok(None);
+    }
     if now > session.last_seen {
         session.last_seen = now;
         save(store, settings, &session).await?;
@@ -165,6 +175,23 @@ pub async fn load(
 pub async fn save(store: &dyn EphemeralStore, settings: &SessionSettings, session: &Session) -> Result<(), OAuthError> {
     let bytes = serde_json::to_vec(session).map_err(|_| OAuthError::server_error())?;
     store.put(&key(&session.id), &bytes, settings.idle).await?;
+    Ok(())
+}
+
+fn cutoff_key(account_id: &str) -> String {
+    format!("sess-cutoff:{account_id}")
+}
+
+/// Ends every browser session of `account_id` started at or before `at`, on every instance: a
+/// session is looked up by its secret id only, so the account keeps a cut-off time that
+/// [`load`] compares with each session's start. It lives as long as a session can.
+pub async fn end_all(
+    store: &dyn EphemeralStore,
+    settings: &SessionSettings,
+    account_id: &str,
+    at: i64,
+) -> Result<(), OAuthError> {
+    store.put(&cutoff_key(account_id), at.to_string().as_bytes(), settings.absolute).await?;
     Ok(())
 }
 
@@ -228,5 +255,33 @@ mod tests {
         let s = Session { last_seen: 990, ..s };
         save(&store, &settings, &s).await.unwrap();
         assert!(load(&store, &settings, "x", 1001).await.unwrap().is_none(), "past the absolute limit");
+    }
+
+    #[tokio::test]
+    async fn end_all_ends_sessions_started_before_the_cutoff() {
+        let store = crate::ephemeral::MemoryStore::new(1000);
+        let settings = SessionSettings {
+            cookie_name: "habilis-session",
+            secure: false,
+            idle: Duration::from_secs(100),
+            absolute: Duration::from_secs(1000),
+        };
+        let session = |id: &str, account: &str, at: i64| Session {
+            id: id.into(),
+            sid: format!("sid-{id}"),
+            account_id: account.into(),
+            auth_time: at,
+            factors: vec![],
+            created_at: at,
+            last_seen: at,
+            clients: vec![],
+        };
+        save(&store, &settings, &session("old", "a", 10)).await.unwrap();
+        save(&store, &settings, &session("other", "b", 10)).await.unwrap();
+        end_all(&store, &settings, "a", 20).await.unwrap();
+        save(&store, &settings, &session("new", "a", 21)).await.unwrap();
+        assert!(load(&store, &settings, "old", 30).await.unwrap().is_none(), "ended");
+        assert!(load(&store, &settings, "other", 30).await.unwrap().is_some(), "another account's");
+        assert!(load(&store, &settings, "new", 30).await.unwrap().is_some(), "a later login");
     }
 }

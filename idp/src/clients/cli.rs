@@ -3,14 +3,17 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Subcommand;
 use serde_json::Value;
 
 use super::model::{Client, ClientKeys};
+use super::registration::{IssueRequest, TokenState, issue_initial_access_token, revoke_initial_access_token};
 use super::registry::{ClientEntry, ClientRegistry, PreparedRegistration, RegistryError};
+use crate::audit::Audit;
 use crate::config::Config;
-use crate::store::SharedStore;
+use crate::store::{SharedStore, Store};
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum ClientCommand {
@@ -32,12 +35,38 @@ pub enum ClientCommand {
     Remove { client_id: String },
     /// Generate a new secret for a client_secret_basic/post client; the old one stops working.
     RotateSecret { client_id: String },
+    /// Initial access tokens for dynamic client registration (RFC 7591 `POST /register`): issue
+    /// (shown once), list, revoke.
+    #[command(subcommand)]
+    RegistrationToken(RegistrationTokenCommand),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum RegistrationTokenCommand {
+    /// Issue a token that lets an application register itself at POST /register. Printed once;
+    /// only its hash is stored.
+    Issue {
+        /// How long the token stays valid, e.g. 30m, 24h, 7days (at most 90 days).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        expires_in: Duration,
+        /// How many clients it may register.
+        #[arg(long, default_value_t = 1)]
+        max_uses: i64,
+        /// A note for administrators: who the token is for.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List tokens (never the tokens themselves): state, uses, expiry.
+    List,
+    /// Revoke a token by its id: it registers no further client (those it registered stay).
+    Revoke { id: String },
 }
 
 /// Runs a client command, printing human-readable output. Errors say what to fix.
 pub async fn run(config: &Config, store: SharedStore, cmd: &ClientCommand) -> Result<(), String> {
-    let registry = ClientRegistry::new(store);
+    let registry = ClientRegistry::new(store.clone());
     match cmd {
+        ClientCommand::RegistrationToken(command) => registration_token(config, store.as_ref(), command).await,
         ClientCommand::Import { file, client_id } => import(config, &registry, file, client_id.as_deref()).await,
         ClientCommand::List => list(&registry).await,
         ClientCommand::Show { client_id } => show(&registry, client_id).await,
@@ -144,25 +173,7 @@ async fn import(
 
 /// Checks what the metadata alone cannot: that the signing algorithms it asks for are enabled.
 fn check_against_config(config: &Config, client: &Client) -> Result<(), String> {
-    let enabled = &config.keys.algorithms;
-    let asked = [
-        ("id_token_signed_response_alg", client.id_token_signed_response_alg()),
-        ("userinfo_signed_response_alg", client.userinfo_signed_response_alg()),
-    ];
-    for (member, alg) in asked {
-        if let Some(alg) = alg
-            && !enabled.contains(&alg)
-        {
-            let names: Vec<&str> = enabled.iter().map(|a| a.as_str()).collect();
-            return Err(format!(
-                "{member} {} is not enabled on this server (keys.algorithms = [{}]); add it to \
-                 keys.algorithms or choose one of those",
-                alg.as_str(),
-                names.join(", ")
-            ));
-        }
-    }
-    Ok(())
+    client.check_enabled_algorithms(&config.keys.algorithms).map_err(|e| e.to_string())
 }
 
 fn print_secret(client_id: &str, secret: &str) {
@@ -261,4 +272,76 @@ async fn show(registry: &ClientRegistry, client_id: &str) -> Result<(), String> 
         .unwrap_or(entry.metadata);
     println!("metadata:\n{pretty}");
     Ok(())
+}
+
+/// Who issues and revokes tokens from the command line, as audit events name them.
+const CLI_ACTOR: &str = "cli";
+
+async fn registration_token(config: &Config, store: &dyn Store, cmd: &RegistrationTokenCommand) -> Result<(), String> {
+    let now = crate::unix_now();
+    let audit = Audit::default();
+    match cmd {
+        RegistrationTokenCommand::Issue { expires_in, max_uses, description } => {
+            let request =
+                IssueRequest { expires_in: *expires_in, max_uses: *max_uses, description: description.clone() };
+            let issued =
+                issue_initial_access_token(store, &audit, CLI_ACTOR, &request, now).await.map_err(|e| e.to_string())?;
+            let record = &issued.record;
+            let endpoint = format!("{}{}", config.issuer_string(), crate::oidc::registration::PATH);
+            println!(
+                "issued initial access token {} ({} registration(s), expires {})",
+                record.id,
+                record.max_uses,
+                format_time(record.expires_at)
+            );
+            println!("  token:          {}", issued.token.as_str());
+            println!(
+                "  WARNING: copy this token now. Only its hash is stored: it will not be shown again. \
+                 Revoke it with `habilis client registration-token revoke {}`.",
+                record.id
+            );
+            println!("Register a client with it (RFC 7591):");
+            println!(
+                "  curl -X POST {endpoint} -H 'Authorization: Bearer <token>' -H 'Content-Type: application/json' \\\n    \
+                 -d '{{\"client_name\": \"My app\", \"redirect_uris\": [\"https://app.example.org/callback\"]}}'"
+            );
+            if !config.registration.enabled {
+                println!(
+                    "NOTE: registration is disabled on this server (registration.enabled = false): \
+                     the token works only once it is enabled."
+                );
+            }
+            Ok(())
+        }
+        RegistrationTokenCommand::List => {
+            let tokens = store.registrations().list_initial_access_tokens().await.map_err(|e| e.to_string())?;
+            if tokens.is_empty() {
+                println!("no initial access tokens: issue one with `habilis client registration-token issue`");
+                return Ok(());
+            }
+            println!("{:<12} {:<8} {:<11} {:<20} DESCRIPTION", "ID", "STATE", "USES", "EXPIRES");
+            for token in &tokens {
+                println!(
+                    "{:<12} {:<8} {:<11} {:<20} {}",
+                    token.id,
+                    TokenState::of(token, now).as_str(),
+                    format!("{}/{}", token.uses, token.max_uses),
+                    format_time(token.expires_at),
+                    token.description.as_deref().unwrap_or("-")
+                );
+            }
+            println!("{} token(s)", tokens.len());
+            Ok(())
+        }
+        RegistrationTokenCommand::Revoke { id } => {
+            if revoke_initial_access_token(store, &audit, CLI_ACTOR, id, now).await.map_err(|e| e.to_string())? {
+                println!("revoked initial access token {id}; clients it registered are unaffected");
+                Ok(())
+            } else {
+                Err(format!(
+                    "no unrevoked initial access token `{id}`; list them with `habilis client registration-token list`"
+                ))
+            }
+        }
+    }
 }

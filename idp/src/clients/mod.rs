@@ -3,13 +3,15 @@
 //! revocation endpoints ([`ClientRegistry::authenticate`]), and the `habilis client` commands
 //! ([`cli`]).
 //!
-//! Clients are registered by administrators (CLI, later the admin API), not by open dynamic
-//! registration: metadata follows RFC 7591 so that existing tooling and documents can be reused.
+//! Clients are registered by administrators (CLI, later the admin API), or register themselves
+//! with an initial access token an administrator issued ([`registration`]: RFC 7591, RFC 7592) —
+//! never by open dynamic registration. Metadata follows RFC 7591 either way.
 
 mod auth;
 pub mod cli;
 mod jose;
 mod model;
+pub mod registration;
 mod registry;
 mod remote_jwks;
 

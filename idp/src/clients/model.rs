@@ -569,6 +569,30 @@ impl Client {
     pub fn post_logout_redirect_uri_allowed(&self, uri: &str) -> bool {
         self.post_logout_redirect_uris.iter().any(|r| r == uri)
     }
+
+    /// Checks what the metadata alone cannot: that the signing algorithms it asks for are among
+    /// those enabled on this server (`keys.algorithms`). Every way of registering a client (the
+    /// CLI, dynamic registration) runs it after [`Client::from_value`].
+    pub fn check_enabled_algorithms(&self, enabled: &[SigningAlg]) -> MetadataResult<()> {
+        let asked = [
+            ("id_token_signed_response_alg", self.id_token_signed_response_alg),
+            ("userinfo_signed_response_alg", self.userinfo_signed_response_alg),
+        ];
+        for (member, alg) in asked {
+            if let Some(alg) = alg
+                && !enabled.contains(&alg)
+            {
+                let names: Vec<&str> = enabled.iter().map(|a| a.as_str()).collect();
+                return Err(ClientMetadataError::metadata(format!(
+                    "{member} {} is not enabled on this server (keys.algorithms = [{}]); choose one of \
+                     those, or have an administrator add it to keys.algorithms",
+                    alg.as_str(),
+                    names.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Splits a loopback IP literal http URI into (scheme + host, everything after the port):
@@ -1526,6 +1550,18 @@ mod tests {
             "access_token_audience[1]",
         );
         refused(with(web(), "contacts", json!([""])), MetadataErrorCode::InvalidClientMetadata, "contacts[0]");
+    }
+
+    #[test]
+    fn signing_algorithms_must_be_enabled_on_the_server() {
+        let client = parse(with(web(), "id_token_signed_response_alg", json!("RS256"))).unwrap();
+        assert!(client.check_enabled_algorithms(&[SigningAlg::ES256, SigningAlg::RS256]).is_ok());
+        let error = client.check_enabled_algorithms(&[SigningAlg::ES256]).unwrap_err();
+        assert_eq!(error.code, MetadataErrorCode::InvalidClientMetadata);
+        assert!(error.description.contains("id_token_signed_response_alg RS256"), "{error}");
+        let client = parse(with(web(), "userinfo_signed_response_alg", json!("EdDSA"))).unwrap();
+        assert!(client.check_enabled_algorithms(&[SigningAlg::ES256]).is_err());
+        assert!(parse(web()).unwrap().check_enabled_algorithms(&[SigningAlg::ES256]).is_ok());
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub(crate) fn secret_digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-fn hash_secret(secret: &str) -> String {
+pub(crate) fn hash_secret(secret: &str) -> String {
     hex::encode(secret_digest(secret))
 }
 
@@ -158,7 +158,7 @@ fn parse_secret_hash(hash: &str) -> Option<[u8; 32]> {
 
 /// 32 random bytes, base64url: 43 characters of the URL-unreserved alphabet, so the secret is the
 /// same whether or not a client form-encodes it in its Basic credentials.
-fn generate_secret() -> Zeroizing<String> {
+pub(crate) fn generate_secret() -> Zeroizing<String> {
     let mut bytes = Zeroizing::new([0u8; 32]);
     rand::RngCore::fill_bytes(&mut rand::rng(), bytes.as_mut());
     Zeroizing::new(URL_SAFE_NO_PAD.encode(bytes.as_ref()))
@@ -411,6 +411,16 @@ impl ClientRegistry {
         let value: Value = serde_json::from_str(metadata_json)
             .map_err(|e| ClientMetadataError::metadata(format!("the client metadata is not valid JSON: {e}")))?;
         prepare_value(value, client_id, secret)
+    }
+
+    /// [`ClientRegistry::prepare`] for a document already parsed (a JSON object).
+    pub fn prepare_document(
+        &self,
+        document: Value,
+        client_id: Option<&str>,
+        secret: Option<&str>,
+    ) -> Result<PreparedRegistration, RegistryError> {
+        prepare_value(document, client_id, secret)
     }
 
     /// Creates or replaces a client (see [`ClientRegistry::prepare`] for where the id and secret

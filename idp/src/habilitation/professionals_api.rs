@@ -15,6 +15,14 @@ use crate::error::OAuthError;
 
 pub const PATH: &str = "/api/admin/v1/professionals/{id_nat}/practice";
 
+#[utoipa::path(
+    get, path = PATH, tag = "professionals", params(("id_nat" = String, Path, description = "The professional's idNat")),
+    responses(
+        (status = 200, description = "The practice record (PSC `SubjectRefPro` shape)", body = serde_json::Value),
+        (status = 403, description = "Not a platform administrator", body = crate::admin::openapi::ErrorBody),
+        (status = 404, description = "No professional has this idNat", body = crate::admin::openapi::ErrorBody),
+    )
+)]
 pub async fn show(State(state): State<AppState>, headers: HeaderMap, Path(id_nat): Path<String>) -> Response {
     let now = crate::unix_now();
     let result = async {
@@ -33,6 +41,16 @@ pub async fn show(State(state): State<AppState>, headers: HeaderMap, Path(id_nat
     }
 }
 
+#[utoipa::path(
+    put, path = PATH, tag = "professionals", params(("id_nat" = String, Path, description = "The professional's idNat")),
+    request_body(content = serde_json::Value, description = "A PSC `SubjectRefPro`-shaped practice record"),
+    responses(
+        (status = 200, description = "Stored", body = serde_json::Value),
+        (status = 400, description = "Invalid practice record", body = crate::admin::openapi::ErrorBody),
+        (status = 403, description = "Not a platform administrator", body = crate::admin::openapi::ErrorBody),
+        (status = 404, description = "No professional has this idNat", body = crate::admin::openapi::ErrorBody),
+    )
+)]
 pub async fn put(
     State(state): State<AppState>,
     headers: HeaderMap,

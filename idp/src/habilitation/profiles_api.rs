@@ -1,7 +1,7 @@
 //! Habilitation profiles in the admin REST API (`/api/admin/v1/profiles`): list, show, create or
 //! replace (validated by Cedar; an invalid profile is refused with the diagnostics), remove.
-//! Callers present a Habilis access token with the `admin` scope: an administrator's own token,
-//! or an administration back end's client-credentials token.
+//! Callers present a Habilis access token with the `admin` scope: a platform administrator's own
+//! token, or an administration back end's client-credentials token.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -13,38 +13,52 @@ use super::service::{HabilitationError, ProfileDefinition};
 use crate::app::AppState;
 use crate::audit::{AuditContext, AuditEvent};
 use crate::error::{OAuthError, OAuthErrorCode};
-use crate::store::{AccountKind, AccountStatus};
 
 pub const PATH: &str = "/api/admin/v1/profiles";
 pub const ITEM_PATH: &str = "/api/admin/v1/profiles/{name}";
-pub const ADMIN_SCOPE: &str = "admin";
+pub const ADMIN_SCOPE: &str = crate::admin::ADMIN_SCOPE;
 
-/// The acting administrator (`account:<id>` or `client:<id>`), from the bearer token.
+/// The acting platform administrator (`account:<id>` or `client:<id>`), from the bearer token: see
+/// [`crate::admin::actor`]. Profiles and practice data are platform-wide, so organisation
+/// administrators and auditors are refused.
 pub async fn administrator(state: &AppState, headers: &HeaderMap, now: i64) -> Result<String, OAuthError> {
-    let claims = super::api_token(state, headers, now).await?;
-    if !claims.has_scope(ADMIN_SCOPE) {
-        return Err(OAuthError::new(OAuthErrorCode::InsufficientScope, "the access token lacks the admin scope")
-            .with_challenge("Bearer"));
-    }
-    match claims.account_id() {
-        None => Ok(format!("client:{}", claims.client_id)),
-        Some(account_id) => match state.store.account_by_id(account_id).await? {
-            Some(a) if a.kind == AccountKind::Administrator && a.status == AccountStatus::Active => {
-                Ok(format!("account:{}", a.id))
-            }
-            _ => Err(OAuthError::new(OAuthErrorCode::AccessDenied, "only administrators manage profiles")),
-        },
+    let actor = crate::admin::actor(state, headers, now).await?;
+    if actor.facts.platform {
+        Ok(actor.id)
+    } else {
+        Err(OAuthError::new(OAuthErrorCode::AccessDenied, "only platform administrators manage profiles"))
     }
 }
 
+/// Every habilitation profile.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ProfileList {
+    pub profiles: Vec<ProfileDefinition>,
+}
+
+#[utoipa::path(
+    get, path = PATH, tag = "profiles",
+    responses(
+        (status = 200, description = "Every profile", body = ProfileList),
+        (status = 403, description = "Not a platform administrator", body = crate::admin::openapi::ErrorBody),
+    )
+)]
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let now = crate::unix_now();
     match administrator(&state, &headers, now).await {
-        Ok(_) => Json(json!({ "profiles": *state.habilitations.definitions() })).into_response(),
+        Ok(_) => Json(ProfileList { profiles: state.habilitations.definitions().to_vec() }).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
+#[utoipa::path(
+    get, path = ITEM_PATH, tag = "profiles", params(("name" = String, Path, description = "Profile name")),
+    responses(
+        (status = 200, description = "The profile", body = ProfileDefinition),
+        (status = 403, description = "Not a platform administrator", body = crate::admin::openapi::ErrorBody),
+        (status = 404, description = "No such profile", body = crate::admin::openapi::ErrorBody),
+    )
+)]
 pub async fn show(State(state): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
     let now = crate::unix_now();
     if let Err(e) = administrator(&state, &headers, now).await {
@@ -56,6 +70,16 @@ pub async fn show(State(state): State<AppState>, headers: HeaderMap, Path(name):
     }
 }
 
+#[utoipa::path(
+    put, path = ITEM_PATH, tag = "profiles", params(("name" = String, Path, description = "Profile name")),
+    request_body(content = ProfileDefinition, description = "The profile; `name` may be left out (it is the path's)"),
+    responses(
+        (status = 200, description = "Replaced", body = ProfileDefinition),
+        (status = 201, description = "Created", body = ProfileDefinition),
+        (status = 400, description = "Invalid profile, with Cedar's diagnostics", body = crate::admin::openapi::ErrorBody),
+        (status = 403, description = "Not a platform administrator", body = crate::admin::openapi::ErrorBody),
+    )
+)]
 pub async fn put(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -97,6 +121,14 @@ pub async fn put(
     }
 }
 
+#[utoipa::path(
+    delete, path = ITEM_PATH, tag = "profiles", params(("name" = String, Path, description = "Profile name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 403, description = "Not a platform administrator", body = crate::admin::openapi::ErrorBody),
+        (status = 404, description = "No such profile", body = crate::admin::openapi::ErrorBody),
+    )
+)]
 pub async fn remove(State(state): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
     let now = crate::unix_now();
     let result = async {

@@ -282,17 +282,9 @@ fn parse_patient(state: &AppState, value: &Value) -> Result<PatientRef, OAuthErr
     Ok(reference)
 }
 
-async fn insert_patient(
-    state: &AppState,
-    identity: PatientIdentity,
-    now: i64,
-) -> Result<Patient, OAuthError> {
-    let patient = Patient {
-        id: uuid::Uuid::new_v4().to_string(),
-        identity: identity.clone(),
-        account_id: None,
-        created_at: now,
-    };
+async fn insert_patient(state: &AppState, identity: PatientIdentity, now: i64) -> Result<Patient, OAuthError> {
+    let patient =
+        Patient { id: uuid::Uuid::new_v4().to_string(), identity: identity.clone(), account_id: None, created_at: now };
     match state.store.habilitations().insert_patient(&patient).await {
         Ok(()) => Ok(patient),
         // Created concurrently by another request: use that one.

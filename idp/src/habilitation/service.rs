@@ -16,7 +16,7 @@ use crate::store::{
 };
 
 /// A profile as administrators write it (admin API, `habilis profile put`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileDefinition {
     pub name: String,

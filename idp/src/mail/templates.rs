@@ -36,10 +36,16 @@ const TEMPLATES: &[(&str, &str)] = &[
     mail_file!("password_reset.en.subject.txt"),
     mail_file!("password_reset.en.txt"),
     mail_file!("password_reset.en.html"),
+    mail_file!("invitation.fr.subject.txt"),
+    mail_file!("invitation.fr.txt"),
+    mail_file!("invitation.fr.html"),
+    mail_file!("invitation.en.subject.txt"),
+    mail_file!("invitation.en.txt"),
+    mail_file!("invitation.en.html"),
 ];
 
 /// Message kinds that have templates in every language of [`LANGS`].
-pub const KINDS: &[&str] = &["otp_code", "password_reset"];
+pub const KINDS: &[&str] = &["otp_code", "password_reset", "invitation"];
 /// Languages of the messages; the first is the fallback (the service's users are in France).
 pub const LANGS: &[&str] = &["fr", "en"];
 
@@ -121,6 +127,12 @@ impl MailTemplates {
     /// The password-reset link mail.
     pub fn password_reset(&self, lang: &str, link: &str, minutes: u32) -> Result<RenderedMail, MailError> {
         self.render("password_reset", lang, context! { link => link, minutes => minutes })
+    }
+
+    /// The invitation of an account created by an administrator: `link` sets the password, valid
+    /// for `days`; `login` is what the person will type to log in.
+    pub fn invitation(&self, lang: &str, link: &str, login: &str, days: u32) -> Result<RenderedMail, MailError> {
+        self.render("invitation", lang, context! { link => link, login => login, days => days })
     }
 
     fn render_one(&self, name: &str, context: &minijinja::Value) -> Result<String, MailError> {
@@ -214,6 +226,20 @@ mod tests {
         assert!(err.contains("nope.fr.subject.txt"), "{err}");
         let err = templates.render("otp_code", "fr", context! { minutes => 3 }).unwrap_err().to_string();
         assert!(err.contains("otp_code.fr"), "{err}");
+    }
+
+    #[test]
+    fn mail_invitation_names_the_login_and_escapes_it_in_html() {
+        let templates = MailTemplates::new();
+        let link = "https://idp.example/invitation?token=abc";
+        let fr = templates.invitation("fr", link, "jean<b>@example.org", 7).unwrap();
+        assert_eq!(fr.subject, "Votre compte Habilis vous attend");
+        assert!(fr.text.contains(link) && fr.text.contains("7 jours"), "{}", fr.text);
+        assert!(fr.text.contains("jean<b>@example.org"), "{}", fr.text);
+        assert!(fr.html.contains("jean&lt;b&gt;@example.org"), "{}", fr.html);
+        let en = templates.invitation("en", link, "jean@example.org", 3).unwrap();
+        assert!(en.text.contains("valid for 3 days"), "{}", en.text);
+        assert!(!en.subject.contains("token"), "no link in the subject");
     }
 
     #[test]

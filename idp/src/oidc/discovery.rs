@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::app::AppState;
 use crate::clients::{ASSERTION_SIGNING_ALGS, AcrLevel};
 use crate::config::Config;
-use crate::oidc::{authorize, introspect, jwks, logout, par, revoke, token, userinfo};
+use crate::oidc::{authorize, introspect, jwks, logout, par, registration, revoke, token, userinfo};
 
 pub const PATH: &str = "/.well-known/openid-configuration";
 
@@ -87,6 +87,10 @@ impl DiscoveryDocument {
         doc.insert("introspection_endpoint".into(), endpoint(introspect::PATH));
         doc.insert("revocation_endpoint".into(), endpoint(revoke::PATH));
         doc.insert("end_session_endpoint".into(), endpoint(logout::PATH));
+        if config.registration.enabled {
+            // RFC 8414 §2 / OIDC Discovery §3: registration needs an initial access token.
+            doc.insert("registration_endpoint".into(), endpoint(registration::PATH));
+        }
         doc.insert("scopes_supported".into(), json!(authorize::SUPPORTED_SCOPES));
         doc.insert("response_types_supported".into(), json!(["code"]));
         doc.insert("response_modes_supported".into(), json!(["query", "form_post"]));

@@ -11,6 +11,7 @@ pub mod jwks;
 pub mod logout;
 pub mod par;
 pub mod params;
+pub mod registration;
 pub mod revoke;
 pub mod token;
 pub mod tokens;

@@ -2,7 +2,9 @@
 //! PostgreSQL. The backend is chosen once, at start-up ([`connect`]); nothing else in the code base
 //! knows which database it talks to.
 
+mod admin;
 mod habilitation;
+mod registration;
 mod sql;
 
 use std::sync::Arc;
@@ -10,7 +12,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use admin::*;
 pub use habilitation::*;
+pub use registration::*;
 pub use sql::{Backend, connect, connect_with};
 
 /// Everything that can go wrong talking to the database, without leaking SQL to callers.
@@ -31,7 +35,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Seconds since the Unix epoch. Times are stored as integers so that both backends agree exactly.
 pub type UnixTime = i64;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountKind {
     Professional,
@@ -57,7 +61,7 @@ impl AccountKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountStatus {
     /// Created by an administrator; the owner has not yet accepted the invitation.
@@ -243,6 +247,10 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     /// Patients, relationships, profiles and practice data.
     fn habilitations(&self) -> &dyn HabilitationStore;
+    /// Initial access tokens and registrations of self-registered clients (RFC 7591, RFC 7592).
+    fn registrations(&self) -> &dyn RegistrationStore;
+    /// Administration roles, organisations' departments and members, account search.
+    fn admin(&self) -> &dyn AdminStore;
 
     // Accounts
     async fn insert_account(&self, account: &Account) -> StoreResult<()>;

@@ -12,6 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use super::*;
 
 mod habilitation;
+mod registration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -437,6 +438,9 @@ macro_rules! grant_columns {
     };
 }
 
+// Declared after the column macros above, which it uses (macro_rules are visible in textual order).
+mod admin;
+
 /// Implements [`Store`] for one backend. The body is identical for both; only the pool type differs.
 macro_rules! sql_store {
     ($store:ident, $pool:ty, $backend:expr) => {
@@ -472,6 +476,14 @@ macro_rules! sql_store {
             }
 
             fn habilitations(&self) -> &dyn HabilitationStore {
+                self
+            }
+
+            fn registrations(&self) -> &dyn RegistrationStore {
+                self
+            }
+
+            fn admin(&self) -> &dyn AdminStore {
                 self
             }
 
