@@ -179,6 +179,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
             .await
             .map_err(|e| StartError::Habilitation(e.to_string()))?,
     );
+    habilitations.enable_relationship_cache(ephemeral.clone());
     crate::habilitation::service::spawn_refresher(&habilitations, store.clone(), PROFILE_REFRESH_INTERVAL);
     let admin_policy =
         Arc::new(crate::admin::policy::AdminPolicy::embedded().map_err(|e| StartError::Admin(e.to_string()))?);

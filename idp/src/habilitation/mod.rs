@@ -5,6 +5,7 @@
 //! decisions (`decision`); professionals' practice data gives Pro Santé Connect–compatible claims
 //! (`professional`).
 
+pub mod cache;
 pub mod cli;
 pub mod decision;
 pub mod patient;

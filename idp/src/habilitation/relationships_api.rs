@@ -186,6 +186,7 @@ async fn create_inner(
         revoked_by: None,
     };
     state.store.habilitations().insert_relationship(&relationship).await?;
+    state.habilitations.relationships_changed().await;
     state.audit.record(
         AuditEvent::RelationshipCreated {
             relationship_id: relationship.id.clone(),
@@ -474,6 +475,7 @@ async fn end(state: AppState, headers: HeaderMap, id: String, expire: Option<End
                 store.expire_relationship(&id, until, now).await?
             }
         };
+        state.habilitations.relationships_changed().await;
         if !changed {
             return Err(OAuthError::invalid_request(format!(
                 "the relationship is already {}",

@@ -152,6 +152,8 @@ pub struct Habilitations {
     loaded_latest: AtomicI64,
     pub relationship_kinds: Vec<String>,
     pub production: bool,
+    /// Relationship lookups kept between issuances; set by the server (not by CLI commands).
+    relationship_cache: std::sync::OnceLock<super::cache::RelationshipCache>,
 }
 
 impl Habilitations {
@@ -172,6 +174,7 @@ impl Habilitations {
             loaded_latest: AtomicI64::new(-1),
             relationship_kinds: config.habilitation.relationship_kinds.clone(),
             production: config.is_production(),
+            relationship_cache: std::sync::OnceLock::new(),
         };
         habilitations.reload(store).await?;
         Ok(habilitations)
@@ -352,7 +355,10 @@ impl Habilitations {
             Professional::Account(account) => ProfessionalKey::AccountId(&account.id),
             Professional::IdNat(id_nat) => ProfessionalKey::Login(id_nat),
         };
-        let relationships = habilitations.relationships_with_patients(key, &identities).await?;
+        let relationships = match self.relationship_cache.get() {
+            Some(cache) => cache.relationships_with_patients(habilitations, key, &identities).await?,
+            None => std::sync::Arc::new(habilitations.relationships_with_patients(key, &identities).await?),
+        };
         // Practice data only matters to profiles restricted to some professions.
         let needs_professions = self.compiled().profiles().iter().any(|p| !p.professions.is_empty());
         let professional_id = relationships.first().map(|(_, r)| r.professional_id.clone());
@@ -365,6 +371,20 @@ impl Habilitations {
             .map(|p| p.professions())
             .unwrap_or_default();
         Ok(Matched { relationships, professions })
+    }
+
+    /// Keeps relationship lookups in memory between issuances, invalidated through `ephemeral`
+    /// (see [`super::cache`]). The server calls this once at start.
+    pub fn enable_relationship_cache(&self, ephemeral: crate::ephemeral::SharedEphemeral) {
+        let _ = self.relationship_cache.set(super::cache::RelationshipCache::new(ephemeral));
+    }
+
+    /// To call after any change to a relationship is stored: the next decisions, here and on
+    /// every other instance, read relationships from the database again.
+    pub async fn relationships_changed(&self) {
+        if let Some(cache) = self.relationship_cache.get() {
+            cache.changed().await;
+        }
     }
 
     /// Whether the relationship behind a granted detail still allows it (introspection).
@@ -403,7 +423,7 @@ pub enum Professional<'a> {
 }
 
 struct Matched {
-    relationships: Vec<(PatientIdentity, Relationship)>,
+    relationships: super::cache::Matches,
     professions: Vec<String>,
 }
 

@@ -9,7 +9,7 @@ use super::{StoreResult, UnixTime};
 
 /// How a patient is identified: a national health identity (INS, with the OID of its kind) or an
 /// identifier local to one app, namespaced by the client that owns it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum PatientIdentity {
     Ins { value: String, oid: String },
