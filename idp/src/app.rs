@@ -288,6 +288,11 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found);
+    // The admin console (its own routes, CSP and cookies), when enabled.
+    let router = match crate::console::router(&state) {
+        Some(console) => router.nest_service(crate::console::MOUNT, console),
+        None => router,
+    };
     with_common_layers(router, state, https)
 }
 

@@ -367,6 +367,12 @@ async fn serve(config: Config) -> Result<(), CliError> {
     let listen = listener.local_addr().map_err(failed)?;
     config.server.listen = listen;
     let state = crate::app::build_state(config).await.map_err(failed)?;
+    if state.config.admin_console.enabled {
+        match crate::console::register_client(&state).await {
+            Ok(()) => tracing::info!(url = %crate::console::public_url(&state), "admin console at this address"),
+            Err(e) => tracing::error!(error = %e, "the admin console's client could not be registered"),
+        }
+    }
     // Signal handlers are registered before the banner announces the server as ready.
     let shutdown = crate::app::shutdown_signal();
     let issuer = state.issuer_string();

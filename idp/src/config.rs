@@ -42,6 +42,8 @@ pub struct Config {
     pub webauthn: WebauthnConfig,
     pub habilitation: HabilitationConfig,
     pub registration: RegistrationConfig,
+    pub admin: AdminConfig,
+    pub admin_console: AdminConsoleConfig,
     pub log: LogConfig,
 }
 
@@ -221,6 +223,39 @@ impl Default for RegistrationConfig {
             max_failures_per_address: 20,
             lockout: Duration::from_secs(15 * 60),
         }
+    }
+}
+
+/// The admin REST API's scopes (`admin`, `audit`) at the authorization endpoint.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The weakest login after which a browser gets an `admin` or `audit` token: `eidas1`, `eidas2`
+    /// (default: a security key or passkey) or `eidas3`. A weaker session steps up first.
+    pub minimum_acr: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { minimum_acr: "eidas2".into() }
+    }
+}
+
+/// The admin console (crate `habilis-admin`) that `habilis serve` mounts at `/admin`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConsoleConfig {
+    /// Mount the console at `<issuer>/admin`.
+    pub enabled: bool,
+    /// Its client at Habilis: registered (or updated) at every start with the redirect URI
+    /// `<issuer>/admin/callback`, the scopes `openid profile admin audit` and a secret derived
+    /// from the master key (so every instance sharing the master key agrees on it).
+    pub client_id: String,
+}
+
+impl Default for AdminConsoleConfig {
+    fn default() -> Self {
+        AdminConsoleConfig { enabled: true, client_id: "habilis-admin".into() }
     }
 }
 
@@ -482,6 +517,8 @@ impl Default for Config {
             webauthn: WebauthnConfig::default(),
             habilitation: HabilitationConfig::default(),
             registration: RegistrationConfig::default(),
+            admin: AdminConfig::default(),
+            admin_console: AdminConsoleConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -716,6 +753,16 @@ impl Config {
             }
         }
         self.validate_registration()?;
+        if !["eidas1", "eidas2", "eidas3"].contains(&self.admin.minimum_acr.as_str()) {
+            return Err(ConfigError::new("admin.minimum_acr", "must be eidas1, eidas2 or eidas3"));
+        }
+        let id = &self.admin_console.client_id;
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(ConfigError::new(
+                "admin_console.client_id",
+                "must be 1 to 64 letters, digits, '-', '_' or '.' (e.g. habilis-admin)",
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", format!("not a valid filter: {e}")))?;
         Ok(())

@@ -12,6 +12,7 @@ pub mod authn;
 pub mod cli;
 pub mod clients;
 pub mod config;
+pub mod console;
 pub mod cps;
 pub mod ephemeral;
 pub mod error;

@@ -14,10 +14,15 @@
 
 pub mod accounts;
 pub mod cli;
+pub mod clients;
+pub mod keys;
 pub mod openapi;
 pub mod organisations;
 pub mod policy;
+pub mod profiles;
+pub mod relationships;
 pub mod roles;
+pub mod settings;
 
 use axum::Router;
 use axum::http::{HeaderMap, Method};
@@ -123,10 +128,15 @@ pub fn authorize(
     Err(OAuthError::new(OAuthErrorCode::AccessDenied, refusal_text(&actor.facts, operation, target)))
 }
 
+/// Targets that belong to no organisation by nature: only platform administrators change them.
+pub const PLATFORM_WIDE: &[&str] = &["client", "initial_access_token", "signing_key", "settings", "profile"];
+
 /// Why a request was refused, in the caller's terms.
 fn refusal_text(facts: &AdminFacts, operation: Operation, target: &TargetFacts) -> &'static str {
     if operation != Operation::Read && facts.auditor && !facts.platform && facts.organisations.is_empty() {
         "auditors have read-only access"
+    } else if PLATFORM_WIDE.contains(&target.kind) {
+        "clients, profiles, signing keys and settings are platform-wide: only platform administrators manage them (auditors read them)"
     } else if operation == Operation::Administer {
         "only platform administrators create, disable or delete organisations and grant or revoke roles"
     } else if target.privileged && facts.organisations.iter().any(|o| target.organisations.contains(o)) {
@@ -292,6 +302,24 @@ pub fn routes() -> Vec<AdminRoute> {
         route!(DELETE, profiles_api::ITEM_PATH, profiles_api::remove),
         route!(GET, professionals_api::PATH, professionals_api::show),
         route!(PUT, professionals_api::PATH, professionals_api::put),
+        route!(GET, clients::PATH, clients::list),
+        route!(POST, clients::PATH, clients::register),
+        route!(GET, clients::ITEM_PATH, clients::show),
+        route!(PATCH, clients::ITEM_PATH, clients::update),
+        route!(DELETE, clients::ITEM_PATH, clients::remove),
+        route!(POST, clients::SECRET_PATH, clients::rotate_secret),
+        route!(GET, clients::TOKENS_PATH, clients::list_tokens),
+        route!(POST, clients::TOKENS_PATH, clients::issue_token),
+        route!(DELETE, clients::TOKEN_PATH, clients::revoke_token),
+        route!(GET, relationships::PATH, relationships::search),
+        route!(POST, relationships::PATH, relationships::create),
+        route!(GET, relationships::ITEM_PATH, relationships::show),
+        route!(POST, relationships::REVOKE_PATH, relationships::revoke),
+        route!(GET, keys::PATH, keys::list),
+        route!(POST, keys::ROTATE_PATH, keys::rotate),
+        route!(POST, keys::RETIRE_PATH, keys::retire),
+        route!(GET, settings::PATH, settings::show),
+        route!(POST, profiles::PREVIEW_PATH, profiles::preview),
     ]
 }
 

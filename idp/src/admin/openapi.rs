@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{accounts, organisations, roles};
+use super::{accounts, clients, keys, organisations, profiles, relationships, roles, settings};
 use crate::habilitation::{professionals_api, profiles_api};
 
 pub const PATH: &str = "/api/admin/v1/openapi.json";
@@ -27,7 +27,8 @@ pub struct ErrorBody {
 #[openapi(
     info(
         title = "Habilis administration API",
-        description = "Accounts, organisations, roles, habilitation profiles and practice data.\n\n\
+        description = "Accounts, organisations, roles, habilitation profiles and practice data, clients and \
+            initial access tokens, relationships, signing keys and the effective settings.\n\n\
             Bearer tokens are Habilis access tokens addressed to Habilis with scope `admin` (platform and \
             organisation administrators, administration back ends) or `audit` (read-only). Organisation \
             administrators act only inside their organisations; auditors only read. Lists answer \
@@ -63,6 +64,24 @@ pub struct ErrorBody {
         profiles_api::remove,
         professionals_api::show,
         professionals_api::put,
+        clients::list,
+        clients::register,
+        clients::show,
+        clients::update,
+        clients::remove,
+        clients::rotate_secret,
+        clients::list_tokens,
+        clients::issue_token,
+        clients::revoke_token,
+        relationships::search,
+        relationships::show,
+        relationships::create,
+        relationships::revoke,
+        keys::list,
+        keys::rotate,
+        keys::retire,
+        settings::show,
+        profiles::preview,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerToken),
@@ -71,8 +90,12 @@ pub struct ErrorBody {
         (name = "roles", description = "Administration roles: platform_admin, org_admin (one organisation), auditor"),
         (name = "organisations", description = "Organisations and their departments"),
         (name = "accounts", description = "Accounts: search, invitation, status, membership, factors, sessions"),
-        (name = "profiles", description = "Habilitation profiles (Cedar-validated)"),
+        (name = "profiles", description = "Habilitation profiles (Cedar-validated) and their \"who would be allowed\" preview"),
         (name = "professionals", description = "Professionals' practice data"),
+        (name = "clients", description = "Clients (platform-wide) and the initial access tokens of dynamic registration"),
+        (name = "relationships", description = "Professional–patient relationships: search, create, revoke"),
+        (name = "keys", description = "Signing keys: list (public facts only), rotate, retire"),
+        (name = "settings", description = "The running configuration, secrets redacted"),
         (name = "meta", description = "This document"),
     )
 )]

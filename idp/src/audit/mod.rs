@@ -109,6 +109,24 @@ pub enum AuditEvent {
     /// An administrator changed an account; `change` says what (`invited`, `disabled`, `enabled`,
     /// `membership_added`, `membership_removed`, `factors_reset`, `sessions_killed`).
     AccountChanged { account_id: String, actor: String, change: String, before: Option<String>, after: Option<String> },
+    /// An administrator changed a client through the admin API; `change` says what (`registered`,
+    /// `updated`, `secret_rotated`, `deleted`). `before`/`after` are the stored metadata documents
+    /// (never a secret nor its hash).
+    ClientChanged { client_id: String, actor: String, change: String, before: Option<String>, after: Option<String> },
+    /// An administrator created or revoked a professional–patient relationship through the admin
+    /// API (`change`: `created`, `revoked`), with the relationship before and after, as JSON.
+    AdminRelationshipChanged {
+        relationship_id: String,
+        organisation_id: Option<String>,
+        actor: String,
+        change: String,
+        before: Option<String>,
+        after: Option<String>,
+    },
+    /// An administrator rotated a signing key: the new key (`kid`, `alg`, when it signs from).
+    SigningKeyRotated { kid: String, alg: String, actor: String, activates_at: i64 },
+    /// An administrator retired a signing key: it no longer signs (still published for a while).
+    SigningKeyRetired { kid: String, alg: String, actor: String },
 }
 
 impl AuditEvent {
@@ -144,6 +162,10 @@ impl AuditEvent {
             AuditEvent::OrganisationChanged { .. } => "organisation_changed",
             AuditEvent::DepartmentChanged { .. } => "department_changed",
             AuditEvent::AccountChanged { .. } => "account_changed",
+            AuditEvent::ClientChanged { .. } => "client_changed",
+            AuditEvent::AdminRelationshipChanged { .. } => "admin_relationship_changed",
+            AuditEvent::SigningKeyRotated { .. } => "signing_key_rotated",
+            AuditEvent::SigningKeyRetired { .. } => "signing_key_retired",
         }
     }
 }

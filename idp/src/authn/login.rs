@@ -684,6 +684,10 @@ async fn record_failure(state: &AppState, scope: &str, peer: &SocketAddr, now: i
 /// After a factor: either the required level is reached (the session is established or raised
 /// and the authorization resumes) or the next missing factor is asked for.
 pub(crate) async fn advance(state: &AppState, headers: &HeaderMap, mut interaction: Interaction, now: i64) -> Response {
+    // The account is known: admin scopes it holds no role for need no stronger login.
+    if let Some(account_id) = interaction.account_id.clone() {
+        crate::oidc::authorize::narrow_admin_scopes(state, &mut interaction.request, &account_id).await;
+    }
     let previous = state.sessions.current(state, headers, now).await.ok().flatten();
     let fresh = needs_fresh_login(&interaction, previous.as_ref(), now);
     let factors = counted_factors(&interaction, previous.as_ref(), fresh);

@@ -14,6 +14,7 @@ pub mod professional;
 pub mod professionals_api;
 pub mod profiles_api;
 pub mod rar;
+pub mod relationships;
 pub mod relationships_api;
 pub mod service;
 

@@ -1,7 +1,8 @@
 //! Habilitation profiles in the admin REST API (`/api/admin/v1/profiles`): list, show, create or
 //! replace (validated by Cedar; an invalid profile is refused with the diagnostics), remove.
 //! Callers present a Habilis access token with the `admin` scope: a platform administrator's own
-//! token, or an administration back end's client-credentials token.
+//! token, or an administration back end's client-credentials token; auditors (scope `audit`) read.
+//! The "who would be allowed" preview is `admin::profiles`.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -30,6 +31,15 @@ pub async fn administrator(state: &AppState, headers: &HeaderMap, now: i64) -> R
     }
 }
 
+/// The caller reading profiles: platform administrators and auditors (the admin rules decide;
+/// a refusal is audited).
+pub async fn reader(state: &AppState, headers: &HeaderMap, now: i64) -> Result<String, OAuthError> {
+    let actor = crate::admin::actor(state, headers, now).await?;
+    let target = crate::admin::policy::TargetFacts::of("profile", None);
+    crate::admin::authorize(state, headers, &actor, crate::admin::policy::Operation::Read, &target, "profiles")?;
+    Ok(actor.id)
+}
+
 /// Every habilitation profile.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ProfileList {
@@ -40,12 +50,12 @@ pub struct ProfileList {
     get, path = PATH, tag = "profiles",
     responses(
         (status = 200, description = "Every profile", body = ProfileList),
-        (status = 403, description = "Not a platform administrator", body = crate::admin::openapi::ErrorBody),
+        (status = 403, description = "Not a platform administrator or auditor", body = crate::admin::openapi::ErrorBody),
     )
 )]
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let now = crate::unix_now();
-    match administrator(&state, &headers, now).await {
+    match reader(&state, &headers, now).await {
         Ok(_) => Json(ProfileList { profiles: state.habilitations.definitions().to_vec() }).into_response(),
         Err(e) => e.into_response(),
     }
@@ -55,13 +65,13 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
     get, path = ITEM_PATH, tag = "profiles", params(("name" = String, Path, description = "Profile name")),
     responses(
         (status = 200, description = "The profile", body = ProfileDefinition),
-        (status = 403, description = "Not a platform administrator", body = crate::admin::openapi::ErrorBody),
+        (status = 403, description = "Not a platform administrator or auditor", body = crate::admin::openapi::ErrorBody),
         (status = 404, description = "No such profile", body = crate::admin::openapi::ErrorBody),
     )
 )]
 pub async fn show(State(state): State<AppState>, headers: HeaderMap, Path(name): Path<String>) -> Response {
     let now = crate::unix_now();
-    if let Err(e) = administrator(&state, &headers, now).await {
+    if let Err(e) = reader(&state, &headers, now).await {
         return e.into_response();
     }
     match state.habilitations.definitions().iter().find(|d| d.name == name) {

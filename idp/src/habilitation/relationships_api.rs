@@ -9,18 +9,20 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::patient::PatientRef;
+pub use super::relationships::RelationshipView;
+use super::relationships::{
+    self as domain, Origin, Terms, insert_patient, parse_patient, professional_by_id_nat, view,
+};
 use crate::app::AppState;
 use crate::audit::{AuditContext, AuditEvent};
 use crate::error::{OAuthError, OAuthErrorCode};
 use crate::oidc::authorize::RELATIONSHIPS_SCOPE;
 use crate::oidc::tokens::AccessClaims;
-use crate::store::{
-    Account, AccountKind, AccountStatus, Patient, PatientIdentity, Relationship, RelationshipFilter, RelationshipStatus,
-};
+use crate::store::{Account, AccountKind, AccountStatus, Patient, RelationshipFilter};
 
 pub const PATH: &str = "/api/v1/relationships";
 const MAX_PAGE: i64 = 200;
@@ -95,22 +97,6 @@ pub struct ProfessionalRef {
     pub id_nat: String,
 }
 
-/// A relationship as the API shows it.
-#[derive(Serialize)]
-pub struct RelationshipView {
-    pub id: String,
-    pub professional: Value,
-    pub patient: PatientRef,
-    pub kind: String,
-    pub organisation_id: Option<String>,
-    pub valid_from: i64,
-    pub valid_until: Option<i64>,
-    pub status: RelationshipStatus,
-    pub source: Value,
-    pub created_at: i64,
-    pub revoked_at: Option<i64>,
-}
-
 fn api_error(error: OAuthError) -> Response {
     error.into_response()
 }
@@ -132,31 +118,9 @@ async fn create_inner(
     let caller = caller(state, headers, now).await?;
     let request: CreateRelationship = serde_json::from_slice(body)
         .map_err(|e| OAuthError::invalid_request(format!("the body must be a relationship request: {e}")))?;
-    let kinds = &state.habilitations.relationship_kinds;
-    if !kinds.contains(&request.kind) {
-        return Err(OAuthError::invalid_request(format!("kind must be one of {}", kinds.join(", "))));
-    }
+    domain::check_kind(state, &request.kind)?;
     let professional = professional_by_id_nat(state, &request.professional.id_nat).await?;
     let patient = resolve_patient(state, &caller, request.patient.as_ref(), now).await?;
-    let valid_from = request.valid_from.unwrap_or(now);
-    let valid_until = request.valid_until;
-    if valid_until.is_some_and(|until| until <= valid_from.max(now)) {
-        return Err(OAuthError::invalid_request("valid_until must be in the future and after valid_from"));
-    }
-    if let Some(max) = state.config.habilitation.max_relationship_duration {
-        let limit = valid_from + max.as_secs() as i64;
-        if valid_until.is_none_or(|until| until > limit) {
-            return Err(OAuthError::invalid_request(format!(
-                "valid_until is required and at most {} after valid_from (habilitation.max_relationship_duration)",
-                humantime::format_duration(max)
-            )));
-        }
-    }
-    if let Some(org) = &request.organisation_id
-        && state.store.habilitations().organisation(org).await?.is_none()
-    {
-        return Err(OAuthError::invalid_request("organisation_id names no known organisation"));
-    }
     let evidence = match &caller {
         Caller::App { client_id } => json!({"type": "app_request", "client_id": client_id}),
         Caller::Patient { client_id, account, claims } => json!({
@@ -168,50 +132,24 @@ async fn create_inner(
             "auth_time": claims.auth_time,
         }),
     };
-    let relationship = Relationship {
-        id: uuid::Uuid::new_v4().to_string(),
-        professional_id: professional.id.clone(),
-        patient_id: patient.id.clone(),
-        kind: request.kind.clone(),
-        organisation_id: request.organisation_id.clone(),
-        valid_from,
-        valid_until,
-        status: RelationshipStatus::Active,
-        source_client: Some(caller.client_id().to_string()),
-        source_actor: caller.actor(),
-        evidence: evidence.to_string(),
-        created_at: now,
-        updated_at: now,
-        revoked_at: None,
-        revoked_by: None,
+    let terms = Terms {
+        kind: request.kind,
+        organisation_id: request.organisation_id,
+        valid_from: request.valid_from,
+        valid_until: request.valid_until,
     };
-    state.store.habilitations().insert_relationship(&relationship).await?;
-    state.habilitations.relationships_changed().await;
-    state.audit.record(
-        AuditEvent::RelationshipCreated {
-            relationship_id: relationship.id.clone(),
-            professional_id: professional.id.clone(),
-            patient_id: patient.id.clone(),
-            kind: relationship.kind.clone(),
-            actor: caller.actor(),
-            evidence: relationship.evidence.clone(),
-        },
-        context(headers, &caller),
-    );
+    let origin = Origin {
+        client_id: Some(caller.client_id().to_string()),
+        actor: caller.actor(),
+        evidence,
+        context: context(headers, &caller),
+    };
+    let relationship = domain::create(state, &professional, &patient, terms, origin, now).await?;
     Ok(view(&relationship, &professional, &patient, now))
 }
 
 fn context(headers: &HeaderMap, caller: &Caller) -> AuditContext {
     AuditContext { client_id: Some(caller.client_id().to_string()), ..AuditContext::from_request(headers, None) }
-}
-
-/// An active (or invited) professional to relate a patient to; a disabled one is refused.
-async fn professional_by_id_nat(state: &AppState, id_nat: &str) -> Result<Account, OAuthError> {
-    let account = super::professional_by_id_nat(state, id_nat).await?;
-    if account.status == AccountStatus::Disabled {
-        return Err(OAuthError::invalid_request("this professional's account is disabled"));
-    }
-    Ok(account)
 }
 
 /// The patient record the request names. An app's record is created on first use (local
@@ -273,51 +211,6 @@ fn not_yours() -> OAuthError {
         OAuthErrorCode::AccessDenied,
         "a patient may only act for the patient record an application linked to their account",
     )
-}
-
-fn parse_patient(state: &AppState, value: &Value) -> Result<PatientRef, OAuthError> {
-    let reference = PatientRef::parse(value).map_err(|e| OAuthError::invalid_request(format!("patient: {e}")))?;
-    reference
-        .validate(state.habilitations.production)
-        .map_err(|e| OAuthError::invalid_request(format!("patient: {e}")))?;
-    Ok(reference)
-}
-
-async fn insert_patient(state: &AppState, identity: PatientIdentity, now: i64) -> Result<Patient, OAuthError> {
-    let patient =
-        Patient { id: uuid::Uuid::new_v4().to_string(), identity: identity.clone(), account_id: None, created_at: now };
-    match state.store.habilitations().insert_patient(&patient).await {
-        Ok(()) => Ok(patient),
-        // Created concurrently by another request: use that one.
-        Err(crate::store::StoreError::Conflict { .. }) => {
-            state.store.habilitations().patient_by_identity(&identity).await?.ok_or_else(OAuthError::server_error)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn view(r: &Relationship, professional: &Account, patient: &Patient, now: i64) -> RelationshipView {
-    RelationshipView {
-        id: r.id.clone(),
-        professional: json!({
-            "id_nat": professional.id_nat,
-            "given_name": professional.given_name,
-            "family_name": professional.family_name,
-        }),
-        patient: PatientRef::from_identity(&patient.identity),
-        kind: r.kind.clone(),
-        organisation_id: r.organisation_id.clone(),
-        valid_from: r.valid_from,
-        valid_until: r.valid_until,
-        status: r.status_at(now),
-        source: json!({
-            "client_id": r.source_client,
-            "actor": r.source_actor,
-            "evidence": serde_json::from_str::<Value>(&r.evidence).unwrap_or(Value::Null),
-        }),
-        created_at: r.created_at,
-        revoked_at: r.revoked_at,
-    }
 }
 
 #[derive(Deserialize)]
@@ -461,36 +354,9 @@ async fn end(state: AppState, headers: HeaderMap, id: String, expire: Option<End
             // Not revealing whether it exists to someone who may not manage it.
             return Err(not_found());
         }
-        let changed = match &expire {
-            None => store.revoke_relationship(&id, &caller.actor(), now).await?,
-            Some(request) => {
-                let until = request.valid_until.unwrap_or(now);
-                if until < now {
-                    return Err(OAuthError::invalid_request("valid_until cannot be in the past"));
-                }
-                // Ending a relationship never extends it (nor escapes max_relationship_duration).
-                if relationship.valid_until.is_some_and(|current| current > now && until > current) {
-                    return Err(OAuthError::invalid_request("valid_until cannot be later than the current end"));
-                }
-                store.expire_relationship(&id, until, now).await?
-            }
-        };
-        state.habilitations.relationships_changed().await;
-        if !changed {
-            return Err(OAuthError::invalid_request(format!(
-                "the relationship is already {}",
-                relationship.status_at(now).as_str()
-            )));
-        }
-        let updated = store.relationship(&id).await?.ok_or_else(not_found)?;
-        state.audit.record(
-            AuditEvent::RelationshipEnded {
-                relationship_id: id.clone(),
-                actor: caller.actor(),
-                status: if expire.is_some() { "expired".into() } else { "revoked".into() },
-            },
-            context(&headers, &caller),
-        );
+        let until = expire.as_ref().map(|request| request.valid_until.unwrap_or(now));
+        let updated =
+            domain::end(&state, &relationship, &caller.actor(), until, context(&headers, &caller), now).await?;
         let professional = state.store.account_by_id(&updated.professional_id).await?.ok_or_else(not_found)?;
         let patient = store.patient_by_id(&updated.patient_id).await?.ok_or_else(not_found)?;
         Ok(view(&updated, &professional, &patient, now))

@@ -541,6 +541,89 @@ pub fn spawn_refresher(
     })
 }
 
+/// The admin API's "who would be allowed" preview of a profile.
+impl Habilitations {
+    /// Evaluates `requests` of one professional as if `candidate` were the only profile, without
+    /// storing it, and as the stored profiles decide now: `(candidate, current)` per request, in
+    /// order. The candidate is checked as [`Habilitations::put_profile`] checks it (relationship
+    /// kinds, `max_duration`, `min_acr`, Cedar validation); the relationships are read as for a
+    /// real decision.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    pub async fn preview(
+        &self,
+        store: &SharedStore,
+        candidate: &ProfileDefinition,
+        requests: &[PatientAccess],
+        professional: Professional<'_>,
+        client_id: &str,
+        acr: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<(Result<GrantedAccess, Denial>, Result<GrantedAccess, Denial>)>, HabilitationError> {
+        let spec = candidate.spec()?;
+        if let Some(kind) = candidate.kinds.iter().find(|k| !self.relationship_kinds.contains(k)) {
+            return Err(HabilitationError::Profile {
+                profile: candidate.name.clone(),
+                reason: format!(
+                    "relationship kind `{kind}` is not one of habilitation.relationship_kinds ({})",
+                    self.relationship_kinds.join(", ")
+                ),
+            });
+        }
+        if candidate.max_duration.is_some_and(|d| d <= 0) {
+            return Err(HabilitationError::Profile {
+                profile: candidate.name.clone(),
+                reason: "max_duration must be positive".into(),
+            });
+        }
+        let compiled = self.engine.compile(std::slice::from_ref(&spec))?;
+        let definitions = vec![candidate.clone()];
+        let current = self.evaluate_all(store, requests, professional, client_id, acr, now).await;
+        if let Professional::Account(account) = professional
+            && account.kind != AccountKind::Professional
+        {
+            return Ok(current.into_iter().map(|c| (Err(Denial::NotAProfessional), c)).collect());
+        }
+        let matched = self.matched_relationships(store, requests, professional).await?;
+        // Practice data is read only when a stored profile filters on professions: the candidate
+        // may be the first one that does.
+        let mut professions = matched.professions.clone();
+        if !spec.professions.is_empty() && professions.is_empty() {
+            let professional_id = matched.relationships.first().map(|(_, r)| r.professional_id.clone());
+            if let Some(id) = professional_id {
+                professions = store
+                    .habilitations()
+                    .practice_of(&id)
+                    .await?
+                    .and_then(|json| serde_json::from_str::<super::professional::PracticeRecord>(&json).ok())
+                    .map(|p| p.professions())
+                    .unwrap_or_default();
+            }
+        }
+        let context = DecisionContext {
+            client: client_id.to_string(),
+            acr_level: acr_rank(acr),
+            now,
+            datatypes: Vec::new(),
+            production: self.production,
+        };
+        let with_candidate = requests.iter().map(|request| {
+            let identity = request.patient.identity();
+            let facts = Facts {
+                relationships: matched
+                    .relationships
+                    .iter()
+                    .filter(|(i, _)| *i == identity)
+                    .map(|(_, r)| r.clone())
+                    .collect(),
+                professions: professions.clone(),
+                test_identity: request.patient.is_test_identity(),
+            };
+            evaluate_with(&compiled, &definitions, request, &facts, context.clone())
+        });
+        Ok(with_candidate.zip(current).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

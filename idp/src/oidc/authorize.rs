@@ -32,6 +32,16 @@ pub const PAR_URN_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
 pub const SUPPORTED_SCOPES: &[&str] =
     &["openid", "profile", "email", "phone", "offline_access", "scope_all", RELATIONSHIPS_SCOPE];
 
+/// Scopes of the admin REST API (`/api/admin/v1`). Not in [`SUPPORTED_SCOPES`]: they are never
+/// advertised nor offered to dynamic registration. A client registered with them (by an
+/// administrator) gets them only for accounts holding an administration role, and only after a
+/// login at `admin.minimum_acr` (eidas2 by default): see [`narrow_admin_scopes`].
+pub const ADMIN_SCOPES: &[&str] = &[crate::admin::ADMIN_SCOPE, crate::admin::AUDIT_SCOPE];
+
+pub fn is_admin_scope(scope: &str) -> bool {
+    ADMIN_SCOPES.contains(&scope)
+}
+
 /// Lets a token manage relationships through the relationships API (a patient soliciting an
 /// expert with their own token, or an app's back end with client credentials).
 pub const RELATIONSHIPS_SCOPE: &str = "relationships";
@@ -80,6 +90,10 @@ pub struct AuthorizationRequest {
     /// The weakest login the habilitation profiles need to grant those details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details_acr: Option<String>,
+    /// The weakest login the admin scopes asked for need (`admin.minimum_acr`); cleared when
+    /// they are dropped for an account without an administration role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_acr: Option<String>,
 }
 
 impl AuthorizationRequest {
@@ -153,6 +167,7 @@ pub async fn validate(
     let ui_locales = bounded(&steps, "ui_locales", 64)?;
     let nonce = bounded(&steps, "nonce", 512)?;
     let state_param = bounded(&steps, "state", 2048)?;
+    let admin_acr = scope.iter().any(|s| is_admin_scope(s)).then(|| state.config.admin.minimum_acr.clone());
     Ok(AuthorizationRequest {
         client_id: steps.client().client_id().to_string(),
         redirect_uri: steps.redirect_uri.clone().unwrap_or_default(),
@@ -172,6 +187,7 @@ pub async fn validate(
         resource,
         authorization_details,
         details_acr: details_acr.map(|l| l.as_str().to_string()),
+        admin_acr,
     })
 }
 
@@ -312,7 +328,8 @@ fn step_scope(steps: &Steps<'_>) -> Result<Vec<String>, Failure> {
     })?;
     let mut scopes: Vec<String> = Vec::new();
     for scope in raw.split(' ').filter(|s| !s.is_empty()) {
-        if !SUPPORTED_SCOPES.contains(&scope) || !steps.client().scope_allowed(scope) {
+        let known = SUPPORTED_SCOPES.contains(&scope) || is_admin_scope(scope);
+        if !known || !steps.client().scope_allowed(scope) {
             return Err(steps.redirect(OAuthError::new(
                 OAuthErrorCode::InvalidScope,
                 format!("scope `{}` is not allowed for this client", printable(scope)),
@@ -601,7 +618,58 @@ pub fn required_acr(request: &AuthorizationRequest, client: &Client, floor: Opti
     // listed ladder levels satisfies the request, so the lowest of them is required.
     let asked = request.acr_values.iter().filter_map(|l| AcrLevel::parse(l)).min();
     let habilitation = request.details_acr.as_deref().and_then(AcrLevel::parse);
-    [essential, asked, client.minimum_acr(), floor, habilitation].into_iter().flatten().max()
+    let admin = request.admin_acr.as_deref().and_then(AcrLevel::parse);
+    [essential, asked, client.minimum_acr(), floor, habilitation, admin].into_iter().flatten().max()
+}
+
+/// The admin scopes an account may hold: `admin` for platform and organisation administrators,
+/// `audit` for platform administrators and auditors (the powers `crate::admin::actor` gives such
+/// tokens). None for an inactive or unknown account, or when the roles cannot be read.
+pub async fn admin_scopes_of(state: &AppState, account_id: &str) -> Vec<&'static str> {
+    use crate::store::{AccountKind, AccountStatus, AdminRole};
+    let account = match state.store.account_by_id(account_id).await {
+        Ok(Some(a)) if a.status == AccountStatus::Active => a,
+        Ok(_) => return Vec::new(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the account: admin scopes withheld");
+            return Vec::new();
+        }
+    };
+    let grants = match state.store.admin().roles_of(&account.id).await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the administration roles: admin scopes withheld");
+            return Vec::new();
+        }
+    };
+    let has = |role: AdminRole| grants.iter().any(|g| g.role == role);
+    let platform = account.kind == AccountKind::Administrator || has(AdminRole::PlatformAdmin);
+    let mut scopes = Vec::new();
+    if platform || has(AdminRole::OrgAdmin) {
+        scopes.push(crate::admin::ADMIN_SCOPE);
+    }
+    if platform || has(AdminRole::Auditor) {
+        scopes.push(crate::admin::AUDIT_SCOPE);
+    }
+    scopes
+}
+
+/// Once the account is known (a session, or a password just checked): drops the admin scopes it
+/// holds no role for — a patient or a professional without role asking for `admin` gets a token
+/// without it — and with them the stronger login they would need.
+pub async fn narrow_admin_scopes(state: &AppState, request: &mut AuthorizationRequest, account_id: &str) {
+    if !request.scope.iter().any(|s| is_admin_scope(s)) {
+        return;
+    }
+    let held = admin_scopes_of(state, account_id).await;
+    let before = request.scope.len();
+    request.scope.retain(|s| !is_admin_scope(s) || held.contains(&s.as_str()));
+    if request.scope.len() != before {
+        tracing::info!(account = %account_id, client_id = %request.client_id, "admin scopes dropped: no such role");
+    }
+    if !request.scope.iter().any(|s| is_admin_scope(s)) {
+        request.admin_acr = None;
+    }
 }
 
 /// The acr a session's factors reach (None: below the ladder, e.g. password only).
@@ -691,6 +759,10 @@ pub async fn continue_interaction(
         Ok(s) => s,
         Err(e) => return redirect_error(state, &request, e),
     };
+    if let Some(s) = &session {
+        narrow_admin_scopes(state, &mut interaction.request, &s.account_id).await;
+    }
+    let request = interaction.request.clone();
     if !interaction.consent_given && !client.first_party() {
         interaction.consent_given = match &session {
             Some(s) => {
@@ -1131,6 +1203,50 @@ mod step_tests {
             let failure = validate(&state, &params(&pairs), None, 0).await.unwrap_err();
             assert_eq!(code_of(failure), (true, expected), "{pairs:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn admin_scopes_need_registration_a_role_and_a_stronger_login() {
+        use crate::store::{Account, AccountKind, AccountStatus};
+        let (state, _dir) = crate::app::test_state().await;
+        let metadata = r#"{"redirect_uris":["https://app.example/cb"],"scope":"openid profile admin audit",
+                           "token_endpoint_auth_method":"none"}"#;
+        state.clients.register(metadata, Some("app"), None).await.expect("register");
+        let client = state.clients.get("app").await.unwrap().unwrap();
+        let plain = validate(&state, &params(&[]), None, 0).await.unwrap();
+        assert_eq!((plain.admin_acr.as_deref(), required_acr(&plain, &client, None)), (None, None));
+        let mut asked = validate(&state, &params(&[("scope", "openid admin audit")]), None, 0).await.unwrap();
+        assert_eq!(asked.admin_acr.as_deref(), Some("eidas2"), "admin.minimum_acr by default");
+        assert_eq!(required_acr(&asked, &client, Some(AcrLevel::Eidas1)), Some(AcrLevel::Eidas2));
+        // Not advertised: discovery and dynamic registration know nothing of them.
+        assert!(!SUPPORTED_SCOPES.iter().any(|s| is_admin_scope(s)));
+
+        let account = |id: &str, kind| Account {
+            id: id.into(),
+            kind,
+            login: id.into(),
+            id_nat: None,
+            email: None,
+            given_name: None,
+            family_name: None,
+            status: AccountStatus::Active,
+            locale: None,
+            created_at: 0,
+            updated_at: 0,
+            last_authenticated_at: None,
+        };
+        state.store.insert_account(&account("admin-1", AccountKind::Administrator)).await.unwrap();
+        state.store.insert_account(&account("patient-1", AccountKind::Patient)).await.unwrap();
+        let mut kept = asked.clone();
+        narrow_admin_scopes(&state, &mut kept, "admin-1").await;
+        assert_eq!(kept.scope, vec!["openid", "admin", "audit"]);
+        assert_eq!(kept.admin_acr.as_deref(), Some("eidas2"));
+        narrow_admin_scopes(&state, &mut asked, "patient-1").await;
+        assert_eq!(asked.scope, vec!["openid"], "a patient holds no administration role");
+        assert_eq!((asked.admin_acr.clone(), required_acr(&asked, &client, None)), (None, None), "and no step-up");
+        let mut unknown = validate(&state, &params(&[("scope", "openid admin")]), None, 0).await.unwrap();
+        narrow_admin_scopes(&state, &mut unknown, "nobody").await;
+        assert_eq!(unknown.scope, vec!["openid"]);
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Account, AccountKind, AccountStatus, Grant, StoreResult, UnixTime};
+use super::{Account, AccountKind, AccountStatus, Grant, Relationship, RelationshipStatus, StoreResult, UnixTime};
 
 /// An administration role. Stored as its snake_case name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -102,6 +102,20 @@ pub struct OrganisationFilter {
     pub limit: i64,
 }
 
+/// Which relationships administrators list, newest first ((created_at, id) descending).
+#[derive(Clone, Debug, Default)]
+pub struct RelationshipSearch {
+    pub professional_id: Option<String>,
+    pub patient_id: Option<String>,
+    pub organisation_id: Option<String>,
+    /// The status at `now` (`expired` is an active relationship past its `valid_until`).
+    pub status: Option<RelationshipStatus>,
+    pub now: UnixTime,
+    /// Keyset cursor: the (created_at, id) of the last relationship of the previous page.
+    pub before: Option<(UnixTime, String)>,
+    pub limit: i64,
+}
+
 #[async_trait]
 pub trait AdminStore: Send + Sync {
     // Roles
@@ -140,4 +154,7 @@ pub trait AdminStore: Send + Sync {
     async fn active_grants_of(&self, account_id: &str, now: UnixTime) -> StoreResult<Vec<Grant>>;
     /// Removes every security key and passkey of the account; returns how many.
     async fn delete_webauthn_credentials_of(&self, account_id: &str) -> StoreResult<u64>;
+
+    // Relationships (written through `HabilitationStore`)
+    async fn search_relationships(&self, search: &RelationshipSearch) -> StoreResult<Vec<Relationship>>;
 }

@@ -379,6 +379,38 @@ macro_rules! sql_admin_store {
                     .map_err(unavailable)?;
                 Ok(done.rows_affected())
             }
+
+            async fn search_relationships(&self, f: &RelationshipSearch) -> StoreResult<Vec<Relationship>> {
+                let (before_at, before_id) = match &f.before {
+                    Some((at, id)) => (Some(*at), Some(id.as_str())),
+                    None => (None, None),
+                };
+                // `expired` is derived: stored active, past valid_until at $5.
+                super::habilitation::relationships(
+                    sqlx::query_as::<_, super::habilitation::RelationshipRow>(
+                        "SELECT id, professional_id, patient_id, kind, organisation_id, valid_from, valid_until, \
+                         status, source_client, source_actor, evidence, created_at, updated_at, revoked_at, revoked_by \
+                         FROM relationships WHERE ($1 IS NULL OR professional_id = $1) \
+                         AND ($2 IS NULL OR patient_id = $2) AND ($3 IS NULL OR organisation_id = $3) \
+                         AND ($4 IS NULL OR ($4 = 'revoked' AND status = 'revoked') \
+                              OR ($4 = 'active' AND status = 'active' AND (valid_until IS NULL OR valid_until > $5)) \
+                              OR ($4 = 'expired' AND status = 'active' AND valid_until <= $5)) \
+                         AND ($6 IS NULL OR (created_at, id) < ($6, $7)) \
+                         ORDER BY created_at DESC, id DESC LIMIT $8",
+                    )
+                    .bind(&f.professional_id)
+                    .bind(&f.patient_id)
+                    .bind(&f.organisation_id)
+                    .bind(f.status.map(RelationshipStatus::as_str))
+                    .bind(f.now)
+                    .bind(before_at)
+                    .bind(before_id)
+                    .bind(f.limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(unavailable)?,
+                )
+            }
         }
     };
 }

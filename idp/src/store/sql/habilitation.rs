@@ -26,7 +26,7 @@ impl TryFrom<PatientRow> for Patient {
 }
 
 #[derive(sqlx::FromRow)]
-struct RelationshipRow {
+pub(super) struct RelationshipRow {
     id: String,
     professional_id: String,
     patient_id: String,
@@ -126,7 +126,7 @@ macro_rules! relationship_columns {
     };
 }
 
-fn relationships(rows: Vec<RelationshipRow>) -> StoreResult<Vec<Relationship>> {
+pub(super) fn relationships(rows: Vec<RelationshipRow>) -> StoreResult<Vec<Relationship>> {
     rows.into_iter().map(Relationship::try_from).collect()
 }
 

@@ -1,0 +1,638 @@
+//! The console's pages and forms. Every page needs a session (else: the login at Habilis); every
+//! form checks the session's CSRF token; every failure is a page that says what went wrong.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
+use openidconnect::{
+    AuthenticationContextClass, AuthorizationCode, ClientId, ClientSecret, CsrfToken, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::api::{ApiError, segment};
+use crate::i18n::{LANG_COOKIE, Lang};
+use crate::session::{PendingLogin, Session, random_token, same_token};
+use crate::{Console, acr_satisfies};
+
+type St = State<Arc<Console>>;
+
+pub fn routes() -> Router<Arc<Console>> {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/login", get(login))
+        .route("/callback", get(callback))
+        .route("/logout", post(logout))
+        .route("/logged-out", get(logged_out))
+        .route("/accounts", get(accounts))
+        .route("/accounts/invite", post(invite))
+        .route("/accounts/{id}/{action}", post(set_status))
+        .route("/organisations", get(organisations).post(create_organisation))
+        .route("/roles", get(roles).post(grant_role))
+        .route("/profiles", get(profiles))
+        .route("/profiles/{name}", get(profile))
+        .route("/lang/{code}", get(switch_lang))
+        .route("/static/console.css", get(stylesheet))
+        .fallback(not_found)
+}
+
+/// The embedded templates (autoescaped: their names end in `.html`).
+pub fn templates() -> anyhow::Result<minijinja::Environment<'static>> {
+    let mut env = minijinja::Environment::new();
+    for (name, source) in [
+        ("base.html", include_str!("../templates/base.html")),
+        ("dashboard.html", include_str!("../templates/dashboard.html")),
+        ("accounts.html", include_str!("../templates/accounts.html")),
+        ("organisations.html", include_str!("../templates/organisations.html")),
+        ("roles.html", include_str!("../templates/roles.html")),
+        ("profiles.html", include_str!("../templates/profiles.html")),
+        ("profile.html", include_str!("../templates/profile.html")),
+        ("message.html", include_str!("../templates/message.html")),
+    ] {
+        env.add_template(name, source)?;
+    }
+    Ok(env)
+}
+
+/// Why a request ends without its page.
+enum Fail {
+    /// No session, or Habilis no longer accepts its token: log in (again).
+    Login,
+    /// A page saying what went wrong (a text key, or the API's own words).
+    Message(StatusCode, String),
+}
+
+impl Fail {
+    fn text(status: StatusCode, lang: Lang, key: &str) -> Fail {
+        Fail::Message(status, lang.texts().get(key).copied().unwrap_or(key).to_string())
+    }
+
+    fn api(lang: Lang, e: ApiError) -> Fail {
+        if e.needs_login() {
+            return Fail::Login;
+        }
+        if e.status == 0 {
+            return Fail::text(StatusCode::BAD_GATEWAY, lang, "habilis_down");
+        }
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let text = if e.description.is_empty() { e.code } else { format!("{} ({})", e.description, e.code) };
+        Fail::Message(status, text)
+    }
+}
+
+fn render(console: &Console, headers: &HeaderMap, session: Option<&Session>, name: &str, page: Value) -> Response {
+    let lang = Lang::negotiate(headers);
+    let mut context = json!({
+        "t": lang.texts(),
+        "lang": lang.code(),
+        "prefix": console.config.prefix(),
+        "user": session.map(|s| s.name.clone()),
+        "acr": session.map(|s| s.acr.clone()),
+        "csrf": session.map(|s| s.csrf.clone()),
+    });
+    if let (Some(target), Value::Object(extra)) = (context.as_object_mut(), page) {
+        target.extend(extra);
+    }
+    let rendered = console.templates.get_template(name).and_then(|t| t.render(minijinja::value::Serde(&context)));
+    match rendered {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, template = name, "a console page failed to render");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+        }
+    }
+}
+
+fn fail(console: &Console, headers: &HeaderMap, session: Option<&Session>, failure: Fail) -> Response {
+    match failure {
+        Fail::Login => {
+            let mut response = Redirect::to(&format!("{}/login", console.config.prefix())).into_response();
+            response.headers_mut().append(header::SET_COOKIE, console.jar.clear_session());
+            response
+        }
+        Fail::Message(status, message) => {
+            let mut response = render(
+                console,
+                headers,
+                session,
+                "message.html",
+                json!({ "error": message, "title_key": "error_title" }),
+            );
+            *response.status_mut() = status;
+            response
+        }
+    }
+}
+
+/// The session of the request, while its token is valid.
+fn logged_in(console: &Console, headers: &HeaderMap) -> Result<Session, Fail> {
+    let session = console.jar.session(headers).ok_or(Fail::Login)?;
+    if session.expires_at <= now() + 5 {
+        return Err(Fail::Login);
+    }
+    Ok(session)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// A urlencoded form body (a malformed one just lacks fields).
+fn form(body: &Bytes) -> HashMap<String, String> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// The session of a form post, with its CSRF token checked.
+fn form_session(console: &Console, headers: &HeaderMap, fields: &HashMap<String, String>) -> Result<Session, Fail> {
+    let session = logged_in(console, headers)?;
+    let sent = fields.get("csrf").map(String::as_str).unwrap_or("");
+    if !same_token(sent, &session.csrf) {
+        return Err(Fail::text(StatusCode::FORBIDDEN, Lang::negotiate(headers), "csrf"));
+    }
+    Ok(session)
+}
+
+fn field<'a>(fields: &'a HashMap<String, String>, name: &str) -> &'a str {
+    fields.get(name).map(|v| v.trim()).unwrap_or("")
+}
+
+/// The confirmation shown after a form (`?done=`), if it is one the console knows.
+fn done_text(lang: Lang, done: Option<&String>) -> Option<&'static str> {
+    let key = match done.map(String::as_str)? {
+        "invited" => "done_invited",
+        "disabled" => "done_disabled",
+        "enabled" => "done_enabled",
+        "organisation" => "done_organisation",
+        "granted" => "done_granted",
+        _ => return None,
+    };
+    lang.texts().get(key).copied()
+}
+
+fn see_other(console: &Console, path: &str) -> Response {
+    Redirect::to(&format!("{}{path}", console.config.prefix())).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Login and logout (OpenID Connect)
+
+async fn login(State(console): St, headers: HeaderMap) -> Response {
+    let lang = Lang::negotiate(&headers);
+    let metadata = match console.metadata().await {
+        Ok(m) => m,
+        Err(_) => return fail(&console, &headers, None, Fail::text(StatusCode::BAD_GATEWAY, lang, "habilis_down")),
+    };
+    let redirect = match RedirectUrl::new(console.config.redirect_uri()) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(&console, &headers, None, Fail::Message(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
+        }
+    };
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(console.config.client_id.clone()),
+        Some(ClientSecret::new(console.config.client_secret.clone())),
+    )
+    .set_redirect_uri(redirect);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state, nonce) = client
+        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .add_scope(Scope::new("profile".into()))
+        .add_scope(Scope::new("admin".into()))
+        .add_scope(Scope::new("audit".into()))
+        .add_auth_context_value(AuthenticationContextClass::new(console.config.acr.clone()))
+        .add_extra_param("ui_locales", lang.code())
+        .set_pkce_challenge(challenge)
+        .url();
+    let pending = PendingLogin {
+        state: state.secret().clone(),
+        nonce: nonce.secret().clone(),
+        pkce_verifier: verifier.secret().clone(),
+        created_at: now(),
+    };
+    let mut response = Redirect::to(url.as_str()).into_response();
+    if let Some(cookie) = console.jar.set_pending(&pending) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+async fn callback(State(console): St, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    let lang = Lang::negotiate(&headers);
+    match finish_login(&console, &headers, &q).await {
+        Ok(session) => {
+            let mut response = see_other(&console, "/");
+            if let Some(cookie) = console.jar.set_session(&session) {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            response.headers_mut().append(header::SET_COOKIE, console.jar.clear_pending());
+            response
+        }
+        Err(message) => {
+            tracing::info!(reason = %message, "console login refused");
+            let mut response = render(
+                &console,
+                &headers,
+                None,
+                "message.html",
+                json!({ "error": message, "title_key": "error_title", "login_link": true }),
+            );
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            response.headers_mut().append(header::SET_COOKIE, console.jar.clear_pending());
+            let _ = lang;
+            response
+        }
+    }
+}
+
+/// Checks the authorization response and redeems its code: the session, or why not.
+async fn finish_login(console: &Console, headers: &HeaderMap, q: &HashMap<String, String>) -> Result<Session, String> {
+    let lang = Lang::negotiate(headers);
+    let texts = lang.texts();
+    let pending = console.jar.pending(headers).ok_or("no login is under way in this browser (or it took too long)")?;
+    if now() - pending.created_at > crate::session::LOGIN_LIFETIME {
+        return Err("the login took too long; start again".into());
+    }
+    let state = q.get("state").map(String::as_str).unwrap_or("");
+    if !same_token(state, &pending.state) {
+        return Err("the answer does not belong to this browser's login (state)".into());
+    }
+    // RFC 9207: the answer comes from the expected issuer.
+    if let Some(iss) = q.get("iss")
+        && iss.trim_end_matches('/') != console.config.issuer.as_str().trim_end_matches('/')
+    {
+        return Err("the answer comes from another issuer".into());
+    }
+    if let Some(error) = q.get("error") {
+        let description = q.get("error_description").map(String::as_str).unwrap_or("");
+        return Err(format!("Habilis refused the login: {description} ({error})"));
+    }
+    let code = q.get("code").ok_or("the answer holds no authorization code")?;
+    let metadata = console.metadata().await.map_err(|_| texts["habilis_down"].to_string())?;
+    let redirect = RedirectUrl::new(console.config.redirect_uri()).map_err(|e| e.to_string())?;
+    let client = CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(console.config.client_id.clone()),
+        Some(ClientSecret::new(console.config.client_secret.clone())),
+    )
+    .set_redirect_uri(redirect);
+    let response = client
+        .exchange_code(AuthorizationCode::new(code.clone()))
+        .map_err(|e| e.to_string())?
+        .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
+        .request_async(&console.http)
+        .await
+        .map_err(|e| format!("the code could not be redeemed: {e}"))?;
+    let id_token = response.id_token().ok_or("Habilis sent no ID token")?;
+    let claims = id_token
+        .claims(&client.id_token_verifier(), &Nonce::new(pending.nonce.clone()))
+        .map_err(|e| format!("the ID token is not valid: {e}"))?;
+    let acr = claims.auth_context_ref().map(|a| a.as_str().to_string()).unwrap_or_default();
+    if !acr_satisfies(&acr, &console.config.acr) {
+        return Err(format!(
+            "the login reached {} where {} is required",
+            if acr.is_empty() { "no level" } else { &acr },
+            console.config.acr
+        ));
+    }
+    let scopes: Vec<String> = response.scopes().map(|s| s.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+    if !scopes.is_empty() && !scopes.iter().any(|s| s == "admin" || s == "audit") {
+        return Err(texts["no_role"].to_string());
+    }
+    // Habilis puts the profile claims in userinfo, not in the ID token.
+    let info: Option<openidconnect::core::CoreUserInfoClaims> =
+        match client.user_info(response.access_token().clone(), Some(claims.subject().clone())) {
+            Ok(request) => request.request_async(&console.http).await.ok(),
+            Err(_) => None,
+        };
+    let given = info.as_ref().and_then(|i| i.given_name()).and_then(|n| n.get(None)).map(|n| n.as_str().to_string());
+    let family = info.as_ref().and_then(|i| i.family_name()).and_then(|n| n.get(None)).map(|n| n.as_str().to_string());
+    let name = match (given, family) {
+        (Some(g), Some(f)) => format!("{g} {f}"),
+        (Some(n), None) | (None, Some(n)) => n,
+        (None, None) => claims.subject().as_str().to_string(),
+    };
+    let lifetime = response.expires_in().map_or(300, |d| d.as_secs() as i64);
+    Ok(Session {
+        access_token: response.access_token().secret().clone(),
+        id_token: id_token.to_string(),
+        expires_at: now() + lifetime,
+        csrf: random_token(),
+        name,
+        acr,
+    })
+}
+
+async fn logout(State(console): St, headers: HeaderMap, body: Bytes) -> Response {
+    let fields = form(&body);
+    // A logout without a valid session still ends what is left of it here.
+    let session = form_session(&console, &headers, &fields).ok();
+    let logged_out = format!("{}/logged-out", console.config.public_url.as_str().trim_end_matches('/'));
+    let mut target = logged_out.clone();
+    if let Some(session) = &session {
+        let discovery =
+            format!("{}/.well-known/openid-configuration", console.config.issuer.as_str().trim_end_matches('/'));
+        let end_session = match console.http.get(discovery).send().await {
+            Ok(r) => r.json::<Value>().await.ok().and_then(|d| d["end_session_endpoint"].as_str().map(str::to_string)),
+            Err(_) => None,
+        };
+        if let Some(endpoint) = end_session.and_then(|e| url::Url::parse(&e).ok()) {
+            let mut url = endpoint;
+            url.query_pairs_mut()
+                .append_pair("id_token_hint", &session.id_token)
+                .append_pair("client_id", &console.config.client_id)
+                .append_pair("post_logout_redirect_uri", &logged_out);
+            target = url.to_string();
+        }
+    }
+    let mut response = Redirect::to(&target).into_response();
+    response.headers_mut().append(header::SET_COOKIE, console.jar.clear_session());
+    response
+}
+
+async fn logged_out(State(console): St, headers: HeaderMap) -> Response {
+    render(&console, &headers, None, "message.html", json!({ "info_key": "logged_out", "login_link": true }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages
+
+/// How many items a list holds, honestly: the number when one page of 200 holds them all,
+/// `None` when the caller may not list them.
+fn count(result: &Result<Value, ApiError>) -> Value {
+    match result {
+        Ok(page) => json!({
+            "n": page["items"].as_array().map_or(0, Vec::len),
+            "more": !page["next_cursor"].is_null(),
+        }),
+        Err(_) => Value::Null,
+    }
+}
+
+async fn dashboard(State(console): St, headers: HeaderMap) -> Response {
+    let session = match logged_in(&console, &headers) {
+        Ok(s) => s,
+        Err(f) => return fail(&console, &headers, None, f),
+    };
+    let token = session.access_token.as_str();
+    let (accounts, organisations) = tokio::join!(
+        console.api.get(token, "/accounts", &[("limit", "200")]),
+        console.api.get(token, "/organisations", &[("limit", "200")]),
+    );
+    if let (Err(e), Err(_)) = (&accounts, &organisations)
+        && (e.needs_login() || e.status == 0)
+    {
+        return fail(&console, &headers, Some(&session), Fail::api(Lang::negotiate(&headers), e.clone()));
+    }
+    let page = json!({ "accounts": count(&accounts), "organisations": count(&organisations), "nav": "dashboard" });
+    render(&console, &headers, Some(&session), "dashboard.html", page)
+}
+
+async fn accounts(State(console): St, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    let lang = Lang::negotiate(&headers);
+    let session = match logged_in(&console, &headers) {
+        Ok(s) => s,
+        Err(f) => return fail(&console, &headers, None, f),
+    };
+    let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+    let token = session.access_token.as_str();
+    let filter = [("q", get("q")), ("kind", get("kind")), ("status", get("status")), ("cursor", get("cursor"))];
+    let mut query = filter.to_vec();
+    query.push(("limit", "50"));
+    let (found, organisations) = tokio::join!(
+        console.api.get(token, "/accounts", &query),
+        console.api.get(token, "/organisations", &[("limit", "200")]),
+    );
+    let found = match found {
+        Ok(page) => page,
+        Err(e) => return fail(&console, &headers, Some(&session), Fail::api(lang, e)),
+    };
+    let next = found["next_cursor"].as_str().map(|cursor| {
+        let pairs = filter.iter().filter(|(k, _)| *k != "cursor").map(|(k, v)| (*k, *v)).chain([("cursor", cursor)]);
+        url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+    });
+    let page = json!({
+        "nav": "accounts",
+        "items": found["items"],
+        "next": next,
+        "q": get("q"), "kind": get("kind"), "status": get("status"),
+        "organisations": organisations.map(|o| o["items"].clone()).unwrap_or(json!([])),
+        "done": done_text(lang, q.get("done")),
+    });
+    render(&console, &headers, Some(&session), "accounts.html", page)
+}
+
+async fn invite(State(console): St, headers: HeaderMap, body: Bytes) -> Response {
+    let lang = Lang::negotiate(&headers);
+    let fields = form(&body);
+    let session = match form_session(&console, &headers, &fields) {
+        Ok(s) => s,
+        Err(f) => return fail(&console, &headers, None, f),
+    };
+    let mut request = json!({ "kind": field(&fields, "kind"), "email": field(&fields, "email") });
+    for name in ["id_nat", "given_name", "family_name", "organisation_id"] {
+        let value = field(&fields, name);
+        if !value.is_empty() {
+            request[name] = json!(value);
+        }
+    }
+    request["locale"] = json!(lang.code());
+    match console.api.send(&session.access_token, Method::POST, "/accounts", Some(request)).await {
+        Ok(_) => see_other(&console, "/accounts?done=invited"),
+        Err(e) => fail(&console, &headers, Some(&session), Fail::api(lang, e)),
+    }
+}
+
+async fn set_status(
+    State(console): St,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let lang = Lang::negotiate(&headers);
+    let fields = form(&body);
+    let session = match form_session(&console, &headers, &fields) {
+        Ok(s) => s,
+        Err(f) => return fail(&console, &headers, None, f),
+    };
+    let done = match action.as_str() {
+        "disable" => "disabled",
+        "enable" => "enabled",
+        _ => return fail(&console, &headers, Some(&session), Fail::text(StatusCode::NOT_FOUND, lang, "not_found")),
+    };
+    let path = format!("/accounts/{}/{action}", segment(&id));
+    match console.api.send(&session.access_token, Method::POST, &path, None).await {
+        Ok(_) => see_other(&console, &format!("/accounts?done={done}")),
+        Err(e) => fail(&console, &headers, Some(&session), Fail::api(lang, e)),
+    }
+}
+
+async fn organisations(State(console): St, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    let lang = Lang::negotiate(&headers);
+    let session = match logged_in(&console, &headers) {
+        Ok(s) => s,
+        Err(f) => return fail(&console, &headers, None, f),
+    };
+    let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+    let query = [("q", get("q")), ("cursor", get("cursor")), ("limit", "50")];
+    let found = match console.api.get(&session.access_token, "/organisations", &query).await {
+        Ok(page) => page,
+        Err(e) => return fail(&console, &headers, Some(&session), Fail::api(lang, e)),
+    };
+    let next = found["next_cursor"].as_str().map(|cursor| {
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([("q", get("q")), ("cursor", cursor)])
+            .finish()
+    });
+    let page = json!({
+        "nav": "organisations", "items": found["items"], "next": next, "q": get("q"),
+        "done": done_text(lang, q.get("done")),
+    });
+    render(&console, &headers, Some(&session), "organisations.html", page)
+}
+
+async fn create_organisation(State(console): St, headers: HeaderMap, body: Bytes) -> Response {
+    let lang = Lang::negotiate(&headers);
+    let fields = form(&body);
+    let session = match form_session(&console, &headers, &fields) {
+        Ok(s) => s,
+        Err(f) => return fail(&console, &headers, None, f),
+    };
+    let mut request = json!({ "name": field(&fields, "name") });
+    for name in ["identifier_type", "identifier"] {
+        let value = field(&fields, name);
+        if !value.is_empty() {
+            request[name] = json!(value);
+        }
+    }
+    match console.api.send(&session.access_token, Method::POST, "/organisations", Some(request)).await {
+        Ok(_) => see_other(&console, "/organisations?done=organisation"),
+        Err(e) => fail(&console, &headers, Some(&session), Fail::api(lang, e)),
+    }
+}
+
+async fn roles(State(console): St, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    let lang = Lang::negotiate(&headers);
+    let session = match logged_in(&console, &headers) {
+        Ok(s) => s,
+        Err(f) => return fail(&console, &headers, None, f),
+    };
+    let token = session.access_token.as_str();
+    let (grants, organisations) = tokio::join!(
+        console.api.get(token, "/roles", &[]),
+        console.api.get(token, "/organisations", &[("limit", "200")])
+    );
+    let organisations = match organisations {
+        Ok(page) => page["items"].clone(),
+        Err(e) => return fail(&console, &headers, Some(&session), Fail::api(lang, e)),
+    };
+    // Organisation administrators may not list every grant: the form is what matters to them.
+    let (grants, grants_error) = match grants {
+        Ok(page) => (page["items"].clone(), None),
+        Err(e) if e.needs_login() => return fail(&console, &headers, Some(&session), Fail::Login),
+        Err(e) => (json!([]), Some(e.description)),
+    };
+    let page = json!({
+        "nav": "roles", "grants": grants, "grants_error": grants_error, "organisations": organisations,
+        "done": done_text(lang, q.get("done")),
+    });
+    render(&console, &headers, Some(&session), "roles.html", page)
+}
+
+async fn grant_role(State(console): St, headers: HeaderMap, body: Bytes) -> Response {
+    let lang = Lang::negotiate(&headers);
+    let fields = form(&body);
+    let session = match form_session(&console, &headers, &fields) {
+        Ok(s) => s,
+        Err(f) => return fail(&console, &headers, None, f),
+    };
+    let login = field(&fields, "login");
+    let token = session.access_token.as_str();
+    // The API names accounts by id; people name them by login.
+    let found = match console.api.get(token, "/accounts", &[("q", login), ("limit", "200")]).await {
+        Ok(page) => page,
+        Err(e) => return fail(&console, &headers, Some(&session), Fail::api(lang, e)),
+    };
+    let account_id = found["items"].as_array().and_then(|items| {
+        items
+            .iter()
+            .find(|a| a["login"].as_str().is_some_and(|l| !login.is_empty() && l.eq_ignore_ascii_case(login)))
+            .and_then(|a| a["id"].as_str().map(str::to_string))
+    });
+    let Some(account_id) = account_id else {
+        return fail(&console, &headers, Some(&session), Fail::text(StatusCode::BAD_REQUEST, lang, "unknown_login"));
+    };
+    let request = json!({
+        "account_id": account_id, "role": "org_admin", "organisation_id": field(&fields, "organisation_id"),
+    });
+    match console.api.send(token, Method::POST, "/roles", Some(request)).await {
+        Ok(_) => see_other(&console, "/roles?done=granted"),
+        Err(e) => fail(&console, &headers, Some(&session), Fail::api(lang, e)),
+    }
+}
+
+async fn profiles(State(console): St, headers: HeaderMap) -> Response {
+    let lang = Lang::negotiate(&headers);
+    let session = match logged_in(&console, &headers) {
+        Ok(s) => s,
+        Err(f) => return fail(&console, &headers, None, f),
+    };
+    match console.api.get(&session.access_token, "/profiles", &[]).await {
+        Ok(list) => {
+            let page = json!({ "nav": "profiles", "profiles": list["profiles"] });
+            render(&console, &headers, Some(&session), "profiles.html", page)
+        }
+        Err(e) => fail(&console, &headers, Some(&session), Fail::api(lang, e)),
+    }
+}
+
+async fn profile(State(console): St, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    let lang = Lang::negotiate(&headers);
+    let session = match logged_in(&console, &headers) {
+        Ok(s) => s,
+        Err(f) => return fail(&console, &headers, None, f),
+    };
+    match console.api.get(&session.access_token, &format!("/profiles/{}", segment(&name)), &[]).await {
+        Ok(profile) => {
+            let page = json!({ "nav": "profiles", "profile": profile });
+            render(&console, &headers, Some(&session), "profile.html", page)
+        }
+        Err(e) => fail(&console, &headers, Some(&session), Fail::api(lang, e)),
+    }
+}
+
+async fn switch_lang(State(console): St, Path(code): Path<String>) -> Response {
+    let Some(lang) = Lang::parse(&code) else { return see_other(&console, "/") };
+    let mut response = see_other(&console, "/");
+    let cookie = format!("{LANG_COOKIE}={}; Path=/; Max-Age=31536000; SameSite=Lax", lang.code());
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"))],
+        include_str!("../static/console.css"),
+    )
+        .into_response()
+}
+
+async fn not_found(State(console): St, headers: HeaderMap) -> Response {
+    let session = console.jar.session(&headers);
+    fail(
+        &console,
+        &headers,
+        session.as_ref(),
+        Fail::text(StatusCode::NOT_FOUND, Lang::negotiate(&headers), "not_found"),
+    )
+}
