@@ -399,6 +399,12 @@ async fn serve(config: Config) -> Result<(), CliError> {
             );
         }
     }
+    if state.config.admin_console.enabled {
+        println!(
+            "  admin:       {} (for accounts with an administration role, e.g. `habilis user add --kind administrator`)",
+            crate::console::public_url(&state)
+        );
+    }
     println!("Point an OpenID Connect client at the discovery URL; create accounts with `habilis user add --help`.");
     let _ = std::io::stdout().flush();
     crate::app::serve(state, listener, shutdown).await.map_err(failed)?;
