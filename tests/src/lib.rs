@@ -804,6 +804,7 @@ impl Drop for LogoutReceiver {
     }
 }
 
+pub mod admin;
 pub mod habilitations;
 pub mod smtp_sink;
 

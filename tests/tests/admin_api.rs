@@ -5,14 +5,16 @@
 //! runs on SQLite + memory and on PostgreSQL + Redis. The OpenAPI document is checked against the
 //! served routes.
 
+use std::ops::Deref;
 use std::time::Duration;
 
+use habilis_e2e::admin::{self, API_BASE, CONSOLE_CLIENT, PASSWORD, admin_token, denials, refused};
 use habilis_e2e::smtp_sink::SmtpSink;
 use habilis_e2e::{
     AccountSpec, Answer, Landing, Storage, TEST_MAIL_FROM, TestEnv, answer, backchannel_http, create_account,
     drain_audit, hidden_input,
 };
-use habilis_idp::audit::{AuditEvent, AuditRecord};
+use habilis_idp::audit::AuditEvent;
 use habilis_idp::store::AccountKind;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -24,106 +26,40 @@ habilis_e2e::on_both_storages!(
     account_factors_and_sessions_are_reset_and_ended,
 );
 
-const BASE: &str = "/api/admin/v1";
-const CONSOLE: &str = "admin-console";
-const PASSWORD: &str = "correct horse battery staple 42";
 const MAIL_WAIT: Duration = Duration::from_secs(20);
 
-/// A server with an SMTP sink, an admin back end (`admin-console`), two organisations and one
-/// account per role: Patricia (platform), Alice (org_admin of A), Bob (org_admin of B), Audrey
-/// (auditor).
+/// The shared admin fixture on a server that mails through an SMTP sink, with Alice and Bob members
+/// of their organisations.
 struct AdminEnv {
-    env: TestEnv,
+    admin: admin::AdminEnv,
     sink: SmtpSink,
-    http: reqwest::Client,
-    platform: String,
-    alice: String,
-    bob: String,
-    auditor: String,
-    org_a: String,
-    org_b: String,
-    /// Account ids.
-    platform_id: String,
-    alice_id: String,
+}
+
+impl Deref for AdminEnv {
+    type Target = admin::AdminEnv;
+
+    fn deref(&self) -> &admin::AdminEnv {
+        &self.admin
+    }
 }
 
 impl AdminEnv {
     async fn start(storage: Storage) -> Option<AdminEnv> {
         let sink = SmtpSink::start().await;
         let smtp_url = sink.url();
-        let env = TestEnv::start_with(storage, |config| {
+        let admin = admin::AdminEnv::start_with(storage, |config| {
             config.mail.smtp_url = Some(url::Url::parse(&smtp_url).expect("an SMTP URL"));
             config.mail.from = TEST_MAIL_FROM.into();
         })
         .await?;
-        let metadata = habilis_e2e::first_party_client_metadata(
-            "https://console.example.org/callback",
-            "openid admin audit",
-            json!({"grant_types": ["authorization_code", "client_credentials"]}),
-        );
-        env.register_client(CONSOLE, &metadata).await;
-        let account = |kind, login: &str| AccountSpec {
-            kind,
-            login: login.into(),
-            id_nat: None,
-            email: Some(login.into()),
-            given_name: None,
-            family_name: None,
-        };
-        let state = env.state();
-        let platform_id =
-            create_account(state, &account(AccountKind::Administrator, "patricia@example.org"), PASSWORD).await;
-        let alice_id = create_account(state, &account(AccountKind::Professional, "alice@example.org"), PASSWORD).await;
-        let bob_id = create_account(state, &account(AccountKind::Professional, "bob@example.org"), PASSWORD).await;
-        let auditor_id =
-            create_account(state, &account(AccountKind::Professional, "audrey@example.org"), PASSWORD).await;
-        let mut ae = AdminEnv {
-            platform: token(&env, &platform_id, "admin"),
-            alice: token(&env, &alice_id, "admin"),
-            bob: token(&env, &bob_id, "admin"),
-            auditor: token(&env, &auditor_id, "audit"),
-            env,
-            sink,
-            http: backchannel_http(),
-            org_a: String::new(),
-            org_b: String::new(),
-            platform_id,
-            alice_id: alice_id.clone(),
-        };
-        ae.org_a = ae.create_organisation("Hôpital A").await;
-        ae.org_b = ae.create_organisation("Clinique B").await;
-        for (account, role, org) in [
-            (&alice_id, "org_admin", Some(ae.org_a.clone())),
-            (&bob_id, "org_admin", Some(ae.org_b.clone())),
-            (&auditor_id, "auditor", None),
-        ] {
-            let body = json!({"account_id": account, "role": role, "organisation_id": org});
-            let granted = ae.call(Method::POST, "/roles", &ae.platform, Some(&body)).await;
-            assert_eq!(granted.status, 201, "{:?}", granted.body);
-        }
         // The organisation administrators belong to their organisation.
-        for (account, org) in [(&alice_id, &ae.org_a), (&bob_id, &ae.org_b)] {
-            let joined =
-                ae.call(Method::PUT, &format!("/accounts/{account}/organisations/{org}"), &ae.platform, None).await;
+        for (account, org) in [(&admin.alice_id, &admin.org_a), (&admin.bob_id, &admin.org_b)] {
+            let joined = admin
+                .call(Method::PUT, &format!("/accounts/{account}/organisations/{org}"), &admin.platform, None)
+                .await;
             assert_eq!(joined.status, 200, "{:?}", joined.body);
         }
-        Some(ae)
-    }
-
-    async fn create_organisation(&self, name: &str) -> String {
-        let created = self.call(Method::POST, "/organisations", &self.platform, Some(&json!({"name": name}))).await;
-        assert_eq!(created.status, 201, "{:?}", created.body);
-        created.body["id"].as_str().expect("an id").to_string()
-    }
-
-    /// A call to the admin API (`path` below /api/admin/v1) with a bearer token.
-    async fn call(&self, method: Method, path: &str, token: &str, body: Option<&Value>) -> Answer {
-        let url = self.env.url(&format!("{BASE}{path}"));
-        let mut request = self.http.request(method, url).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        answer(request.send().await.unwrap_or_else(|e| panic!("{path}: {e}"))).await
+        Some(AdminEnv { admin, sink })
     }
 
     /// Searches accounts with `query` (a query string) as `token`.
@@ -145,58 +81,12 @@ impl AdminEnv {
     }
 }
 
-/// An access token of `account_id` for the admin back end, as the console gets at login.
-fn token(env: &TestEnv, account_id: &str, scope: &str) -> String {
-    habilis_idp::oidc::tokens::mint_access_token(
-        env.state(),
-        habilis_idp::oidc::tokens::AccessTokenRequest {
-            client_id: CONSOLE,
-            subject: account_id,
-            account_id: Some(account_id),
-            scope,
-            audience: Vec::new(),
-            auth: None,
-            grant_id: None,
-            lifetime: 600,
-            certificate_thumbprint: None,
-            authorization_details: None,
-            act: None,
-        },
-        habilis_idp::unix_now(),
-    )
-    .expect("a token")
-    .token
-}
-
-fn description(answer: &Answer) -> &str {
-    answer.body["error_description"].as_str().unwrap_or("")
-}
-
-/// Asserts an error answer: status, code, and a description containing `text`.
-#[track_caller]
-fn refused(answer: &Answer, status: u16, error: &str, text: &str) {
-    assert_eq!((answer.status, answer.error()), (status, error), "{:?}", answer.body);
-    assert!(description(answer).contains(text), "expected `{text}` in {:?}", answer.body);
-}
-
 fn ids(answer: &Answer) -> Vec<String> {
     answer.body["items"]
         .as_array()
         .unwrap_or_else(|| panic!("a page: {:?}", answer.body))
         .iter()
         .map(|i| i["id"].as_str().or_else(|| i["account"]["id"].as_str()).unwrap_or("").to_string())
-        .collect()
-}
-
-fn denials(events: &[AuditRecord]) -> Vec<(String, String, Vec<String>)> {
-    events
-        .iter()
-        .filter_map(|r| match &r.event {
-            AuditEvent::AdminAccessDenied { actor, operation, organisations, .. } => {
-                Some((actor.clone(), operation.clone(), organisations.clone()))
-            }
-            _ => None,
-        })
         .collect()
 }
 
@@ -282,7 +172,7 @@ async fn roles_are_granted_by_platform_administrators_only(storage: Storage) {
         "no such role",
     );
     // The revoked administrator has no role left: its token is refused.
-    let carol_token = token(&ae.env, &carol, "admin");
+    let carol_token = admin_token(&ae.env, &carol, "admin");
     refused(
         &ae.call(Method::GET, "/organisations", &carol_token, None).await,
         403,
@@ -291,9 +181,9 @@ async fn roles_are_granted_by_platform_administrators_only(storage: Storage) {
     );
 
     // Tokens: no token, no admin scope.
-    let anonymous = answer(ae.http.get(ae.env.url(&format!("{BASE}/roles"))).send().await.unwrap()).await;
+    let anonymous = answer(ae.http.get(ae.env.url(&format!("{API_BASE}/roles"))).send().await.unwrap()).await;
     assert_eq!(anonymous.status, 401, "{:?}", anonymous.body);
-    let openid_only = token(&ae.env, &ae.alice_id, "openid");
+    let openid_only = admin_token(&ae.env, &ae.alice_id, "openid");
     refused(&ae.call(Method::GET, "/roles", &openid_only, None).await, 403, "insufficient_scope", "admin");
 
     let events = drain_audit(&mut audit);
@@ -638,7 +528,7 @@ async fn accounts_are_searched_invited_and_changed_within_the_organisation(stora
     assert_eq!(activated.body["account"]["status"], "active", "{:?}", activated.body);
     let grant = json!({"account_id": carol, "role": "org_admin", "organisation_id": a});
     assert_eq!(ae.call(Method::POST, "/roles", &ae.platform, Some(&grant)).await.status, 201);
-    let carol_token = token(&ae.env, &carol, "admin");
+    let carol_token = admin_token(&ae.env, &carol, "admin");
     refused(
         &ae.call(Method::POST, &format!("/accounts/{}/disable", ae.alice_id), &carol_token, None).await,
         403,
@@ -694,7 +584,7 @@ async fn account_factors_and_sessions_are_reset_and_ended(storage: Storage) {
     let grant = habilis_idp::store::Grant {
         id: uuid::Uuid::new_v4().to_string(),
         account_id: emma.clone(),
-        client_id: CONSOLE.into(),
+        client_id: CONSOLE_CLIENT.into(),
         session_id: Some("sid-1".into()),
         scope: "openid".into(),
         claims: "{}".into(),
@@ -795,7 +685,7 @@ async fn account_factors_and_sessions_are_reset_and_ended(storage: Storage) {
 async fn openapi_document_is_valid_and_lists_every_served_route() {
     let Some(env) = TestEnv::start(Storage::Embedded).await else { return };
     let http = backchannel_http();
-    let response = http.get(env.url(&format!("{BASE}/openapi.json"))).send().await.unwrap();
+    let response = http.get(env.url(&format!("{API_BASE}/openapi.json"))).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     let spec = oas3::from_json(&text).unwrap_or_else(|e| panic!("not a valid OpenAPI 3.1 document: {e}\n{text}"));
@@ -833,7 +723,7 @@ async fn openapi_document_is_valid_and_lists_every_served_route() {
         }
     }
     served.sort();
-    assert_eq!(served, documented, "the routes served under {BASE} and the document's operations differ");
+    assert_eq!(served, documented, "the routes served under {API_BASE} and the document's operations differ");
     // Every schema a response or body refers to is defined.
     for reference in text.match_indices("#/components/schemas/").map(|(i, _)| &text[i + 21..]) {
         let name: String = reference.chars().take_while(|c| *c != '"').collect();

@@ -5,10 +5,10 @@
 //! (403, audited), unknown targets (404) and the audit events of every change. Each scenario runs
 //! on SQLite + memory and on PostgreSQL + Redis.
 
-use habilis_e2e::{AccountSpec, Answer, Storage, TestEnv, answer, backchannel_http, create_account, drain_audit};
-use habilis_idp::audit::{AuditEvent, AuditRecord};
+use habilis_e2e::admin::{AdminEnv, PASSWORD, denials, refused};
+use habilis_e2e::{Answer, Storage, drain_audit};
+use habilis_idp::audit::AuditEvent;
 use habilis_idp::habilitation::patient::{OID_NIR, with_nir_key};
-use habilis_idp::store::AccountKind;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -19,129 +19,15 @@ habilis_e2e::on_both_storages!(
     profiles_are_previewed_on_samples_and_read_by_auditors,
 );
 
-const BASE: &str = "/api/admin/v1";
-const CONSOLE: &str = "admin-console";
-const PASSWORD: &str = "correct horse battery staple 42";
 const EXPERT: &str = "899700427885";
 const COORDINATOR: &str = "899700010012";
 
-/// A server with an admin back end and one account per role: Patricia (platform), Alice
-/// (org_admin of A), Bob (org_admin of B), Audrey (auditor).
-struct AdminEnv {
-    env: TestEnv,
-    http: reqwest::Client,
-    platform: String,
-    alice: String,
-    bob: String,
-    auditor: String,
-    org_a: String,
-    org_b: String,
-    alice_id: String,
-}
-
-impl AdminEnv {
-    async fn start(storage: Storage) -> Option<AdminEnv> {
-        let env = TestEnv::start(storage).await?;
-        let metadata = habilis_e2e::first_party_client_metadata(
-            "https://console.example.org/callback",
-            "openid admin audit",
-            json!({"grant_types": ["authorization_code", "client_credentials"]}),
-        );
-        env.register_client(CONSOLE, &metadata).await;
-        let account = |kind, login: &str| AccountSpec {
-            kind,
-            login: login.into(),
-            id_nat: None,
-            email: Some(login.into()),
-            given_name: None,
-            family_name: None,
-        };
-        let state = env.state();
-        let platform_id =
-            create_account(state, &account(AccountKind::Administrator, "patricia@example.org"), PASSWORD).await;
-        let alice_id = create_account(state, &account(AccountKind::Professional, "alice@example.org"), PASSWORD).await;
-        let bob_id = create_account(state, &account(AccountKind::Professional, "bob@example.org"), PASSWORD).await;
-        let auditor_id =
-            create_account(state, &account(AccountKind::Professional, "audrey@example.org"), PASSWORD).await;
-        let mut ae = AdminEnv {
-            platform: token(&env, &platform_id, "admin"),
-            alice: token(&env, &alice_id, "admin"),
-            bob: token(&env, &bob_id, "admin"),
-            auditor: token(&env, &auditor_id, "audit"),
-            env,
-            http: backchannel_http(),
-            org_a: String::new(),
-            org_b: String::new(),
-            alice_id: alice_id.clone(),
-        };
-        ae.org_a = ae.create_organisation("Hôpital A").await;
-        ae.org_b = ae.create_organisation("Clinique B").await;
-        for (account, role, org) in [
-            (&alice_id, "org_admin", Some(ae.org_a.clone())),
-            (&bob_id, "org_admin", Some(ae.org_b.clone())),
-            (&auditor_id, "auditor", None),
-        ] {
-            let body = json!({"account_id": account, "role": role, "organisation_id": org});
-            let granted = ae.call(Method::POST, "/roles", &ae.platform, Some(&body)).await;
-            assert_eq!(granted.status, 201, "{:?}", granted.body);
-        }
-        Some(ae)
-    }
-
-    async fn create_organisation(&self, name: &str) -> String {
-        let created = self.call(Method::POST, "/organisations", &self.platform, Some(&json!({"name": name}))).await;
-        assert_eq!(created.status, 201, "{:?}", created.body);
-        created.body["id"].as_str().expect("an id").to_string()
-    }
-
-    /// A call to the admin API (`path` below /api/admin/v1) with a bearer token.
-    async fn call(&self, method: Method, path: &str, token: &str, body: Option<&Value>) -> Answer {
-        let url = self.env.url(&format!("{BASE}{path}"));
-        let mut request = self.http.request(method, url).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        answer(request.send().await.unwrap_or_else(|e| panic!("{path}: {e}"))).await
-    }
-
-    /// A professional member of `org`.
-    async fn professional(&self, id_nat: &str, org: &str) -> String {
-        let id = self.env.add_professional(id_nat, "Prénom", "Nom", PASSWORD).await;
-        let joined = self.call(Method::PUT, &format!("/accounts/{id}/organisations/{org}"), &self.platform, None).await;
-        assert_eq!(joined.status, 200, "{:?}", joined.body);
-        id
-    }
-}
-
-/// An access token of `account_id` for the admin back end, as the console gets at login.
-fn token(env: &TestEnv, account_id: &str, scope: &str) -> String {
-    habilis_idp::oidc::tokens::mint_access_token(
-        env.state(),
-        habilis_idp::oidc::tokens::AccessTokenRequest {
-            client_id: CONSOLE,
-            subject: account_id,
-            account_id: Some(account_id),
-            scope,
-            audience: Vec::new(),
-            auth: None,
-            grant_id: None,
-            lifetime: 600,
-            certificate_thumbprint: None,
-            authorization_details: None,
-            act: None,
-        },
-        habilis_idp::unix_now(),
-    )
-    .expect("a token")
-    .token
-}
-
-/// Asserts an error answer: status, code, and a description containing `text`.
-#[track_caller]
-fn refused(answer: &Answer, status: u16, error: &str, text: &str) {
-    assert_eq!((answer.status, answer.error()), (status, error), "{:?}", answer.body);
-    let description = answer.body["error_description"].as_str().unwrap_or("");
-    assert!(description.contains(text), "expected `{text}` in {:?}", answer.body);
+/// Adds a professional and makes it a member of `org` as the platform administrator; returns its id.
+async fn professional(ae: &AdminEnv, id_nat: &str, org: &str) -> String {
+    let id = ae.env.add_professional(id_nat, "Prénom", "Nom", PASSWORD).await;
+    let joined = ae.call(Method::PUT, &format!("/accounts/{id}/organisations/{org}"), &ae.platform, None).await;
+    assert_eq!(joined.status, 200, "{:?}", joined.body);
+    id
 }
 
 #[track_caller]
@@ -156,18 +42,6 @@ fn items(answer: &Answer, key: &str) -> Vec<String> {
         .unwrap_or_else(|| panic!("a page: {:?}", answer.body))
         .iter()
         .map(|i| i[key].as_str().unwrap_or("").to_string())
-        .collect()
-}
-
-fn denials(events: &[AuditRecord]) -> Vec<(String, String, Vec<String>)> {
-    events
-        .iter()
-        .filter_map(|r| match &r.event {
-            AuditEvent::AdminAccessDenied { actor, operation, organisations, .. } => {
-                Some((actor.clone(), operation.clone(), organisations.clone()))
-            }
-            _ => None,
-        })
         .collect()
 }
 
@@ -412,8 +286,8 @@ async fn relationships_are_searched_created_and_revoked_within_the_organisation(
     let Some(ae) = AdminEnv::start(storage).await else { return };
     let mut audit = ae.env.state().audit.subscribe();
     let (a, b) = (ae.org_a.clone(), ae.org_b.clone());
-    ae.professional(EXPERT, &a).await;
-    ae.professional(COORDINATOR, &b).await;
+    professional(&ae, EXPERT, &a).await;
+    professional(&ae, COORDINATOR, &b).await;
     let patient = ins("1800175123456");
     let new = |id_nat: &str, org: Option<&str>| {
         json!({"professional": {"id_nat": id_nat}, "patient": patient, "kind": "treating", "organisation_id": org,
@@ -753,7 +627,7 @@ async fn keys_and_settings_are_read_by_auditors_and_changed_by_platform_administ
 async fn profiles_are_previewed_on_samples_and_read_by_auditors(storage: Storage) {
     let Some(ae) = AdminEnv::start(storage).await else { return };
     let mut audit = ae.env.state().audit.subscribe();
-    ae.professional(EXPERT, &ae.org_a).await;
+    professional(&ae, EXPERT, &ae.org_a).await;
     let patient = ins("1800175123456");
     let relate = json!({"professional": {"id_nat": EXPERT}, "patient": patient, "kind": "treating", "organisation_id": ae.org_a});
     let relationship = ae.call(Method::POST, "/relationships", &ae.alice, Some(&relate)).await;
