@@ -9,7 +9,7 @@ mod event;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-pub use event::AuditEvent;
+pub use event::{AuditEvent, Outcome};
 
 /// Who and where: the context every record carries besides the event.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]

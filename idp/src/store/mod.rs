@@ -3,6 +3,7 @@
 //! knows which database it talks to.
 
 mod admin;
+mod audit;
 mod habilitation;
 mod registration;
 mod sql;
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use admin::*;
+pub use audit::*;
 pub use habilitation::*;
 pub use registration::*;
 pub use sql::{Backend, connect, connect_with};

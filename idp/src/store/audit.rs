@@ -1,0 +1,118 @@
+//! Durable audit log (issue 10): an append-only, hash-chained table of records and the signed
+//! checkpoints that anchor it. A seam of its own ([`AuditStore`]); the chain rules (what a hash
+//! covers) live in `crate::audit::chain`, the store only keeps and returns rows in order.
+//!
+//! Personal data and the chain: a record's personal fields (actor, subject, ip, user agent,
+//! details) are hashed into `personal_digest`, and the chain commits to that digest, not to the
+//! fields themselves. Erasing a person (`pseudonymise`) replaces those fields by a pseudonym and
+//! keeps the digest, so the chain still verifies while every other field stays tamper-evident.
+
+use async_trait::async_trait;
+
+use super::{StoreResult, UnixTime};
+
+/// A record to append; `seq`, `prev_hash`, `personal_digest` and `hash` are given by the chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAuditRecord {
+    pub time: UnixTime,
+    /// The event name (`AuditEvent::name`).
+    pub event: String,
+    /// `success`, `failure`, `denied` or `info`.
+    pub outcome: String,
+    pub client_id: Option<String>,
+    pub request_id: Option<String>,
+    pub acr: Option<String>,
+    /// Who acted (an account id, `cli`, `scheduler`, `client:<id>`…).
+    pub actor: Option<String>,
+    /// The account the event is about.
+    pub subject: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// The event's own fields, as a JSON object.
+    pub details: String,
+}
+
+/// A record as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAuditRecord {
+    /// 1, 2, 3… without gaps: a gap is a deletion.
+    pub seq: i64,
+    pub time: UnixTime,
+    pub event: String,
+    pub outcome: String,
+    pub client_id: Option<String>,
+    pub request_id: Option<String>,
+    pub acr: Option<String>,
+    pub actor: Option<String>,
+    pub subject: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub details: String,
+    /// SHA-256 (hex) of the personal fields as first written.
+    pub personal_digest: String,
+    /// Set when the personal fields were replaced by a pseudonym (erasure, inactive-account deletion).
+    pub pseudonymised_at: Option<UnixTime>,
+    /// `hash` of record `seq - 1` (a fixed genesis value for the first record, or the archived
+    /// head after a purge).
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// A signed statement "the chain had `hash` at `seq`", written periodically by the writer so that
+/// truncation and wholesale rewriting are detected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    pub seq: i64,
+    pub hash: String,
+    pub time: UnixTime,
+    /// The signing key that signed `jws`.
+    pub kid: String,
+    /// Compact JWS over `{seq, hash, time}`.
+    pub jws: String,
+}
+
+/// Filters of an audit search (admin API, export). `None` fields do not filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub since: Option<UnixTime>,
+    pub until: Option<UnixTime>,
+    pub event: Option<String>,
+    /// Matches records whose actor or subject is this id.
+    pub account_id: Option<String>,
+    pub client_id: Option<String>,
+    pub outcome: Option<String>,
+    /// Keyset pagination: records with `seq` greater than this.
+    pub after_seq: Option<i64>,
+    pub limit: i64,
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends `batch` after the current head of the chain, atomically, computing each record's
+    /// links with `crate::audit::chain`. Several instances may append concurrently (PostgreSQL):
+    /// the head is locked for the transaction so that they form one chain. Returns the stored
+    /// records.
+    async fn append(&self, batch: &[NewAuditRecord]) -> StoreResult<Vec<StoredAuditRecord>>;
+    /// Records in `seq` order, from `from_seq` (inclusive), at most `limit`.
+    async fn records_from(&self, from_seq: i64, limit: i64) -> StoreResult<Vec<StoredAuditRecord>>;
+    /// Filtered records, newest first unless `after_seq` is set (then ascending from it).
+    async fn search(&self, query: &AuditQuery) -> StoreResult<Vec<StoredAuditRecord>>;
+    /// Every record whose actor or subject is `account_id`, in `seq` order (person export).
+    async fn records_about(&self, account_id: &str) -> StoreResult<Vec<StoredAuditRecord>>;
+    /// Replaces, in every record whose actor or subject is `account_id`, the personal fields:
+    /// actor/subject `account_id` → `pseudonym`, ip and user agent cleared, and every occurrence
+    /// of each string of `identifiers` (id, idNat, email, login…) in `details` → `pseudonym`.
+    /// Keeps `personal_digest`; sets `pseudonymised_at`. Returns how many records changed.
+    async fn pseudonymise(
+        &self,
+        account_id: &str,
+        pseudonym: &str,
+        identifiers: &[String],
+        at: UnixTime,
+    ) -> StoreResult<u64>;
+    async fn insert_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()>;
+    /// Every checkpoint, in `seq` order.
+    async fn checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>>;
+    /// The last record's `seq` and `hash` (`None`: empty log).
+    async fn head(&self) -> StoreResult<Option<(i64, String)>>;
+}
