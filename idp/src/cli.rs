@@ -64,6 +64,25 @@ pub enum Command {
     /// auditor).
     #[command(subcommand)]
     Admin(crate::admin::cli::AdminCommand),
+    /// Back up the database to FILE: an online, consistent copy of the embedded SQLite database
+    /// (the server may keep running), or `pg_dump --format=custom` of Habilis's schema on
+    /// PostgreSQL. The master key is not in it: keep a copy of the master key apart.
+    Backup {
+        /// The backup file to write (mode 0600).
+        file: PathBuf,
+        /// Overwrite FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore the database from a backup made by `habilis backup`, after checking it. Stop
+    /// Habilis first. On SQLite the replaced database is kept beside it (`.pre-restore-<time>`).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Replace an existing database (required when there is one).
+        #[arg(long)]
+        force: bool,
+    },
     /// Generate a TEST PKI for CPS card login: a root, a "PERSONNES"-like intermediate, card
     /// certificates with the real subject layout (valid, staff, revoked, expired, wrong usage, no
     /// idNat, unknown CA) as PEM and PKCS#12 (password `habilis`), an organisation certificate
@@ -299,6 +318,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::User(command) => {
             let config = load_config(&cli, None, Vec::new())?;
             user_command(config, command).await
+        }
+        Command::Backup { file, force } => {
+            let config = load_config(&cli, None, Vec::new())?;
+            let summary = crate::backup::backup(&config, file, *force).await.map_err(failed)?;
+            println!("backup written to {}: {summary}", file.display());
+            println!("Keep the master key apart from it: the backup is useless without it, and unsafe beside it.");
+            Ok(())
+        }
+        Command::Restore { file, force } => {
+            let config = load_config(&cli, None, Vec::new())?;
+            let summary = crate::backup::restore(&config, file, *force).await.map_err(failed)?;
+            // Opening applies the migrations of this version to a backup made by an older one.
+            let store = crate::store::connect(&config).await.map_err(failed)?;
+            println!("restored from {} ({} database): {summary}", file.display(), store.backend().as_str());
+            Ok(())
         }
         Command::DevPki { dir, server_names, crl_url } => {
             let summary = crate::cps::devpki::generate(dir, server_names, crl_url.as_deref())
