@@ -44,6 +44,44 @@ impl Api {
         self.call(token, method, path, &[], body).await
     }
 
+    /// `GET path?query` of an endpoint that answers something other than JSON (the audit
+    /// export): its body and headers, or the API's error.
+    pub async fn get_raw(
+        &self,
+        token: &str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(reqwest::header::HeaderMap, axum::body::Bytes), ApiError> {
+        let pairs: Vec<(&str, &str)> = query.iter().copied().filter(|(_, v)| !v.is_empty()).collect();
+        let response = self.request(token, Method::GET, path, &pairs, None).send().await.map_err(unreachable)?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            return Err(error_of(status, &body));
+        }
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(unreachable)?;
+        Ok((headers, body))
+    }
+
+    fn request(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if !query.is_empty() {
+            request = request.query(query);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request
+    }
+
     async fn call(
         &self,
         token: &str,
@@ -52,27 +90,27 @@ impl Api {
         query: &[(&str, &str)],
         body: Option<Value>,
     ) -> Result<Value, ApiError> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
-        if !query.is_empty() {
-            request = request.query(query);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.map_err(|e| {
-            tracing::warn!(error = %e, "the admin API cannot be reached");
-            ApiError { status: 0, code: "unreachable".into(), description: e.to_string() }
-        })?;
+        let response = self.request(token, method, path, query, body).send().await.map_err(unreachable)?;
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if (200..300).contains(&status) {
             return Ok(body);
         }
-        Err(ApiError {
-            status,
-            code: body["error"].as_str().unwrap_or("error").to_string(),
-            description: body["error_description"].as_str().unwrap_or("").to_string(),
-        })
+        Err(error_of(status, &body))
+    }
+}
+
+fn unreachable(e: reqwest::Error) -> ApiError {
+    tracing::warn!(error = %e, "the admin API cannot be reached");
+    ApiError { status: 0, code: "unreachable".into(), description: e.to_string() }
+}
+
+/// The API's JSON error (`{"error", "error_description"}`).
+fn error_of(status: u16, body: &Value) -> ApiError {
+    ApiError {
+        status,
+        code: body["error"].as_str().unwrap_or("error").to_string(),
+        description: body["error_description"].as_str().unwrap_or("").to_string(),
     }
 }
 

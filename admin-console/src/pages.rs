@@ -23,7 +23,12 @@ use crate::i18n::{LANG_COOKIE, Lang};
 use crate::session::{PendingLogin, Session, random_token, same_token};
 use crate::{Console, acr_satisfies};
 
+mod oversight;
+
 type St = State<Arc<Console>>;
+
+/// What the console asks Habilis for (`openid` is added by the OIDC client).
+const REQUESTED_SCOPES: &[&str] = &["openid", "profile", "admin", "audit"];
 
 pub fn routes() -> Router<Arc<Console>> {
     Router::new()
@@ -34,11 +39,22 @@ pub fn routes() -> Router<Arc<Console>> {
         .route("/logged-out", get(logged_out))
         .route("/accounts", get(accounts))
         .route("/accounts/invite", post(invite))
+        .route("/accounts/{id}", get(account))
         .route("/accounts/{id}/{action}", post(set_status))
+        .route("/accounts/{id}/profiles", post(assign_profile))
+        .route("/accounts/{id}/profiles/remove", post(unassign_profile))
         .route("/organisations", get(organisations).post(create_organisation))
         .route("/roles", get(roles).post(grant_role))
         .route("/profiles", get(profiles))
         .route("/profiles/{name}", get(profile))
+        .route("/clients", get(oversight::clients))
+        .route("/clients/{id}", get(oversight::client))
+        .route("/relationships", get(oversight::relationships))
+        .route("/relationships/{id}/revoke", post(oversight::revoke_relationship))
+        .route("/audit", get(oversight::audit))
+        .route("/audit/export", get(oversight::audit_export))
+        .route("/keys", get(oversight::keys))
+        .route("/keys/rotate", post(oversight::rotate_key))
         .route("/lang/{code}", get(switch_lang))
         .route("/static/console.css", get(stylesheet))
         .fallback(not_found)
@@ -51,14 +67,21 @@ pub fn templates() -> anyhow::Result<minijinja::Environment<'static>> {
         ("base.html", include_str!("../templates/base.html")),
         ("dashboard.html", include_str!("../templates/dashboard.html")),
         ("accounts.html", include_str!("../templates/accounts.html")),
+        ("account.html", include_str!("../templates/account.html")),
         ("organisations.html", include_str!("../templates/organisations.html")),
         ("roles.html", include_str!("../templates/roles.html")),
         ("profiles.html", include_str!("../templates/profiles.html")),
         ("profile.html", include_str!("../templates/profile.html")),
         ("message.html", include_str!("../templates/message.html")),
+        ("clients.html", include_str!("../templates/clients.html")),
+        ("client.html", include_str!("../templates/client.html")),
+        ("relationships.html", include_str!("../templates/relationships.html")),
+        ("audit.html", include_str!("../templates/audit.html")),
+        ("keys.html", include_str!("../templates/keys.html")),
     ] {
         env.add_template(name, source)?;
     }
+    env.add_filter("datetime", oversight::datetime);
     Ok(env)
 }
 
@@ -97,6 +120,11 @@ fn render(console: &Console, headers: &HeaderMap, session: Option<&Session>, nam
         "user": session.map(|s| s.name.clone()),
         "acr": session.map(|s| s.acr.clone()),
         "csrf": session.map(|s| s.csrf.clone()),
+        // What the role allows, to show only the links and buttons that can work (the API
+        // still decides): platform administrators hold both scopes, organisation
+        // administrators only `admin`, auditors only `audit`.
+        "can_admin": session.is_some_and(|s| s.has_scope("admin")),
+        "can_audit": session.is_some_and(|s| s.has_scope("audit")),
     });
     if let (Some(target), Value::Object(extra)) = (context.as_object_mut(), page) {
         target.extend(extra);
@@ -172,6 +200,10 @@ fn done_text(lang: Lang, done: Option<&String>) -> Option<&'static str> {
         "enabled" => "done_enabled",
         "organisation" => "done_organisation",
         "granted" => "done_granted",
+        "assigned" => "done_assigned",
+        "unassigned" => "done_unassigned",
+        "revoked" => "done_revoked",
+        "rotated" => "done_rotated",
         _ => return None,
     };
     lang.texts().get(key).copied()
@@ -205,9 +237,7 @@ async fn login(State(console): St, headers: HeaderMap) -> Response {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let (url, state, nonce) = client
         .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
-        .add_scope(Scope::new("profile".into()))
-        .add_scope(Scope::new("admin".into()))
-        .add_scope(Scope::new("audit".into()))
+        .add_scopes(REQUESTED_SCOPES.iter().filter(|s| **s != "openid").map(|s| Scope::new(s.to_string())))
         .add_auth_context_value(AuthenticationContextClass::new(console.config.acr.clone()))
         .add_extra_param("ui_locales", lang.code())
         .set_pkce_challenge(challenge)
@@ -303,9 +333,14 @@ async fn finish_login(console: &Console, headers: &HeaderMap, q: &HashMap<String
             console.config.acr
         ));
     }
-    let scopes: Vec<String> = response.scopes().map(|s| s.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+    let mut scopes: Vec<String> =
+        response.scopes().map(|s| s.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
     if !scopes.is_empty() && !scopes.iter().any(|s| s == "admin" || s == "audit") {
         return Err(texts["no_role"].to_string());
+    }
+    // No `scope` in the answer means every scope asked for was granted (RFC 6749, 5.1).
+    if scopes.is_empty() {
+        scopes = REQUESTED_SCOPES.iter().map(|s| s.to_string()).collect();
     }
     // Habilis puts the profile claims in userinfo, not in the ID token.
     let info: Option<openidconnect::core::CoreUserInfoClaims> =
@@ -328,6 +363,7 @@ async fn finish_login(console: &Console, headers: &HeaderMap, q: &HashMap<String
         csrf: random_token(),
         name,
         acr,
+        scopes,
     })
 }
 
@@ -471,6 +507,121 @@ async fn set_status(
     let path = format!("/accounts/{}/{action}", segment(&id));
     match console.api.send(&session.access_token, Method::POST, &path, None).await {
         Ok(_) => see_other(&console, &format!("/accounts?done={done}")),
+        Err(e) => fail(&console, &headers, Some(&session), Fail::api(lang, e)),
+    }
+}
+
+/// An account, with the habilitation profiles it holds and the form to assign one (in the
+/// organisations where the API says the caller may).
+async fn account(
+    State(console): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let lang = Lang::negotiate(&headers);
+    let session = match logged_in(&console, &headers) {
+        Ok(s) => s,
+        Err(f) => return fail(&console, &headers, None, f),
+    };
+    let token = session.access_token.as_str();
+    let path = format!("/accounts/{}", segment(&id));
+    let profiles_path = format!("{path}/profiles");
+    let (detail, assignments, organisations) = tokio::join!(
+        console.api.get(token, &path, &[]),
+        console.api.get(token, &profiles_path, &[]),
+        console.api.get(token, "/organisations", &[("limit", "200")]),
+    );
+    let (detail, assignments) = match (detail, assignments) {
+        (Ok(d), Ok(a)) => (d, a),
+        (Err(e), _) | (_, Err(e)) => return fail(&console, &headers, Some(&session), Fail::api(lang, e)),
+    };
+    // Organisations by name where the caller may list them, else by id.
+    let names: HashMap<String, String> = organisations
+        .ok()
+        .and_then(|page| page["items"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|o| Some((o["id"].as_str()?.to_string(), o["name"].as_str()?.to_string())))
+        .collect();
+    let texts = lang.texts();
+    let name_of = |id: Option<&str>| match id {
+        None => texts.get("platform_wide").copied().unwrap_or("").to_string(),
+        Some(id) => names.get(id).cloned().unwrap_or_else(|| id.to_string()),
+    };
+    let memberships: Vec<String> = detail["organisations"]
+        .as_array()
+        .map(|m| m.iter().map(|m| name_of(Some(m["organisation_id"].as_str().unwrap_or("")))).collect())
+        .unwrap_or_default();
+    let assigned: Vec<Value> = assignments["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|a| {
+                    let mut a = a.clone();
+                    a["scope"] = json!(name_of(a["organisation_id"].as_str()));
+                    a
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let assignable = &assignments["assignable"];
+    let mut scopes: Vec<Value> = assignable["organisations"]
+        .as_array()
+        .map(|o| o.iter().filter_map(|o| o.as_str()).map(|o| json!({"value": o, "label": name_of(Some(o))})).collect())
+        .unwrap_or_default();
+    if assignable["platform_wide"] == true {
+        scopes.push(json!({"value": "", "label": name_of(None)}));
+    }
+    let page = json!({
+        "nav": "accounts",
+        "account": detail["account"],
+        "memberships": memberships,
+        "assigned": assigned,
+        "profiles": assignable["profiles"],
+        "scopes": scopes,
+        "done": done_text(lang, q.get("done")),
+    });
+    render(&console, &headers, Some(&session), "account.html", page)
+}
+
+async fn assign_profile(State(console): St, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    let lang = Lang::negotiate(&headers);
+    let fields = form(&body);
+    let session = match form_session(&console, &headers, &fields) {
+        Ok(s) => s,
+        Err(f) => return fail(&console, &headers, None, f),
+    };
+    let profile = field(&fields, "profile");
+    if profile.is_empty() {
+        return fail(&console, &headers, Some(&session), Fail::text(StatusCode::BAD_REQUEST, lang, "choose_profile"));
+    }
+    let organisation = field(&fields, "organisation_id");
+    let request = if organisation.is_empty() { json!({}) } else { json!({ "organisation_id": organisation }) };
+    let path = format!("/accounts/{}/profiles/{}", segment(&id), segment(profile));
+    match console.api.send(&session.access_token, Method::PUT, &path, Some(request)).await {
+        Ok(_) => see_other(&console, &format!("/accounts/{}?done=assigned", segment(&id))),
+        Err(e) => fail(&console, &headers, Some(&session), Fail::api(lang, e)),
+    }
+}
+
+async fn unassign_profile(State(console): St, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    let lang = Lang::negotiate(&headers);
+    let fields = form(&body);
+    let session = match form_session(&console, &headers, &fields) {
+        Ok(s) => s,
+        Err(f) => return fail(&console, &headers, None, f),
+    };
+    let mut path = format!("/accounts/{}/profiles/{}", segment(&id), segment(field(&fields, "profile")));
+    let organisation = field(&fields, "organisation_id");
+    if !organisation.is_empty() {
+        let query =
+            url::form_urlencoded::Serializer::new(String::new()).append_pair("organisation_id", organisation).finish();
+        path = format!("{path}?{query}");
+    }
+    match console.api.send(&session.access_token, Method::DELETE, &path, None).await {
+        Ok(_) => see_other(&console, &format!("/accounts/{}?done=unassigned", segment(&id))),
         Err(e) => fail(&console, &headers, Some(&session), Fail::api(lang, e)),
     }
 }

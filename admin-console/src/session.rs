@@ -25,6 +25,17 @@ pub struct Session {
     /// Who is logged in, as the ID token names them.
     pub name: String,
     pub acr: String,
+    /// The scopes Habilis granted: `admin` (platform and organisation administrators) and
+    /// `audit` (platform administrators and auditors). They only choose the links and buttons
+    /// shown; the API decides what each call may do.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+impl Session {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
 }
 
 /// A login under way: what the callback must find again.
@@ -157,6 +168,7 @@ mod tests {
             csrf: "c".into(),
             name: "Ada".into(),
             acr: "eidas2".into(),
+            scopes: vec!["openid".into(), "admin".into()],
         }
     }
 

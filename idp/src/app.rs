@@ -185,6 +185,20 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         Arc::new(crate::admin::policy::AdminPolicy::embedded().map_err(|e| StartError::Admin(e.to_string()))?);
     let mtls_base = card.as_ref().filter(|c| c.tls.is_some()).map(|c| c.public_url.clone());
     let discovery = Arc::new(DiscoveryDocument::build(&config, &algs, &grants.grant_types(), mtls_base.as_deref()));
+    // The durable audit log's writer (batches, retries, signed checkpoints); drained by `serve`
+    // once the HTTP server has stopped.
+    let audit = Arc::new(if config.audit.durable {
+        crate::audit::Audit::durable(
+            store.clone(),
+            crate::audit::WriterSettings::from_config(&config.audit),
+            Some(keys.clone()),
+        )
+    } else {
+        tracing::warn!(
+            "audit.durable = false: audit events are NOT written to the tamper-evident log (benchmarking only)"
+        );
+        crate::audit::Audit::default()
+    });
     let state = AppState(Arc::new(Services {
         issuer: config.issuer_string(),
         sessions: Sessions { settings: SessionSettings::from_config(&config) },
@@ -203,13 +217,26 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         verified_tokens: Arc::new(crate::oidc::tokens::VerifiedTokens::new(100_000)),
         mailer,
         mail_templates: Arc::new(crate::mail::MailTemplates::new()),
-        audit: Arc::new(crate::audit::Audit::default()),
+        audit,
         webauthn,
         webauthn_attestation,
         card,
         habilitations,
         admin_policy,
     }));
+    // Keys generated at start (first start, or an algorithm newly enabled) rotate without an
+    // administrator: audited like an administrator's rotation, by `system`.
+    for (kid, alg, activates_at) in state.keys.generated_at_start() {
+        state.audit.record(
+            crate::audit::AuditEvent::SigningKeyRotated {
+                kid: kid.clone(),
+                alg: alg.as_str().to_string(),
+                actor: "system".into(),
+                activates_at: *activates_at,
+            },
+            Default::default(),
+        );
+    }
     if let Some(card) = &state.card {
         // Revocation lists before the first card login (from the cache at once, then fetched).
         card.refresh_crls(&state).await;
@@ -258,6 +285,11 @@ pub fn router(state: AppState) -> Router {
         .route(crate::cps::login::CARD_PATH, get(crate::cps::login::card_login))
         .route(crate::cps::login::COMPLETE_PATH, get(crate::cps::login::complete))
         .route("/consent", get(crate::oidc::consent::page).post(crate::oidc::consent::submit))
+        .route(
+            crate::lifecycle::web::KEEP_PATH,
+            get(crate::lifecycle::web::keep_page).post(crate::lifecycle::web::keep_submit),
+        )
+        .route(crate::lifecycle::web::TERMS_PATH, get(crate::lifecycle::web::terms))
         .route("/static/style.css", get(crate::web::pages::stylesheet))
         // Browsers ask for it on every page; answering "nothing here" keeps consoles and logs clean.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
@@ -351,11 +383,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Err(_) => "error: timed out".to_string(),
     };
     if database != "ok" {
-        state.metrics.dependency_error("database");
+        state.metrics.storage_error("database");
         tracing::warn!(%database, "not ready: database");
     }
     if ephemeral != "ok" {
-        state.metrics.dependency_error("ephemeral");
+        state.metrics.storage_error("ephemeral");
         tracing::warn!(%ephemeral, "not ready: ephemeral store");
     }
     let ready = database == "ok" && ephemeral == "ok";
@@ -370,6 +402,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.signing_keys_published.set(state.keys.published_kids().len() as i64);
+    // Gauges read at scrape time, so that they are current whatever refreshes them.
+    state.metrics.audit_backlog.set(i64::try_from(state.audit.backlog()).unwrap_or(i64::MAX));
+    crate::alerts::revocation_lists(&state, crate::unix_now());
     (
         [(
             header::CONTENT_TYPE,
@@ -395,7 +430,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = state.config.server.shutdown_grace;
+    let audit = state.audit.clone();
     let card_handle = start_card_listener(&state);
+    // The inactive-account job (every lifecycle.run_every, once across instances).
+    crate::lifecycle::spawn_scheduler(state.clone());
+    // The alert rules, fed by the audit events (never on the request path).
+    crate::alerts::spawn(state.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (drain_started_tx, drain_started_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -413,13 +453,17 @@ pub async fn serve(
             std::future::pending::<()>().await;
         }
     };
-    tokio::select! {
+    let result = tokio::select! {
         result = server => result,
         _ = deadline => {
             tracing::warn!(grace = ?grace, "shutdown grace period over: closing remaining connections");
             Ok(())
         }
-    }
+    };
+    // No request is running any more: every audit event they recorded reaches the durable log,
+    // followed by a last checkpoint.
+    audit.shutdown().await;
+    result
 }
 
 /// Starts the card listener (direct mode) when card login has one; its handle stops it.

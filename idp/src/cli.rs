@@ -64,6 +64,20 @@ pub enum Command {
     /// auditor).
     #[command(subcommand)]
     Admin(crate::admin::cli::AdminCommand),
+    /// Inactive accounts (CNIL rule): `lifecycle run [--dry-run] [--now RFC3339]` warns accounts
+    /// nearing lifecycle.inactive_after and deletes those past it, once (the server does it every
+    /// lifecycle.run_every).
+    #[command(subcommand)]
+    Lifecycle(crate::lifecycle::cli::LifecycleCommand),
+    /// A person's data: `person export ID|LOGIN` (everything held on them, as JSON) and
+    /// `person erase ID|LOGIN` (deletion, audit records pseudonymised).
+    #[command(subcommand)]
+    Person(crate::person::cli::PersonCommand),
+    /// The tamper-evident audit log: `audit verify [--archive FILE]` checks the hash chain and its
+    /// signed checkpoints (naming the first bad record), `audit export --since WHEN` writes JSON
+    /// lines, `audit purge --archive FILE [--before WHEN]` archives then deletes old records.
+    #[command(subcommand)]
+    Audit(crate::audit::cli::AuditCommand),
     /// Back up the database to FILE: an online, consistent copy of the embedded SQLite database
     /// (the server may keep running), or `pg_dump --format=custom` of Habilis's schema on
     /// PostgreSQL. The master key is not in it: keep a copy of the master key apart.
@@ -371,7 +385,23 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let config = load_config(&cli, None, Vec::new())?;
             crate::app::ensure_data_dir(&config).map_err(failed)?;
             let store = crate::store::connect(&config).await.map_err(failed)?;
-            crate::admin::cli::run(store, command).await.map_err(CliError::Failed)
+            // Role changes are audited in the durable log, flushed before exiting.
+            let audit = crate::audit::cli::cli_audit(&config, &store);
+            let result = crate::admin::cli::run(store, &audit, command).await.map_err(CliError::Failed);
+            audit.shutdown().await;
+            result
+        }
+        Command::Lifecycle(command) => {
+            let config = load_config(&cli, None, Vec::new())?;
+            crate::lifecycle::cli::run(config, command).await.map_err(CliError::Failed)
+        }
+        Command::Person(command) => {
+            let config = load_config(&cli, None, Vec::new())?;
+            crate::person::cli::run(config, command).await.map_err(CliError::Failed)
+        }
+        Command::Audit(command) => {
+            let config = load_config(&cli, None, Vec::new())?;
+            crate::audit::cli::run(config, command).await.map_err(CliError::Failed)
         }
     }
 }
@@ -558,7 +588,8 @@ async fn user_command(config: Config, command: &UserCommand) -> Result<(), CliEr
                     account.login, account.login
                 )));
             }
-            crate::audit::Audit::default().record(
+            let audit = crate::audit::cli::cli_audit(&config, &store);
+            audit.record(
                 crate::audit::AuditEvent::WebauthnRevoked {
                     account_id: account.id.clone(),
                     credential_id: credential_id.clone(),
@@ -566,6 +597,7 @@ async fn user_command(config: Config, command: &UserCommand) -> Result<(), CliEr
                 },
                 Default::default(),
             );
+            audit.shutdown().await;
             println!("key {credential_id} of {} revoked", account.login);
             Ok(())
         }
@@ -589,6 +621,16 @@ async fn user_command(config: Config, command: &UserCommand) -> Result<(), CliEr
         UserCommand::RevokeConsent { login, client_id } => {
             let account = find_account(&store, login).await?;
             if store.delete_consent(&account.id, client_id).await.map_err(failed)? {
+                let audit = crate::audit::cli::cli_audit(&config, &store);
+                audit.record(
+                    crate::audit::AuditEvent::ConsentWithdrawn {
+                        account_id: account.id.clone(),
+                        client_id: client_id.clone(),
+                        actor: "cli".into(),
+                    },
+                    crate::audit::AuditContext { client_id: Some(client_id.clone()), ..Default::default() },
+                );
+                audit.shutdown().await;
                 println!("consent of {} to {client_id} withdrawn", account.login);
                 Ok(())
             } else {

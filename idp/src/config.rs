@@ -44,6 +44,9 @@ pub struct Config {
     pub registration: RegistrationConfig,
     pub admin: AdminConfig,
     pub admin_console: AdminConsoleConfig,
+    pub lifecycle: LifecycleConfig,
+    pub audit: AuditConfig,
+    pub alerts: AlertsConfig,
     pub log: LogConfig,
 }
 
@@ -256,6 +259,244 @@ pub struct AdminConsoleConfig {
 impl Default for AdminConsoleConfig {
     fn default() -> Self {
         AdminConsoleConfig { enabled: true, client_id: "habilis-admin".into() }
+    }
+}
+
+/// Inactive accounts (CNIL rule for secure health messaging): an account without authentication for
+/// `inactive_after` (at most one year) is deleted, after a warning by mail `warn_before` the
+/// deletion (and a reminder `remind_before` it) carrying a "keep my account" link. See
+/// `crate::lifecycle`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// Run the job in `habilis serve` (`habilis lifecycle run` works either way).
+    pub enabled: bool,
+    /// Inactivity after which an account is deleted; at most one year.
+    #[serde(with = "humantime_serde")]
+    pub inactive_after: Duration,
+    /// How long before the deletion the warning goes out.
+    #[serde(with = "humantime_serde")]
+    pub warn_before: Duration,
+    /// A reminder this long before the deletion (absent: no reminder); shorter than `warn_before`.
+    #[serde(with = "humantime_serde")]
+    pub remind_before: Option<Duration>,
+    /// How often the job runs (on one instance at a time).
+    #[serde(with = "humantime_serde")]
+    pub run_every: Duration,
+    /// Longest validity of a "keep my account" link (absent: until the announced deletion date,
+    /// which always ends it).
+    #[serde(with = "humantime_serde")]
+    pub keep_link_validity: Option<Duration>,
+}
+
+/// The CNIL rule: at most one year without authentication.
+pub const MAX_INACTIVITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            enabled: true,
+            inactive_after: MAX_INACTIVITY,
+            warn_before: Duration::from_secs(30 * 24 * 3600),
+            remind_before: Some(Duration::from_secs(7 * 24 * 3600)),
+            run_every: Duration::from_secs(3600),
+            keep_link_validity: None,
+        }
+    }
+}
+
+impl LifecycleConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.inactive_after > MAX_INACTIVITY {
+            return Err(ConfigError::new(
+                "lifecycle.inactive_after",
+                "must be at most 365 days: the CNIL rule deletes accounts after at most one year without authentication",
+            ));
+        }
+        if self.inactive_after < Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::new("lifecycle.inactive_after", "must be at least one day"));
+        }
+        if self.warn_before.is_zero() || self.warn_before >= self.inactive_after {
+            return Err(ConfigError::new(
+                "lifecycle.warn_before",
+                "must be greater than zero and shorter than lifecycle.inactive_after",
+            ));
+        }
+        if let Some(remind) = self.remind_before
+            && (remind.is_zero() || remind >= self.warn_before)
+        {
+            return Err(ConfigError::new(
+                "lifecycle.remind_before",
+                "must be greater than zero and shorter than lifecycle.warn_before (remove it for no reminder)",
+            ));
+        }
+        if self.run_every < Duration::from_secs(60) || self.run_every > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::new("lifecycle.run_every", "must be between 1 minute and 1 day"));
+        }
+        if self.keep_link_validity.is_some_and(|v| v < Duration::from_secs(3600)) {
+            return Err(ConfigError::new("lifecycle.keep_link_validity", "must be at least one hour"));
+        }
+        Ok(())
+    }
+}
+
+/// The durable audit log (see `crate::audit`): batching of its writer, signed checkpoints, and
+/// the retention `habilis audit purge` applies by default.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Write events to the hash-chained log in the database. `false` keeps only the
+    /// `habilis::audit` log lines: for benchmarking, never in production.
+    pub durable: bool,
+    /// Most records per database transaction.
+    pub batch_size: usize,
+    /// Longest a record waits in the queue before its batch is written.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// How often a signed checkpoint is written (when the log grew), and at shutdown.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// How long records are kept: `habilis audit purge` archives and deletes older ones when no
+    /// `--before` is given. Absent: records are kept until purged explicitly.
+    #[serde(with = "humantime_serde")]
+    pub retention: Option<Duration>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            durable: true,
+            batch_size: 512,
+            flush_interval: Duration::from_millis(20),
+            checkpoint_interval: Duration::from_secs(60),
+            retention: None,
+        }
+    }
+}
+
+impl AuditConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(ConfigError::new("audit.batch_size", "must be between 1 and 10000"));
+        }
+        if self.flush_interval.is_zero() || self.flush_interval > Duration::from_secs(10) {
+            return Err(ConfigError::new("audit.flush_interval", "must be between 1ms and 10s"));
+        }
+        if self.checkpoint_interval < Duration::from_secs(1) || self.checkpoint_interval > Duration::from_secs(86_400) {
+            return Err(ConfigError::new("audit.checkpoint_interval", "must be between 1s and 1 day"));
+        }
+        if self.retention.is_some_and(|r| r < Duration::from_secs(86_400)) {
+            return Err(ConfigError::new("audit.retention", "must be at least one day (remove it to keep everything)"));
+        }
+        Ok(())
+    }
+}
+
+/// Security alerts evaluated in the server over sliding windows of audit events (see
+/// `crate::alerts`), delivered by webhook and/or email. A threshold of 0 turns its rule off.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Evaluate the rules in `habilis serve`.
+    pub enabled: bool,
+    /// `failed_login_spike`: this many failed logins (any account, any address) within
+    /// `failed_login_window`.
+    pub failed_login_threshold: u32,
+    #[serde(with = "humantime_serde")]
+    pub failed_login_window: Duration,
+    /// `address_failing_many_accounts`: one address failing for this many distinct accounts within
+    /// `address_window`.
+    pub address_accounts_threshold: u32,
+    #[serde(with = "humantime_serde")]
+    pub address_window: Duration,
+    /// `forged_proxy_header`: alert on any client-certificate header from an untrusted address.
+    pub forged_proxy_header: bool,
+    /// `revocation_list_stale`: a CRL in use issued longer ago than this (checked every
+    /// `revocation_check_interval`). Keep it below `card.crl_max_staleness`, where card logins stop.
+    #[serde(with = "humantime_serde")]
+    pub revocation_list_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub revocation_check_interval: Duration,
+    /// A rule (per address for the per-address rule, per source for CRLs) fires at most once per
+    /// cooldown.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// Where alerts are POSTed as JSON (`{rule, severity, summary, details, time, instance}`).
+    pub webhook_url: Option<Url>,
+    /// Signs each webhook body: header `X-Habilis-Signature: sha256=<hex HMAC-SHA256>`. Prefer the
+    /// env variable `HABILIS_ALERTS__WEBHOOK_SECRET`.
+    pub webhook_secret: Option<String>,
+    /// Timeout of one webhook attempt.
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    /// Further attempts after a failed one (waiting 1s, 2s, 4s… in between).
+    pub webhook_retries: u32,
+    /// Addresses that receive each alert by email (through the `[mail]` settings).
+    pub email_to: Vec<String>,
+    /// The `instance` of the alerts (default: the host name).
+    pub instance: Option<String>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: true,
+            failed_login_threshold: 50,
+            failed_login_window: Duration::from_secs(5 * 60),
+            address_accounts_threshold: 10,
+            address_window: Duration::from_secs(10 * 60),
+            forged_proxy_header: true,
+            revocation_list_max_age: Duration::from_secs(24 * 3600),
+            revocation_check_interval: Duration::from_secs(5 * 60),
+            cooldown: Duration::from_secs(15 * 60),
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_timeout: Duration::from_secs(5),
+            webhook_retries: 3,
+            email_to: Vec::new(),
+            instance: None,
+        }
+    }
+}
+
+impl AlertsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let day = Duration::from_secs(24 * 3600);
+        for (key, window) in [
+            ("alerts.failed_login_window", self.failed_login_window),
+            ("alerts.address_window", self.address_window),
+            ("alerts.cooldown", self.cooldown),
+        ] {
+            if window < Duration::from_secs(1) || window > day {
+                return Err(ConfigError::new(key, "must be between 1s and 1 day"));
+            }
+        }
+        if self.revocation_check_interval < Duration::from_secs(1) || self.revocation_check_interval > day {
+            return Err(ConfigError::new("alerts.revocation_check_interval", "must be between 1s and 1 day"));
+        }
+        if self.revocation_list_max_age < Duration::from_secs(1) {
+            return Err(ConfigError::new("alerts.revocation_list_max_age", "must be at least 1s"));
+        }
+        if let Some(url) = &self.webhook_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return Err(ConfigError::new("alerts.webhook_url", "must be an http or https URL"));
+        }
+        if self.webhook_secret.as_deref().is_some_and(|s| s.len() < 16) {
+            return Err(ConfigError::new("alerts.webhook_secret", "must be at least 16 characters"));
+        }
+        if self.webhook_timeout < Duration::from_millis(100) || self.webhook_timeout > Duration::from_secs(60) {
+            return Err(ConfigError::new("alerts.webhook_timeout", "must be between 100ms and 60s"));
+        }
+        if self.webhook_retries > 10 {
+            return Err(ConfigError::new("alerts.webhook_retries", "must be at most 10"));
+        }
+        for (i, address) in self.email_to.iter().enumerate() {
+            if address.parse::<lettre::Address>().is_err() {
+                return Err(ConfigError::new(format!("alerts.email_to[{i}]"), "must be an email address"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -519,6 +760,9 @@ impl Default for Config {
             registration: RegistrationConfig::default(),
             admin: AdminConfig::default(),
             admin_console: AdminConsoleConfig::default(),
+            lifecycle: LifecycleConfig::default(),
+            audit: AuditConfig::default(),
+            alerts: AlertsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -763,6 +1007,9 @@ impl Config {
                 "must be 1 to 64 letters, digits, '-', '_' or '.' (e.g. habilis-admin)",
             ));
         }
+        self.lifecycle.validate()?;
+        self.audit.validate()?;
+        self.alerts.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", format!("not a valid filter: {e}")))?;
         Ok(())
@@ -944,6 +1191,13 @@ impl Config {
         if self.login.minimum_acr == "none" {
             warnings.push(
                 "login.minimum_acr = none: a password alone opens a session; never use this for health professionals"
+                    .into(),
+            );
+        }
+        if !self.audit.durable {
+            warnings.push(
+                "audit.durable = false: audit events are NOT written to the tamper-evident log, only to the \
+                 habilis::audit log lines; a benchmarking switch, never for production"
                     .into(),
             );
         }

@@ -123,6 +123,7 @@ impl OAuthError {
 impl From<crate::store::StoreError> for OAuthError {
     fn from(e: crate::store::StoreError) -> Self {
         tracing::error!(error = %e, "storage failure");
+        crate::telemetry::count_storage_error("database");
         OAuthError::new(OAuthErrorCode::TemporarilyUnavailable, "the service is temporarily unavailable; retry shortly")
     }
 }
@@ -130,6 +131,7 @@ impl From<crate::store::StoreError> for OAuthError {
 impl From<crate::ephemeral::EphemeralError> for OAuthError {
     fn from(e: crate::ephemeral::EphemeralError) -> Self {
         tracing::error!(error = %e, "ephemeral store failure");
+        crate::telemetry::count_storage_error("ephemeral");
         OAuthError::new(OAuthErrorCode::TemporarilyUnavailable, "the service is temporarily unavailable; retry shortly")
     }
 }

@@ -6,6 +6,7 @@
 //! endpoints), `authn` (login factors), `web` (HTTP concerns shared by pages and APIs).
 
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod audit;
 pub mod authn;
@@ -20,8 +21,10 @@ pub mod error;
 pub mod habilitation;
 pub mod ids;
 pub mod keys;
+pub mod lifecycle;
 pub mod mail;
 pub mod oidc;
+pub mod person;
 pub mod store;
 pub mod telemetry;
 pub mod testing;

@@ -7,10 +7,15 @@
 //!   them (the scope is dropped), with no step-up asked.
 //! - `console_in_chromium`: an administrator logs in to the console (password, authenticator-app
 //!   code, then a passkey of Chromium's virtual authenticator for eidas2), creates an organisation
-//!   and appoints an organisation administrator; that administrator logs in and invites a
-//!   professional, whose invitation arrives in the SMTP sink. There is no audit read API yet: the
-//!   two actions are checked in the audit events the server emits. Screenshots in
-//!   `<target>/screenshots/admin-*.png`. Skipped (with a message) outside CI without Chromium.
+//!   and appoints an organisation administrator; that administrator logs in (another browser) and
+//!   invites a professional, whose invitation arrives in the SMTP sink, and assigns that
+//!   professional a habilitation profile in the organisation (checked through the admin API). The
+//!   platform administrator's session then reads both actions on the console's audit page
+//!   (filtered by actor, then by event; records reach the log asynchronously, so the page is
+//!   reloaded until they do), downloads the export through the console, and visits the clients,
+//!   relationships and signing keys pages (rotating a key). The actions are also checked in the
+//!   audit events the server emits. Screenshots in `<target>/screenshots/admin-*.png`. Skipped
+//!   (with a message) outside CI without Chromium.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -39,6 +44,8 @@ const PRO: &str = "899700427885";
 const PATIENT: &str = "patient@example.org";
 const INVITEE: &str = "899700010012";
 const INVITEE_EMAIL: &str = "nouvelle.recrue@example.org";
+/// A habilitation profile that applies only to the professionals it is assigned to.
+const ASSIGNED_PROFILE: &str = "coordination-soins";
 const PAGE_WAIT: Duration = Duration::from_secs(20);
 
 fn spec(kind: AccountKind, login: &str, given: &str, family: &str) -> AccountSpec {
@@ -472,6 +479,13 @@ async fn console_in_chromium() {
     .await;
     let admin_app = enrol_totp(&env, &admin, ADMIN).await;
     let org_admin_app = enrol_totp(&env, &org_admin, ORG_ADMIN).await;
+    let profile = json!({"name": ASSIGNED_PROFILE, "description": "Coordination des soins", "kinds": ["treating"],
+        "actions": ["read"], "clients": ["account-app"], "requires_assignment": true});
+    state
+        .habilitations
+        .put_profile(&state.store, serde_json::from_value(profile).unwrap(), habilis_idp::unix_now())
+        .await
+        .expect("the profile is stored");
     let mut audit = state.audit.subscribe();
 
     let mut driver = Chromedriver::start(&driver_program).await.expect("chromedriver starts");
@@ -479,17 +493,23 @@ async fn console_in_chromium() {
     let first = driver.browser(&chromium, p1.path()).await.expect("Chromium starts");
     let outcome = administrator_journey(&first, &env, &admin_app).await;
     let mut console = driver.console(&first).await;
-    let _ = first.close().await;
+    // The administrator's browser stays open (and logged in to the console) while the
+    // organisation administrator acts, then reads the audit log.
     let outcome = match outcome {
         Ok(()) => {
             let second = driver.browser(&chromium, p2.path()).await.expect("Chromium starts");
             let outcome = org_admin_journey(&second, &env, &org_admin_app).await;
             console.extend(driver.console(&second).await);
             let _ = second.close().await;
-            outcome
+            match outcome {
+                Ok(()) => oversight_journey(&first, &env).await,
+                failed => failed,
+            }
         }
         failed => failed,
     };
+    console.extend(driver.console(&first).await);
+    let _ = first.close().await;
     driver.stop();
     if let Err(e) = outcome {
         panic!("{e:#}\nbrowser console:\n{}", console.join("\n"));
@@ -500,7 +520,7 @@ async fn console_in_chromium() {
     let mail = sink.wait_for(INVITEE_EMAIL, Duration::from_secs(15)).await.expect("the invitation mail");
     assert!(mail.subject().is_some_and(|s| !s.is_empty()), "an invitation with a subject");
 
-    // No audit read API yet: the actions, as the audit log records them.
+    // The actions, as the server emits them to the audit log (the console read them back above).
     let events: Vec<AuditEvent> = drain_audit(&mut audit).into_iter().map(|r| r.event).collect();
     let by = |actor: &str| format!("account:{actor}");
     assert!(
@@ -518,6 +538,30 @@ async fn console_in_chromium() {
         events.iter().any(|e| matches!(e, AuditEvent::AccountChanged { actor, change, .. }
             if change == "invited" && *actor == by(&org_admin))),
         "professional invited by the organisation administrator: {events:#?}"
+    );
+
+    // The profile the organisation administrator assigned, through the admin API and the audit log.
+    let invitee = state.store.account_by_login(INVITEE).await.unwrap().expect("the invited professional");
+    let organisation = state.store.admin().memberships_of(&invitee.id).await.unwrap().pop().expect("a member");
+    let token = habilis_e2e::admin::admin_token(&env, &admin, "admin");
+    let held: Value = backchannel_http()
+        .get(env.url(&format!("/api/admin/v1/accounts/{}/profiles", invitee.id)))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(held["items"].as_array().map(Vec::len), Some(1), "{held}");
+    assert_eq!(held["items"][0]["profile"], ASSIGNED_PROFILE, "{held}");
+    assert_eq!(held["items"][0]["organisation_id"], organisation.organisation_id.as_str(), "{held}");
+    assert_eq!(held["items"][0]["assigned_by"], by(&org_admin), "{held}");
+    assert!(
+        events.iter().any(|e| matches!(e, AuditEvent::ProfileAssigned { account_id, profile, organisation_id, actor }
+            if *account_id == invitee.id && profile == ASSIGNED_PROFILE
+                && organisation_id.as_deref() == Some(organisation.organisation_id.as_str()) && *actor == by(&org_admin))),
+        "profile assigned by the organisation administrator: {events:#?}"
     );
     env.stop().await;
 }
@@ -558,6 +602,103 @@ async fn administrator_journey(browser: &Client, env: &TestEnv, app: &totp_rs::T
     let table = wait_for(browser, "table#accounts").await?.text().await?;
     ensure!(table.contains(ORG_ADMIN) && table.contains("Active"), "accounts listed in English: {table}");
     screenshot(browser, "accounts-en").await?;
+    Ok(())
+}
+
+/// The audit records of the page shown, by event name.
+async fn audit_events(browser: &Client) -> anyhow::Result<Vec<String>> {
+    let mut events = Vec::new();
+    for row in browser.find_all(Locator::Css("table#audit tr[data-event]")).await? {
+        events.extend(row.attr("data-event").await?);
+    }
+    Ok(events)
+}
+
+/// The platform administrator, still logged in to the console in the first browser: the audit
+/// log shows what the organisation administrator did; the export, clients, relationships and
+/// keys pages work; then the logout.
+async fn oversight_journey(browser: &Client, env: &TestEnv) -> anyhow::Result<()> {
+    // The organisation administrator's actions, filtered by actor (a login the console resolves).
+    click(browser, "nav a#nav-audit").await?;
+    wait_for(browser, "form#audit-filters").await?;
+    fill(browser, "account", ORG_ADMIN).await?;
+    click(browser, "button#audit-search").await?;
+    wait_for(browser, "button#audit-search").await?;
+    // The audit writer batches its records: reload until both are in the durable log.
+    let deadline = std::time::Instant::now() + PAGE_WAIT;
+    loop {
+        let events = audit_events(browser).await?;
+        if events.iter().any(|e| e == "account_changed") && events.iter().any(|e| e == "profile_assigned") {
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "the org admin's actions are not listed: {events:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        browser.refresh().await?;
+        wait_for(browser, "button#audit-search").await?;
+    }
+    let url = browser.current_url().await?;
+    ensure!(url.query().is_some_and(|q| q.contains("account=")), "the filter is in the address: {url}");
+    let table = wait_for(browser, "table#audit").await?.text().await?;
+    ensure!(table.contains("Olga Cadre"), "the actor is named: {table}");
+    ensure!(table.contains("Nina Recrue"), "the invited professional is named as the subject: {table}");
+    let events = audit_events(browser).await?;
+    ensure!(
+        events.iter().all(|e| ["account_changed", "profile_assigned", "admin_access_denied"].contains(&e.as_str())
+            || e.starts_with("admin_")),
+        "only the organisation administrator's actions are listed: {events:?}"
+    );
+    // The details of the assignment, expanded.
+    click(browser, "tr[data-event=\"profile_assigned\"] + tr.record-details summary").await?;
+    let details =
+        wait_for(browser, "tr[data-event=\"profile_assigned\"] + tr.record-details pre").await?.text().await?;
+    ensure!(details.contains(ASSIGNED_PROFILE), "the record's details hold the profile: {details}");
+    screenshot(browser, "audit").await?;
+
+    // The export, downloaded through the console with the browser's session cookie.
+    let export = wait_for(browser, "a#audit-export").await?.attr("href").await?.context("an export link")?;
+    let cookies = browser.get_all_cookies().await?;
+    let cookie = cookies.iter().map(|c| format!("{}={}", c.name(), c.value())).collect::<Vec<_>>().join("; ");
+    let response =
+        backchannel_http().get(env.url(&export)).header("cookie", cookie).send().await.context("the export")?;
+    ensure!(response.status() == 200, "the export answers {}", response.status());
+    let disposition = response.headers().get("content-disposition").and_then(|v| v.to_str().ok()).unwrap_or("");
+    ensure!(disposition.starts_with("attachment") && disposition.contains(".jsonl"), "a download: {disposition}");
+    let lines = response.text().await?;
+    let exported: Vec<Value> = lines.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    ensure!(
+        exported.iter().any(|r| r["event"] == "profile_assigned")
+            && exported.iter().all(|r| r["actor"].as_str().is_some_and(|a| a.starts_with("account:"))),
+        "the export holds the filtered records: {lines}"
+    );
+
+    // Filtered by event: the link of the event name.
+    click(browser, "tr[data-event=\"profile_assigned\"] td a[href*=\"event=\"]").await?;
+    wait_for(browser, "table#audit").await?;
+    let events = audit_events(browser).await?;
+    ensure!(!events.is_empty() && events.iter().all(|e| e == "profile_assigned"), "filtered by event: {events:?}");
+
+    // The registered clients, with the details of one.
+    click(browser, "nav a#nav-clients").await?;
+    let table = wait_for(browser, "table#clients").await?.text().await?;
+    ensure!(table.contains("account-app"), "the clients are listed: {table}");
+    click(browser, "tr[data-client=\"account-app\"] a").await?;
+    let metadata = wait_for(browser, "pre#client-metadata").await?.text().await?;
+    ensure!(metadata.contains("redirect_uris"), "the client's metadata: {metadata}");
+
+    // Relationships: none yet, and no refusal for a platform administrator.
+    click(browser, "nav a#nav-relationships").await?;
+    wait_for(browser, "select#status").await?;
+    ensure!(browser.find(Locator::Id("error")).await.is_err(), "a platform administrator searches every organisation");
+
+    // The signing keys, and a rotation.
+    click(browser, "nav a#nav-keys").await?;
+    wait_for(browser, "table#keys").await?;
+    let before = browser.find_all(Locator::Css("table#keys tbody tr")).await?.len();
+    click(browser, "button#rotate-submit").await?;
+    wait_for(browser, "#done").await?;
+    let after = browser.find_all(Locator::Css("table#keys tbody tr")).await?.len();
+    ensure!(after == before + 1, "the new key is listed ({before} then {after} keys)");
+    screenshot(browser, "keys").await?;
 
     click(browser, "button#logout").await?;
     wait_for(browser, "#info").await?;
@@ -582,5 +723,23 @@ async fn org_admin_journey(browser: &Client, env: &TestEnv, app: &totp_rs::Totp)
     let table = wait_for(browser, "table#accounts").await?.text().await?;
     ensure!(table.contains(INVITEE), "the invited professional is listed in the organisation: {table}");
     screenshot(browser, "professional-invited").await?;
+
+    // The professional's page: assign the profile inside the organisation (the only scope offered).
+    click(browser, &format!("tr[data-login=\"{INVITEE}\"] a")).await?;
+    wait_for(browser, "select#assign-profile").await?;
+    ensure!(browser.find(Locator::Id("no-assignment")).await.is_ok(), "no profile assigned yet");
+    click(browser, &format!("#assign-profile option[value=\"{ASSIGNED_PROFILE}\"]")).await?;
+    let scope = browser.find(Locator::Css("#assign-scope option")).await?.text().await?;
+    ensure!(scope == "Clinique des Lilas", "the scope offered is the organisation: {scope}");
+    let scopes = browser.find_all(Locator::Css("#assign-scope option")).await?.len();
+    ensure!(scopes == 1, "an organisation administrator is offered no platform-wide assignment");
+    click(browser, "button#assign-submit").await?;
+    wait_for(browser, "#done").await?;
+    let assigned = wait_for(browser, "table#assigned-profiles").await?.text().await?;
+    ensure!(
+        assigned.contains(ASSIGNED_PROFILE) && assigned.contains("Clinique des Lilas"),
+        "the assignment is listed: {assigned}"
+    );
+    screenshot(browser, "assign-profile").await?;
     Ok(())
 }

@@ -56,8 +56,8 @@ impl From<RoleArg> for AdminRole {
 /// Who the audit log names for changes made here.
 const CLI_ACTOR: &str = "cli";
 
-pub async fn run(store: SharedStore, command: &AdminCommand) -> Result<(), String> {
-    let audit = Audit::default();
+/// `audit` is the durable audit service of the command (the caller flushes it before exiting).
+pub async fn run(store: SharedStore, audit: &Audit, command: &AdminCommand) -> Result<(), String> {
     match command {
         AdminCommand::Grant { login, role, organisation } => {
             let account = find(&store, login).await?;
@@ -71,7 +71,7 @@ pub async fn run(store: SharedStore, command: &AdminCommand) -> Result<(), Strin
             )
             .await
             .map_err(|e| e.description.into_owned())?;
-            audit_change(&audit, &grant, false);
+            audit_change(audit, &grant, false);
             println!("{} is now {}", account.login, describe(&grant));
             Ok(())
         }
@@ -85,7 +85,7 @@ pub async fn run(store: SharedStore, command: &AdminCommand) -> Result<(), Strin
                 return Err(format!("{} does not hold this role; see `habilis admin list {login}`", account.login));
             };
             store.admin().delete_role(&grant.id).await.map_err(|e| e.to_string())?;
-            audit_change(&audit, &grant, true);
+            audit_change(audit, &grant, true);
             println!("{} is no longer {}", account.login, describe(&grant));
             Ok(())
         }

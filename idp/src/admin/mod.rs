@@ -13,11 +13,14 @@
 //! document.
 
 pub mod accounts;
+pub mod assignments;
+pub mod audit;
 pub mod cli;
 pub mod clients;
 pub mod keys;
 pub mod openapi;
 pub mod organisations;
+pub mod persons;
 pub mod policy;
 pub mod profiles;
 pub mod relationships;
@@ -129,14 +132,15 @@ pub fn authorize(
 }
 
 /// Targets that belong to no organisation by nature: only platform administrators change them.
-pub const PLATFORM_WIDE: &[&str] = &["client", "initial_access_token", "signing_key", "settings", "profile"];
+pub const PLATFORM_WIDE: &[&str] =
+    &["client", "initial_access_token", "signing_key", "settings", "profile", "audit_log"];
 
 /// Why a request was refused, in the caller's terms.
 fn refusal_text(facts: &AdminFacts, operation: Operation, target: &TargetFacts) -> &'static str {
     if operation != Operation::Read && facts.auditor && !facts.platform && facts.organisations.is_empty() {
         "auditors have read-only access"
     } else if PLATFORM_WIDE.contains(&target.kind) {
-        "clients, profiles, signing keys and settings are platform-wide: only platform administrators manage them (auditors read them)"
+        "clients, profiles, signing keys, settings and the audit log are platform-wide: only platform administrators manage them (auditors read them)"
     } else if operation == Operation::Administer {
         "only platform administrators create, disable or delete organisations and grant or revoke roles"
     } else if target.privileged && facts.organisations.iter().any(|o| target.organisations.contains(o)) {
@@ -296,6 +300,11 @@ pub fn routes() -> Vec<AdminRoute> {
         route!(POST, accounts::FACTORS_RESET_PATH, accounts::reset_factors),
         route!(GET, accounts::SESSIONS_PATH, accounts::sessions),
         route!(DELETE, accounts::SESSIONS_PATH, accounts::kill_sessions),
+        route!(GET, assignments::PATH, assignments::list),
+        route!(PUT, assignments::ITEM_PATH, assignments::assign),
+        route!(DELETE, assignments::ITEM_PATH, assignments::unassign),
+        route!(GET, persons::EXPORT_PATH, persons::export),
+        route!(POST, persons::ERASE_PATH, persons::erase),
         route!(GET, profiles_api::PATH, profiles_api::list),
         route!(GET, profiles_api::ITEM_PATH, profiles_api::show),
         route!(PUT, profiles_api::ITEM_PATH, profiles_api::put),
@@ -319,6 +328,8 @@ pub fn routes() -> Vec<AdminRoute> {
         route!(POST, keys::ROTATE_PATH, keys::rotate),
         route!(POST, keys::RETIRE_PATH, keys::retire),
         route!(GET, settings::PATH, settings::show),
+        route!(GET, audit::PATH, audit::search),
+        route!(GET, audit::EXPORT_PATH, audit::export),
         route!(POST, profiles::PREVIEW_PATH, profiles::preview),
     ]
 }

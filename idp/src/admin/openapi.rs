@@ -8,7 +8,9 @@ use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{accounts, clients, keys, organisations, profiles, relationships, roles, settings};
+use super::{
+    accounts, assignments, audit, clients, keys, organisations, persons, profiles, relationships, roles, settings,
+};
 use crate::habilitation::{professionals_api, profiles_api};
 
 pub const PATH: &str = "/api/admin/v1/openapi.json";
@@ -58,6 +60,11 @@ pub struct ErrorBody {
         accounts::reset_factors,
         accounts::sessions,
         accounts::kill_sessions,
+        assignments::list,
+        assignments::assign,
+        assignments::unassign,
+        persons::export,
+        persons::erase,
         profiles_api::list,
         profiles_api::show,
         profiles_api::put,
@@ -81,6 +88,8 @@ pub struct ErrorBody {
         keys::rotate,
         keys::retire,
         settings::show,
+        audit::search,
+        audit::export,
         profiles::preview,
     ),
     components(schemas(ErrorBody)),
@@ -89,13 +98,14 @@ pub struct ErrorBody {
     tags(
         (name = "roles", description = "Administration roles: platform_admin, org_admin (one organisation), auditor"),
         (name = "organisations", description = "Organisations and their departments"),
-        (name = "accounts", description = "Accounts: search, invitation, status, membership, factors, sessions"),
+        (name = "accounts", description = "Accounts: search, invitation, status, membership, factors, sessions, habilitation profile assignments, personal data export and erasure"),
         (name = "profiles", description = "Habilitation profiles (Cedar-validated) and their \"who would be allowed\" preview"),
         (name = "professionals", description = "Professionals' practice data"),
         (name = "clients", description = "Clients (platform-wide) and the initial access tokens of dynamic registration"),
         (name = "relationships", description = "Professional–patient relationships: search, create, revoke"),
         (name = "keys", description = "Signing keys: list (public facts only), rotate, retire"),
         (name = "settings", description = "The running configuration, secrets redacted"),
+        (name = "audit", description = "The tamper-evident audit log: search and JSON-lines export (platform administrators and auditors)"),
         (name = "meta", description = "This document"),
     )
 )]

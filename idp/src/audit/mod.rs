@@ -1,15 +1,33 @@
 //! Typed audit events (ARCHITECTURE.md §7: audit is a side effect of the domain). Each event is one
 //! variant of [`AuditEvent`]; [`Audit::record`] stamps it with its context and hands it to the
 //! sinks: the `habilis::audit` tracing target (structured, one JSON object per event with
-//! `log.format = json`) and subscribers such as tests and alerting, through a broadcast channel.
-//! The tamper-evident durable log (hash chain, checkpoints, export) builds on this seam.
+//! `log.format = json`), subscribers such as tests and alerting (a broadcast channel), and the
+//! durable log: a hash-chained table written in batches by a background task ([`writer`]), with
+//! signed checkpoints ([`checkpoint`]), verification ([`verify`]), export and archive-before-purge
+//! ([`archive`]) and the `habilis audit` commands ([`cli`]).
 
+pub mod archive;
+pub mod chain;
+pub mod checkpoint;
+pub mod cli;
 mod event;
+pub mod verify;
+mod writer;
+
+#[cfg(test)]
+mod store_tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use event::{AuditEvent, Outcome};
+pub use writer::WriterSettings;
+
+use crate::keys::KeyManager;
+use crate::store::{NewAuditRecord, SharedStore};
 
 /// Who and where: the context every record carries besides the event.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -18,6 +36,8 @@ pub struct AuditContext {
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
     pub client_id: Option<String>,
+    /// The authentication level of the session or token the event happened under, when known.
+    pub acr: Option<String>,
 }
 
 impl AuditContext {
@@ -31,6 +51,7 @@ impl AuditContext {
             user_agent: header("user-agent"),
             request_id: header("x-request-id"),
             client_id: None,
+            acr: None,
         }
     }
 }
@@ -45,18 +66,71 @@ pub struct AuditRecord {
     pub context: AuditContext,
 }
 
+impl AuditRecord {
+    /// The row of the durable log: the event's own fields (without its `event` tag) become
+    /// `details`. Done by the writer, off the request path.
+    pub fn to_new(&self) -> NewAuditRecord {
+        let details = match serde_json::to_value(&self.event) {
+            Ok(serde_json::Value::Object(mut fields)) => {
+                fields.remove("event");
+                serde_json::Value::Object(fields).to_string()
+            }
+            // Every variant is a struct of strings, numbers and lists: unreachable in practice,
+            // and an audit record is never dropped for it.
+            Ok(other) => other.to_string(),
+            Err(e) => serde_json::json!({"unserialisable": e.to_string()}).to_string(),
+        };
+        NewAuditRecord {
+            time: self.time,
+            event: self.event.name().to_string(),
+            outcome: self.event.outcome().as_str().to_string(),
+            client_id: self.context.client_id.clone(),
+            request_id: self.context.request_id.clone(),
+            acr: self.context.acr.clone(),
+            actor: self.event.actor().map(str::to_string),
+            subject: self.event.subject().map(str::to_string),
+            ip: self.context.ip.clone(),
+            user_agent: self.context.user_agent.clone(),
+            details,
+        }
+    }
+}
+
+/// The queue to the durable log's writer task.
+struct Durable {
+    tx: mpsc::UnboundedSender<writer::Command>,
+    backlog: Arc<AtomicUsize>,
+}
+
 /// The audit service held in the application state.
 pub struct Audit {
     subscribers: broadcast::Sender<AuditRecord>,
+    /// `None`: records go to the tracing output and subscribers only (`Audit::default()` in unit
+    /// tests, `audit.durable = false`).
+    durable: Option<Durable>,
 }
 
 impl Default for Audit {
     fn default() -> Self {
-        Audit { subscribers: broadcast::channel(1024).0 }
+        Audit { subscribers: broadcast::channel(1024).0, durable: None }
     }
 }
 
 impl Audit {
+    /// An audit service that also writes to the durable log of `store`, through a writer task
+    /// spawned on the current Tokio runtime. With `keys`, the writer signs checkpoints (the
+    /// server); without (one-shot CLI commands), the server's next checkpoint covers their records.
+    pub fn durable(store: SharedStore, settings: WriterSettings, keys: Option<Arc<KeyManager>>) -> Audit {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let checkpointer = keys.map(|keys| checkpoint::Checkpointer::new(store.clone(), keys));
+        let task = writer::Writer { store, rx, backlog: backlog.clone(), settings, checkpointer };
+        tokio::spawn(task.run());
+        Audit { subscribers: broadcast::channel(1024).0, durable: Some(Durable { tx, backlog }) }
+    }
+
+    /// Records an event: synchronous and cheap (no database work, no waiting), so it can be
+    /// called on any request path.
     pub fn record(&self, event: AuditEvent, context: AuditContext) {
         let record = AuditRecord { time: crate::unix_now(), event, context };
         // Serialised only when the log level keeps it.
@@ -66,13 +140,63 @@ impl Audit {
                 Err(e) => tracing::error!(target: "habilis::audit", error = %e, "audit record not serialisable"),
             }
         }
-        // No subscriber is normal; a lagging one loses the oldest records, never blocks the caller.
-        let _ = self.subscribers.send(record);
+        match &self.durable {
+            Some(durable) => {
+                // No subscriber is normal; a lagging one loses the oldest records, never blocks.
+                if self.subscribers.receiver_count() > 0 {
+                    let _ = self.subscribers.send(record.clone());
+                }
+                durable.backlog.fetch_add(1, Ordering::Relaxed);
+                if let Err(mpsc::error::SendError(_)) = durable.tx.send(writer::Command::Record(Box::new(record))) {
+                    // Only after shutdown(): the writer has stopped.
+                    durable.backlog.fetch_sub(1, Ordering::Relaxed);
+                    tracing::error!(
+                        target: "habilis::audit",
+                        "audit record after the writer stopped: only in this log output, not in the durable log"
+                    );
+                }
+            }
+            None => {
+                let _ = self.subscribers.send(record);
+            }
+        }
     }
 
     /// A receiver of every record from now on (tests, alerting).
     pub fn subscribe(&self) -> broadcast::Receiver<AuditRecord> {
         self.subscribers.subscribe()
+    }
+
+    /// Whether records reach the durable log.
+    pub fn is_durable(&self) -> bool {
+        self.durable.is_some()
+    }
+
+    /// Records queued for the durable log and not yet written (the `habilis_audit_backlog`
+    /// gauge). Grows while the database is unreachable; 0 without a durable log.
+    pub fn backlog(&self) -> usize {
+        self.durable.as_ref().map(|d| d.backlog.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// Waits until every record recorded before this call is in the durable log (or given up at
+    /// shutdown; see the writer). Returns at once without a durable log.
+    pub async fn flush(&self) {
+        self.send_and_wait(writer::Command::Flush).await;
+    }
+
+    /// Writes every queued record and a final checkpoint, then stops the writer: what `habilis
+    /// serve` does once the HTTP server has stopped, and CLI commands before they exit. Records
+    /// made afterwards only reach the tracing output.
+    pub async fn shutdown(&self) {
+        self.send_and_wait(writer::Command::Shutdown).await;
+    }
+
+    async fn send_and_wait(&self, command: impl FnOnce(oneshot::Sender<()>) -> writer::Command) {
+        let Some(durable) = &self.durable else { return };
+        let (ack, done) = oneshot::channel();
+        if durable.tx.send(command(ack)).is_ok() {
+            let _ = done.await;
+        }
     }
 }
 

@@ -224,6 +224,14 @@ async fn submit_form(state: AppState, headers: HeaderMap, body: Bytes, purpose: 
         return crate::web::pages_error(&state, &headers, None, e.into());
     }
     tracing::info!(account = %account.id, purpose = purpose.action(), "password set");
+    let via = match purpose {
+        Purpose::Invitation => "invitation",
+        Purpose::Reset => "reset",
+    };
+    state.audit.record(
+        crate::audit::AuditEvent::PasswordChanged { account_id: account.id.clone(), via: via.into() },
+        crate::audit::AuditContext::from_request(&headers, None),
+    );
     message(&state, lang, StatusCode::OK, purpose.title(t), purpose.done(t))
 }
 

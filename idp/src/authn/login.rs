@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
+use crate::audit::{AuditContext, AuditEvent};
 use crate::authn::journey::level_of;
 use crate::authn::session::{self, FactorRecord, Session};
 use crate::authn::throttle::{Throttle, ThrottleError, ThrottlePolicy, delay_for};
@@ -41,6 +42,14 @@ impl Method {
             Method::Totp => "totp",
             Method::Email => "email",
             Method::Recovery => "recovery",
+        }
+    }
+    /// The factor as audit records and metrics name it.
+    fn factor(self) -> &'static str {
+        match self {
+            Method::Totp => "totp",
+            Method::Email => "email_otp",
+            Method::Recovery => "recovery_code",
         }
     }
     fn parse(s: &str) -> Option<Method> {
@@ -95,6 +104,81 @@ fn login_scope(login: &str) -> String {
 
 fn address_scope(peer: &SocketAddr) -> String {
     format!("ip:{}", peer.ip())
+}
+
+/// One login attempt as the audit log and the metrics see it.
+struct Attempt<'a> {
+    account_id: Option<&'a str>,
+    /// The normalised login typed (never recorded in clear when no account has it).
+    login: &'a str,
+    factor: &'static str,
+    context: AuditContext,
+}
+
+impl<'a> Attempt<'a> {
+    fn new(
+        interaction: &Interaction,
+        headers: &HeaderMap,
+        peer: &SocketAddr,
+        account_id: Option<&'a str>,
+        login: &'a str,
+        factor: &'static str,
+    ) -> Attempt<'a> {
+        let context = AuditContext {
+            client_id: Some(interaction.request.client_id.clone()),
+            ..AuditContext::from_request(headers, Some(*peer))
+        };
+        Attempt { account_id, login, factor, context }
+    }
+
+    /// For an unknown account: a keyed hash of the typed login (the master key keeps a dictionary
+    /// of logins from reversing it), so that repeated attempts on one name can be correlated.
+    fn login_hash(&self, state: &AppState) -> Option<String> {
+        if self.account_id.is_some() || self.login.is_empty() {
+            return None;
+        }
+        let key = state.keys.master_key().to_base64();
+        let mac = crate::alerts::hmac_sha256(key.as_bytes(), format!("login:{}", self.login).as_bytes());
+        Some(hex::encode(&mac[..16]))
+    }
+
+    fn succeeded(&self, state: &AppState, account_id: &str) {
+        state.metrics.login(self.factor, true);
+        state.audit.record(
+            AuditEvent::LoginSucceeded { account_id: account_id.to_string(), factor: self.factor.to_string() },
+            self.context.clone(),
+        );
+    }
+
+    /// `reason`: a stable code (`bad_password`, `bad_code`, `expired_code`, `locked`…).
+    fn failed(&self, state: &AppState, reason: &str) {
+        state.metrics.login(self.factor, false);
+        if self.factor != "password" && reason != "locked" {
+            state.metrics.code_failure(self.factor);
+        }
+        state.audit.record(
+            AuditEvent::LoginFailed {
+                account_id: self.account_id.map(str::to_string),
+                login_hash: self.login_hash(state),
+                factor: self.factor.to_string(),
+                reason: reason.to_string(),
+            },
+            self.context.clone(),
+        );
+    }
+
+    fn locked(&self, state: &AppState, until: i64) {
+        state.metrics.lockout(self.factor);
+        state.audit.record(
+            AuditEvent::LockedOut {
+                account_id: self.account_id.map(str::to_string),
+                login_hash: self.login_hash(state),
+                factor: self.factor.to_string(),
+                until,
+            },
+            self.context.clone(),
+        );
+    }
 }
 
 /// Normalises what the user typed: idNat and ADELI are upper-case alphanumerics, other logins
@@ -442,22 +526,26 @@ pub async fn submit(
         .await;
     }
     let scope = login_scope(&login);
-    if let Err(response) = check_throttles(&state, &headers, &interaction, &scope, &peer, typed, now).await {
+    let attempt = Attempt::new(&interaction, &headers, &peer, None, &login, "password");
+    if let Err(response) = check_throttles(&state, &headers, &interaction, &scope, &peer, typed, &attempt, now).await {
         return response;
     }
     let account = match verify_password(&state, &login, password).await {
-        Ok(Some(account)) => account,
-        Ok(None) => {
+        Ok(PasswordCheck::Valid(account)) => account,
+        Ok(PasswordCheck::Refused { account_id, reason }) => {
             tracing::info!(ip = %peer.ip(), "login failed: bad credentials");
+            let attempt = Attempt { account_id: account_id.as_deref(), ..attempt };
+            attempt.failed(&state, reason);
             interaction.failures += 1;
             let _ = interaction::save(&state, &interaction).await;
-            let locked = record_failure(&state, &scope, &peer, now).await;
+            let locked = record_failure(&state, &scope, &peer, &attempt, now).await;
             let message = if locked { texts.locked } else { texts.bad_credentials };
             return password_page(&state, &headers, &interaction, typed, Some(message), StatusCode::UNAUTHORIZED).await;
         }
         Err(e) => return crate::web::pages_error(&state, &headers, None, e),
     };
     tracing::info!(account = %account.id, method = "pwd", "password verified");
+    attempt.succeeded(&state, &account.id);
     if interaction.account_id.as_ref().is_some_and(|a| a != &account.id) {
         // Another account than the one this interaction started with: start the factors over.
         interaction.factors.clear();
@@ -489,7 +577,8 @@ pub async fn submit_code(
     let method = params.get("method").and_then(Method::parse).unwrap_or(Method::Email);
     let code = params.get("code").unwrap_or("").trim().to_string();
     let scope = login_scope(&account.login);
-    if let Err(response) = check_throttles(&state, &headers, &interaction, &scope, &peer, "", now).await {
+    let attempt = Attempt::new(&interaction, &headers, &peer, Some(&account.id), &account.login, method.factor());
+    if let Err(response) = check_throttles(&state, &headers, &interaction, &scope, &peer, "", &attempt, now).await {
         return response;
     }
     let outcome = match method {
@@ -503,7 +592,7 @@ pub async fn submit_code(
                     Err(
                         crate::authn::email_otp::EmailOtpError::Invalid { .. }
                         | crate::authn::email_otp::EmailOtpError::Malformed,
-                    ) => Err(texts.bad_code),
+                    ) => Err((texts.bad_code, "bad_code")),
                     Err(crate::authn::email_otp::EmailOtpError::Storage(e)) => {
                         tracing::error!(error = %e, "email code check unavailable");
                         return fail(&state, &headers, &interaction, unavailable());
@@ -511,11 +600,11 @@ pub async fn submit_code(
                     Err(e) => {
                         tracing::info!(error = %e, "email code refused");
                         interaction.otp_challenge = None;
-                        Err(texts.code_expired)
+                        Err((texts.code_expired, "expired_code"))
                     }
                 }
             }
-            None => Err(texts.code_expired),
+            None => Err((texts.code_expired, "expired_code")),
         },
         Method::Totp => {
             let master = state.keys.master_key();
@@ -530,14 +619,14 @@ pub async fn submit_code(
             .await
             {
                 Ok(()) => Ok(()),
-                Err(crate::authn::totp::TotpError::Replayed) => Err(texts.code_replayed),
+                Err(crate::authn::totp::TotpError::Replayed) => Err((texts.code_replayed, "replayed_code")),
                 Err(e @ (crate::authn::totp::TotpError::Storage(_) | crate::authn::totp::TotpError::Internal(_))) => {
                     tracing::error!(error = %e, "authenticator check unavailable");
                     return fail(&state, &headers, &interaction, unavailable());
                 }
                 Err(e) => {
                     tracing::info!(error = %e, "authenticator code refused");
-                    Err(texts.bad_code)
+                    Err((texts.bad_code, "bad_code"))
                 }
             }
         }
@@ -548,21 +637,23 @@ pub async fn submit_code(
             }
             Err(e) => {
                 tracing::info!(error = %e, "recovery code refused");
-                Err(texts.bad_code)
+                Err((texts.bad_code, "bad_code"))
             }
         },
     };
     match outcome {
         Ok(()) => {
             tracing::info!(account = %account.id, method = method.as_str(), "second factor verified");
+            attempt.succeeded(&state, &account.id);
             interaction.offer_totp = method == Method::Email;
             let _ = account_throttle(&state).record_success(state.ephemeral.as_ref(), &scope).await;
             interaction.complete_factor("otp", now);
             advance(&state, &headers, interaction, now).await
         }
-        Err(message) => {
+        Err((message, reason)) => {
+            attempt.failed(&state, reason);
             interaction.failures += 1;
-            let locked = record_failure(&state, &scope, &peer, now).await;
+            let locked = record_failure(&state, &scope, &peer, &attempt, now).await;
             let message = if locked { texts.locked } else { message };
             second_factor_page(&state, &headers, interaction, Some(method), Some(message), None, now).await
         }
@@ -616,6 +707,7 @@ fn fail(state: &AppState, headers: &HeaderMap, interaction: &Interaction, error:
 }
 
 /// Refuses (with the lockout message) while the login name or the address is locked.
+#[expect(clippy::too_many_arguments, reason = "the two login steps' request parts, each needed for its page")]
 async fn check_throttles(
     state: &AppState,
     headers: &HeaderMap,
@@ -623,6 +715,7 @@ async fn check_throttles(
     scope: &str,
     peer: &SocketAddr,
     typed: &str,
+    attempt: &Attempt<'_>,
     now: i64,
 ) -> Result<(), Response> {
     let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), headers);
@@ -636,6 +729,7 @@ async fn check_throttles(
             Ok(()) => {}
             Err(ThrottleError::Locked { .. }) => {
                 tracing::warn!(ip = %peer.ip(), "login attempt while locked");
+                attempt.failed(state, "locked");
                 let response = if interaction.account_id.is_some() && typed.is_empty() {
                     second_factor_page(state, headers, interaction.clone(), None, Some(texts.locked), None, now).await
                 } else {
@@ -663,13 +757,14 @@ async fn check_throttles(
 
 /// Counts a failure for the login name and the address, then holds the answer for the
 /// progressive delay. Returns whether the login name is now locked.
-async fn record_failure(state: &AppState, scope: &str, peer: &SocketAddr, now: i64) -> bool {
+async fn record_failure(state: &AppState, scope: &str, peer: &SocketAddr, attempt: &Attempt<'_>, now: i64) -> bool {
     let by_account = account_throttle(state).record_failure(state.ephemeral.as_ref(), scope, now).await;
     let _ = address_throttle(state).record_failure(state.ephemeral.as_ref(), &address_scope(peer), now).await;
     match by_account {
         Ok(failure) => {
             if let Some(until) = failure.locked_until {
                 tracing::warn!(ip = %peer.ip(), until, "account locked after repeated failures");
+                attempt.locked(state, until);
             }
             tokio::time::sleep(delay_for(failure.failures)).await;
             failure.locked_until.is_some()
@@ -714,6 +809,22 @@ pub(crate) async fn advance(state: &AppState, headers: &HeaderMap, mut interacti
         return crate::web::pages_error(state, headers, None, OAuthError::server_error());
     };
     let same_account = previous.as_ref().is_some_and(|s| s.account_id == account_id);
+    if let Some(before) = previous.as_ref().filter(|_| same_account && !fresh) {
+        let from = level_of(&before.amr());
+        if reached.is_some_and(|r| from.is_none_or(|f| f < r)) {
+            state.audit.record(
+                AuditEvent::StepUpCompleted {
+                    account_id: account_id.clone(),
+                    from_acr: from.map(|l| l.as_str().to_string()),
+                    to_acr: reached.map(|l| l.as_str().to_string()),
+                },
+                AuditContext {
+                    client_id: Some(interaction.request.client_id.clone()),
+                    ..AuditContext::from_request(headers, None)
+                },
+            );
+        }
+    }
     // A new secret session id at every login or step-up (no fixation); the public sid and the
     // list of clients survive a step-up of the same account.
     let new_session = Session {
@@ -911,10 +1022,23 @@ pub async fn totp_submit(State(state): State<AppState>, headers: HeaderMap, body
         }
     }
     tracing::info!(account = %account.id, "authenticator app enrolled");
+    let context = AuditContext {
+        client_id: Some(interaction.request.client_id.clone()),
+        ..AuditContext::from_request(&headers, None)
+    };
+    state
+        .audit
+        .record(AuditEvent::FactorEnrolled { account_id: account.id.clone(), factor: "totp".into() }, context.clone());
     interaction.totp_pending = None;
     let _ = interaction::save(&state, &interaction).await;
     let codes = match crate::authn::recovery::generate(state.store.as_ref(), &account.id, now).await {
-        Ok(c) => c.iter().cloned().collect::<Vec<String>>(),
+        Ok(c) => {
+            state.audit.record(
+                AuditEvent::FactorEnrolled { account_id: account.id.clone(), factor: "recovery_code".into() },
+                context,
+            );
+            c.iter().cloned().collect::<Vec<String>>()
+        }
         Err(e) => {
             tracing::error!(error = %e, "recovery codes not generated");
             return resume(&interaction);
@@ -931,13 +1055,20 @@ pub async fn totp_submit(State(state): State<AppState>, headers: HeaderMap, body
     )
 }
 
-/// The account if `password` is right and the account active; `None` otherwise, after the same
+/// What a password check found (the reason is for the audit log only: the page says the same
+/// thing in every case).
+enum PasswordCheck {
+    Valid(Account),
+    Refused { account_id: Option<String>, reason: &'static str },
+}
+
+/// The account if `password` is right and the account active; why not otherwise, after the same
 /// amount of hashing work either way.
 async fn verify_password(
     state: &AppState,
     login: &str,
     password: zeroize::Zeroizing<String>,
-) -> Result<Option<Account>, OAuthError> {
+) -> Result<PasswordCheck, OAuthError> {
     let account = state.store.account_by_login(login).await?;
     let stored = match &account {
         Some(a) => state.store.credentials_of(&a.id, "password").await?.into_iter().next(),
@@ -954,9 +1085,12 @@ async fn verify_password(
             if needs_rehash {
                 rehash(state, &credential, password).await;
             }
-            Ok(Some(a))
+            Ok(PasswordCheck::Valid(a))
         }
-        _ => Ok(None),
+        (None, _) => Ok(PasswordCheck::Refused { account_id: None, reason: "unknown_account" }),
+        (Some(a), None) => Ok(PasswordCheck::Refused { account_id: Some(a.id), reason: "no_password" }),
+        (Some(a), Some(_)) if ok => Ok(PasswordCheck::Refused { account_id: Some(a.id), reason: "account_disabled" }),
+        (Some(a), Some(_)) => Ok(PasswordCheck::Refused { account_id: Some(a.id), reason: "bad_password" }),
     }
 }
 

@@ -502,6 +502,7 @@ async fn authenticate_finish_inner(
         Ok(i) => i,
         Err(_) => {
             // A replayed assertion lands here once its login has completed.
+            state.metrics.login("webauthn", false);
             state.audit.record(
                 AuditEvent::WebauthnRefused { account_id: None, reason: "login already completed or expired".into() },
                 AuditContext::from_request(headers, None),
@@ -521,6 +522,7 @@ async fn authenticate_finish_inner(
         Ok(c) => c,
         Err(failure) => {
             // A replayed assertion lands here: its challenge was taken by the first use.
+            state.metrics.login("webauthn", false);
             state.audit.record(
                 AuditEvent::WebauthnRefused { account_id: None, reason: "challenge already used or expired".into() },
                 context,
@@ -530,6 +532,7 @@ async fn authenticate_finish_inner(
     };
     let stored = state.store.webauthn_credential(&presented_id).await.map_err(|_| Failure::unavailable())?;
     let refuse = |account_id: Option<String>, reason: String| {
+        state.metrics.login("webauthn", false);
         state.audit.record(AuditEvent::WebauthnRefused { account_id, reason: reason.clone() }, context.clone());
         Failure::refused(
             "this security key was not accepted: use a key registered on your account, or log in another way",
@@ -588,6 +591,7 @@ async fn authenticate_finish_inner(
     if result.user_verified() {
         interaction.complete_factor("user", now);
     }
+    state.metrics.login("webauthn", true);
     state.audit.record(
         AuditEvent::WebauthnLoginSucceeded {
             account_id: stored.account_id.clone(),

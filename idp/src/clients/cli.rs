@@ -66,7 +66,13 @@ pub enum RegistrationTokenCommand {
 pub async fn run(config: &Config, store: SharedStore, cmd: &ClientCommand) -> Result<(), String> {
     let registry = ClientRegistry::new(store.clone());
     match cmd {
-        ClientCommand::RegistrationToken(command) => registration_token(config, store.as_ref(), command).await,
+        ClientCommand::RegistrationToken(command) => {
+            // Issuing and revoking tokens is audited in the durable log, flushed before exiting.
+            let audit = crate::audit::cli::cli_audit(config, &store);
+            let result = registration_token(config, store.as_ref(), &audit, command).await;
+            audit.shutdown().await;
+            result
+        }
         ClientCommand::Import { file, client_id } => import(config, &registry, file, client_id.as_deref()).await,
         ClientCommand::List => list(&registry).await,
         ClientCommand::Show { client_id } => show(&registry, client_id).await,
@@ -277,15 +283,19 @@ async fn show(registry: &ClientRegistry, client_id: &str) -> Result<(), String> 
 /// Who issues and revokes tokens from the command line, as audit events name them.
 const CLI_ACTOR: &str = "cli";
 
-async fn registration_token(config: &Config, store: &dyn Store, cmd: &RegistrationTokenCommand) -> Result<(), String> {
+async fn registration_token(
+    config: &Config,
+    store: &dyn Store,
+    audit: &Audit,
+    cmd: &RegistrationTokenCommand,
+) -> Result<(), String> {
     let now = crate::unix_now();
-    let audit = Audit::default();
     match cmd {
         RegistrationTokenCommand::Issue { expires_in, max_uses, description } => {
             let request =
                 IssueRequest { expires_in: *expires_in, max_uses: *max_uses, description: description.clone() };
             let issued =
-                issue_initial_access_token(store, &audit, CLI_ACTOR, &request, now).await.map_err(|e| e.to_string())?;
+                issue_initial_access_token(store, audit, CLI_ACTOR, &request, now).await.map_err(|e| e.to_string())?;
             let record = &issued.record;
             let endpoint = format!("{}{}", config.issuer_string(), crate::oidc::registration::PATH);
             println!(
@@ -334,7 +344,7 @@ async fn registration_token(config: &Config, store: &dyn Store, cmd: &Registrati
             Ok(())
         }
         RegistrationTokenCommand::Revoke { id } => {
-            if revoke_initial_access_token(store, &audit, CLI_ACTOR, id, now).await.map_err(|e| e.to_string())? {
+            if revoke_initial_access_token(store, audit, CLI_ACTOR, id, now).await.map_err(|e| e.to_string())? {
                 println!("revoked initial access token {id}; clients it registered are unaffected");
                 Ok(())
             } else {

@@ -435,11 +435,13 @@ impl DynamicRegistration<'_> {
     /// RFC 7592 §2.1: the client's current registration. The registration access token stays
     /// the same (it is returned as presented).
     pub async fn read(&self, client_id: &str, token: &str) -> Result<RegisteredClient> {
-        self.authorize(client_id, token).await?;
-        let (created_at, client) = self.current(client_id).await?;
+        let registration = self.authorize(client_id, token).await?;
+        let client = self.current(client_id).await?;
         Ok(RegisteredClient {
             client,
-            client_id_issued_at: created_at,
+            // The registration record's time is the one the registration response gave; the
+            // client row may have been written a second earlier.
+            client_id_issued_at: registration.created_at,
             client_secret: None,
             registration_access_token: Zeroizing::new(token.to_string()),
         })
@@ -504,7 +506,7 @@ impl DynamicRegistration<'_> {
         );
         Ok(RegisteredClient {
             client: outcome.client,
-            client_id_issued_at: stored.created_at,
+            client_id_issued_at: registration.created_at,
             client_secret: outcome.secret,
             registration_access_token: new_token,
         })
@@ -529,13 +531,13 @@ impl DynamicRegistration<'_> {
         Ok(())
     }
 
-    async fn current(&self, client_id: &str) -> Result<(UnixTime, Arc<Client>)> {
+    async fn current(&self, client_id: &str) -> Result<Arc<Client>> {
         let entry =
             self.registry.describe(client_id).await?.ok_or(RegistrationError::InvalidToken("the client is gone"))?;
         let client = entry.client.map_err(|e| {
             RegistrationError::Registry(format!("stored metadata of `{client_id}` no longer validates: {e}"))
         })?;
-        Ok((entry.created_at, client))
+        Ok(client)
     }
 
     fn context_for(&self, client_id: &str) -> AuditContext {

@@ -220,6 +220,7 @@ pub async fn complete(
     interaction.complete_factor("sc", now);
     interaction.complete_factor("pin", now);
     state.metrics.card_login("success");
+    state.metrics.login("card", true);
     let context = AuditContext {
         client_id: Some(interaction.request.client_id.clone()),
         ..AuditContext::from_request(&headers, Some(peer))
@@ -269,6 +270,7 @@ impl AccountRefusal {
         context: AuditContext,
     ) -> Response {
         state.metrics.card_login(self.code());
+        state.metrics.login("card", false);
         state.audit.record(
             AuditEvent::CardLoginRefused {
                 reason: self.code().to_string(),
@@ -425,6 +427,7 @@ fn refused(
 ) -> Response {
     let code = rejection.code();
     state.metrics.card_login(code);
+    state.metrics.login("card", false);
     tracing::info!(reason = code, detail = %rejection, "card refused");
     state.audit.record(
         AuditEvent::CardLoginRefused {

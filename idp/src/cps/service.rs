@@ -206,8 +206,9 @@ impl CardLogin {
                 .audit
                 .record(crate::audit::AuditEvent::RevocationListRefreshFailed { source, error }, Default::default());
         }
-        if let Some(age) = self.crls.oldest_age(crate::unix_now()) {
-            state.metrics.revocation_list_age.set(age);
+        let now = crate::unix_now();
+        for entry in self.crls.snapshot().entries() {
+            state.metrics.revocation_list_age(&entry.source, now.saturating_sub(entry.this_update));
         }
     }
 

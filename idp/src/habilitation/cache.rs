@@ -8,13 +8,16 @@
 //! current one. Reading the generation costs a hash-map lookup in memory, one round trip to Redis.
 //! Entries also expire after [`ENTRY_LIFETIME`], which bounds what an edit made to the database
 //! behind Habilis' back could leave stale. Professions (practice data) are not cached.
+//!
+//! Profile assignments are read with the relationships (when some profile requires one) and
+//! cached with them: assigning or unassigning a profile publishes a new generation too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::ephemeral::SharedEphemeral;
-use crate::store::{HabilitationStore, PatientIdentity, ProfessionalKey, Relationship, StoreResult};
+use crate::store::{HabilitationStore, PatientIdentity, ProfessionalKey, RelationshipMatch, StoreResult};
 
 /// The ephemeral-store key of the current generation of relationships.
 pub const GENERATION_KEY: &str = "habilitation:relationships:generation";
@@ -26,7 +29,10 @@ pub const ENTRY_LIFETIME: Duration = Duration::from_secs(30);
 const MAX_ENTRIES: usize = 50_000;
 
 /// The relationships found for one professional and one list of patients.
-pub type Matches = Arc<Vec<(PatientIdentity, Relationship)>>;
+pub type Matches = Arc<Vec<RelationshipMatch>>;
+
+/// One lookup: who, which patients, and whether assignments were read along.
+type Key = (Professional, Vec<PatientIdentity>, bool);
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Professional {
@@ -52,7 +58,7 @@ struct Entry {
 
 pub struct RelationshipCache {
     ephemeral: SharedEphemeral,
-    entries: Mutex<HashMap<(Professional, Vec<PatientIdentity>), Entry>>,
+    entries: Mutex<HashMap<Key, Entry>>,
 }
 
 impl RelationshipCache {
@@ -60,13 +66,15 @@ impl RelationshipCache {
         RelationshipCache { ephemeral, entries: Mutex::new(HashMap::new()) }
     }
 
-    /// The professional's relationships with these patients, from memory while no relationship
-    /// changed since they were read, otherwise from the store.
+    /// The professional's relationships with these patients (and, with `with_assignments`, the
+    /// profiles assigned for each), from memory while no relationship or assignment changed since
+    /// they were read, otherwise from the store.
     pub async fn relationships_with_patients(
         &self,
         store: &dyn HabilitationStore,
         professional: ProfessionalKey<'_>,
         identities: &[PatientIdentity],
+        with_assignments: bool,
     ) -> StoreResult<Matches> {
         // Read before the rows: a change landing in between makes the entry stale at once
         // (its generation is the older one), never the other way round.
@@ -74,10 +82,12 @@ impl RelationshipCache {
             Ok(g) => g,
             Err(e) => {
                 tracing::warn!(error = %e, "relationship generation unreadable: reading relationships from the database");
-                return Ok(Arc::new(store.relationships_with_patients(professional, identities).await?));
+                return Ok(Arc::new(
+                    store.relationships_with_patients(professional, identities, with_assignments).await?,
+                ));
             }
         };
-        let key = (Professional::from(professional), identities.to_vec());
+        let key = (Professional::from(professional), identities.to_vec(), with_assignments);
         if let Some(entry) = self.lock().get(&key)
             && entry.generation == generation
             && entry.read_at.elapsed() < ENTRY_LIFETIME
@@ -85,7 +95,7 @@ impl RelationshipCache {
             return Ok(entry.matches.clone());
         }
         let read_at = Instant::now();
-        let matches = Arc::new(store.relationships_with_patients(professional, identities).await?);
+        let matches = Arc::new(store.relationships_with_patients(professional, identities, with_assignments).await?);
         let mut entries = self.lock();
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
@@ -108,7 +118,7 @@ impl RelationshipCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Professional, Vec<PatientIdentity>), Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
         // A panic while holding the lock cannot leave an entry half-written: recover the map.
         self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -117,7 +127,7 @@ impl RelationshipCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Account, AccountKind, AccountStatus, Patient, RelationshipStatus};
+    use crate::store::{Account, AccountKind, AccountStatus, Patient, Relationship, RelationshipStatus};
 
     /// Two instances sharing a database and an ephemeral store: each serves repeated lookups from
     /// memory (a change made behind Habilis' back is not seen), and a change published by one is
@@ -172,35 +182,63 @@ mod tests {
             let (a, b) = (RelationshipCache::new(shared.clone()), RelationshipCache::new(shared));
             let who = ProfessionalKey::AccountId(&pro.id);
             let patients = [ins.clone()];
-            let status = |m: &Matches| m.iter().map(|(_, r)| r.status).collect::<Vec<_>>();
+            let status = |m: &Matches| m.iter().map(|m| m.relationship.status).collect::<Vec<_>>();
             assert_eq!(
-                status(&a.relationships_with_patients(h, who, &patients).await.unwrap()),
+                status(&a.relationships_with_patients(h, who, &patients, false).await.unwrap()),
                 [RelationshipStatus::Active]
             );
             assert_eq!(
-                status(&b.relationships_with_patients(h, who, &patients).await.unwrap()),
+                status(&b.relationships_with_patients(h, who, &patients, false).await.unwrap()),
                 [RelationshipStatus::Active]
             );
 
             // Revoked in the database without publishing: both still answer from memory.
             assert!(h.revoke_relationship("rel", "test", 2).await.unwrap());
             assert_eq!(
-                status(&b.relationships_with_patients(h, who, &patients).await.unwrap()),
+                status(&b.relationships_with_patients(h, who, &patients, false).await.unwrap()),
                 [RelationshipStatus::Active],
                 "{url}: served from memory"
             );
             // Published by instance a: instance b reads the database again at once.
             a.changed().await;
             assert_eq!(
-                status(&b.relationships_with_patients(h, who, &patients).await.unwrap()),
+                status(&b.relationships_with_patients(h, who, &patients, false).await.unwrap()),
                 [RelationshipStatus::Revoked],
                 "{url}: the other instance sees the change"
             );
             assert_eq!(
-                status(&a.relationships_with_patients(h, who, &patients).await.unwrap()),
+                status(&a.relationships_with_patients(h, who, &patients, false).await.unwrap()),
                 [RelationshipStatus::Revoked],
                 "{url}"
             );
+
+            // Assignments are read (and kept) with the relationships; an assignment published by
+            // one instance is seen by the other at once.
+            let profile = crate::store::ProfileRecord {
+                name: "nurse".into(),
+                description: String::new(),
+                spec: "{}".into(),
+                max_duration: None,
+                created_at: 1,
+                updated_at: 1,
+            };
+            h.upsert_profile(&profile).await.unwrap();
+            let assigned = |m: &Matches| m.iter().map(|m| m.assigned_profiles.clone()).collect::<Vec<_>>();
+            let lookup = b.relationships_with_patients(h, who, &patients, true).await.unwrap();
+            assert_eq!(assigned(&lookup), [Vec::<String>::new()], "{url}");
+            let assignment = crate::store::ProfileAssignment {
+                account_id: pro.id.clone(),
+                profile_name: "nurse".into(),
+                organisation_id: None,
+                assigned_by: "test".into(),
+                assigned_at: 3,
+            };
+            assert!(h.assign_profile(&assignment).await.unwrap());
+            let lookup = b.relationships_with_patients(h, who, &patients, true).await.unwrap();
+            assert_eq!(assigned(&lookup), [Vec::<String>::new()], "{url}: served from memory");
+            a.changed().await;
+            let lookup = b.relationships_with_patients(h, who, &patients, true).await.unwrap();
+            assert_eq!(assigned(&lookup), [vec!["nurse".to_string()]], "{url}: the other instance sees the assignment");
         }
     }
 }

@@ -74,7 +74,7 @@ pub fn audit_decision_via(
         Ok(g) => (true, Some(g.relationship.id.clone()), Some(g.profile.clone()), None, g.actions.clone()),
         Err(d) => (false, None, None, Some(d.describe()), request.actions.clone()),
     };
-    state.metrics.habilitation_decision(granted);
+    state.metrics.habilitation_decision(granted, via);
     state.audit.record(
         AuditEvent::HabilitationDecision {
             account_id: account_id.to_string(),

@@ -90,6 +90,10 @@ pub struct ProfileSpec {
     /// Optional Cedar boolean expression that must hold, on top of the template.
     #[serde(default)]
     pub condition: Option<String>,
+    /// The profile permits only for professionals holding an assignment of it (platform-wide or in
+    /// the relationship's organisation): base rule `profile_not_assigned`.
+    #[serde(default)]
+    pub requires_assignment: bool,
 }
 
 /// What evaluation needs to know about a relationship.
@@ -107,6 +111,9 @@ pub struct RelationshipFacts {
     /// The patient's INS carries a test/demo OID.
     pub patient_test_identity: bool,
     pub organisation: Option<String>,
+    /// Profiles assigned to the professional that hold for this relationship (platform-wide or in
+    /// its organisation). Only read when some profile requires assignment; empty otherwise.
+    pub professional_profiles: Vec<String>,
 }
 
 /// The request's circumstances.
@@ -219,6 +226,8 @@ impl PolicyEngine {
 
         let uid = EntityUid::from_type_name_and_id(self.profile_type.clone(), EntityId::new(name));
         let attrs = HashMap::from([
+            ("name".to_owned(), RestrictedExpression::new_string(spec.name.clone())),
+            ("requires_assignment".to_owned(), RestrictedExpression::new_bool(spec.requires_assignment)),
             ("kinds".to_owned(), string_set(&spec.kinds)),
             ("actions".to_owned(), string_set(&spec.actions)),
             ("datatypes".to_owned(), string_set(&spec.datatypes)),
@@ -352,6 +361,7 @@ fn build_request(
             "organisation".to_owned(),
             RestrictedExpression::new_string(relationship.organisation.clone().unwrap_or_default()),
         ),
+        ("professional_profiles".to_owned(), string_set(&relationship.professional_profiles)),
     ]);
     let resource_entity = Entity::new(resource.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())?;
     // Entities and request are built from typed Rust values of the schema's shapes, so they are not
@@ -403,7 +413,9 @@ fn parse_base(src: &str) -> Result<Vec<Policy>, PolicyError> {
         let Some(id) = policy.annotation("id") else {
             return Err(PolicyError::Policy(format!("base rule without an @id annotation: {policy}")));
         };
-        if id.is_empty() || id.starts_with(TEMPLATE_ID) || !seen.insert(id.to_owned()) {
+        // `profile` and `profile:…` are the template's and the profiles' ids.
+        let reserved = id == TEMPLATE_ID || id.starts_with(&format!("{TEMPLATE_ID}:"));
+        if id.is_empty() || reserved || !seen.insert(id.to_owned()) {
             return Err(PolicyError::Policy(format!("base rule id `{id}` is empty, reserved or duplicated")));
         }
         if policy.effect() != Effect::Forbid {
@@ -497,6 +509,7 @@ mod tests {
             min_acr_level: 2,
             professions: vec!["10".into()],
             condition: None,
+            requires_assignment: false,
         }
     }
 
@@ -510,6 +523,7 @@ mod tests {
             professional_professions: vec!["10".into(), "40".into()],
             patient_test_identity: false,
             organisation: None,
+            professional_profiles: Vec::new(),
         }
     }
 
@@ -667,6 +681,44 @@ mod tests {
     }
 
     #[test]
+    fn a_profile_requiring_assignment_permits_only_its_holders() {
+        let mut spec = expert();
+        spec.requires_assignment = true;
+        let mut other = expert();
+        other.name = "other".into();
+        let profiles = compiled(&[spec, other]);
+        let mut rel = relationship();
+        assert_eq!(profiles.evaluate("expert", "read", &rel, &context()), denied_by("profile_not_assigned"));
+        rel.professional_profiles = vec!["other".into()];
+        assert_eq!(
+            profiles.evaluate("expert", "read", &rel, &context()),
+            denied_by("profile_not_assigned"),
+            "another profile's assignment"
+        );
+        assert_eq!(
+            profiles.evaluate("other", "read", &relationship(), &context()),
+            PolicyDecision { allowed: true, reasons: vec!["profile:other".into()] },
+            "profiles without the requirement ignore assignments"
+        );
+        rel.professional_profiles.push("expert".into());
+        assert_eq!(profiles.evaluate("expert", "read", &rel, &context()), allowed());
+        // The other base rules still apply to holders.
+        rel.status = "revoked".into();
+        assert_eq!(profiles.evaluate("expert", "read", &rel, &context()), denied_by("relationship_not_active"));
+    }
+
+    #[test]
+    fn conditions_can_read_the_profile_name_and_assignments() {
+        let mut spec = expert();
+        spec.condition = Some(r#"resource.professional_profiles.contains(principal.name)"#.into());
+        let profiles = compiled(&[spec]);
+        let mut rel = relationship();
+        assert_eq!(profiles.evaluate("expert", "read", &rel, &context()), denied_by("profile:expert:condition"));
+        rel.professional_profiles = vec!["expert".into()];
+        assert_eq!(profiles.evaluate("expert", "read", &rel, &context()), allowed());
+    }
+
+    #[test]
     fn unknown_profile_is_denied() {
         let profiles = compiled(&[expert()]);
         assert_eq!(profiles.evaluate("nobody", "read", &relationship(), &context()), default_deny());
@@ -772,6 +824,12 @@ mod tests {
         let mut sources = PolicySources::embedded();
         sources.base.push_str("\n@id(\"bad\") forbid (principal, action, resource) when { resource.nope };");
         assert!(matches!(PolicyEngine::new(&sources), Err(PolicyError::Policy(m)) if m.contains("nope")));
+
+        for reserved in ["profile", "profile:x"] {
+            let mut sources = PolicySources::embedded();
+            sources.base.push_str(&format!("\n@id(\"{reserved}\") forbid (principal, action, resource);"));
+            assert!(matches!(PolicyEngine::new(&sources), Err(PolicyError::Policy(m)) if m.contains("reserved")));
+        }
 
         let mut sources = PolicySources::embedded();
         sources.schema.push_str("\nentity Broken {");

@@ -43,6 +43,11 @@ pub struct ProfileDefinition {
     /// Longest relationship this profile honours, in seconds from its start (absent: no limit).
     #[serde(default)]
     pub max_duration: Option<i64>,
+    /// When true, the profile permits only for professionals an administrator assigned it to
+    /// (`/accounts/{id}/profiles`), platform-wide or in the relationship's organisation. Default
+    /// false: it applies to every professional whose relationship matches.
+    #[serde(default)]
+    pub requires_assignment: bool,
 }
 
 impl ProfileDefinition {
@@ -68,6 +73,7 @@ impl ProfileDefinition {
             min_acr_level,
             professions: self.professions.clone(),
             condition: self.condition.clone(),
+            requires_assignment: self.requires_assignment,
         })
     }
 
@@ -83,6 +89,7 @@ impl ProfileDefinition {
             professions: spec.professions,
             condition: spec.condition,
             max_duration,
+            requires_assignment: spec.requires_assignment,
         }
     }
 }
@@ -257,6 +264,11 @@ impl Habilitations {
     pub async fn delete_profile(&self, store: &SharedStore, name: &str) -> Result<bool, HabilitationError> {
         let deleted = store.habilitations().delete_profile(name).await?;
         self.reload(store).await?;
+        if deleted {
+            // Its assignments went with it (ON DELETE CASCADE): cached lookups must not lend them
+            // to a profile re-created under the same name.
+            self.relationships_changed().await;
+        }
         Ok(deleted)
     }
 
@@ -306,14 +318,15 @@ impl Habilitations {
         {
             return requests.iter().map(|_| Err(Denial::NotAProfessional)).collect();
         }
-        let matched = match self.matched_relationships(store, requests, professional).await {
+        let compiled = self.compiled();
+        let with_assignments = compiled.profiles().iter().any(|p| p.requires_assignment);
+        let matched = match self.matched_relationships(store, requests, professional, with_assignments).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(error = %e, "habilitation lookup failed");
                 return requests.iter().map(|_| Err(Denial::Forbidden(vec!["store_unavailable".into()]))).collect();
             }
         };
-        let compiled = self.compiled();
         let definitions = self.definitions();
         let context = DecisionContext {
             client: client_id.to_string(),
@@ -325,14 +338,8 @@ impl Habilitations {
         requests
             .iter()
             .map(|request| {
-                let identity = request.patient.identity();
                 let facts = Facts {
-                    relationships: matched
-                        .relationships
-                        .iter()
-                        .filter(|(i, _)| *i == identity)
-                        .map(|(_, r)| r.clone())
-                        .collect(),
+                    relationships: matched.of(&request.patient.identity()),
                     professions: matched.professions.clone(),
                     test_identity: request.patient.is_test_identity(),
                 };
@@ -341,13 +348,15 @@ impl Habilitations {
             .collect()
     }
 
-    /// The professional's relationships with the requested patients (and, when a profile filters
-    /// on professions, the professional's professions).
+    /// The professional's relationships with the requested patients (with, when
+    /// `with_assignments`, the profiles assigned for each; and, when a profile filters on
+    /// professions, the professional's professions).
     async fn matched_relationships(
         &self,
         store: &SharedStore,
         requests: &[PatientAccess],
         professional: Professional<'_>,
+        with_assignments: bool,
     ) -> Result<Matched, StoreError> {
         let habilitations = store.habilitations();
         let identities: Vec<PatientIdentity> = requests.iter().map(|r| r.patient.identity()).collect();
@@ -356,12 +365,14 @@ impl Habilitations {
             Professional::IdNat(id_nat) => ProfessionalKey::Login(id_nat),
         };
         let relationships = match self.relationship_cache.get() {
-            Some(cache) => cache.relationships_with_patients(habilitations, key, &identities).await?,
-            None => std::sync::Arc::new(habilitations.relationships_with_patients(key, &identities).await?),
+            Some(cache) => cache.relationships_with_patients(habilitations, key, &identities, with_assignments).await?,
+            None => std::sync::Arc::new(
+                habilitations.relationships_with_patients(key, &identities, with_assignments).await?,
+            ),
         };
         // Practice data only matters to profiles restricted to some professions.
         let needs_professions = self.compiled().profiles().iter().any(|p| !p.professions.is_empty());
-        let professional_id = relationships.first().map(|(_, r)| r.professional_id.clone());
+        let professional_id = relationships.first().map(|m| m.relationship.professional_id.clone());
         let practice = match professional_id {
             Some(id) if needs_professions => habilitations.practice_of(&id).await?,
             _ => None,
@@ -387,13 +398,34 @@ impl Habilitations {
         }
     }
 
-    /// Whether the relationship behind a granted detail still allows it (introspection).
+    /// To call after a profile assignment is stored or removed: assignments are cached with the
+    /// relationships, so the next decisions everywhere read both again.
+    pub async fn assignments_changed(&self) {
+        self.relationships_changed().await;
+    }
+
+    /// Whether the relationship behind a granted detail still allows it (introspection), and,
+    /// when its profile requires assignment, whether the professional still holds it there.
     pub async fn still_granted(&self, store: &SharedStore, granted: &GrantedAccess, now: i64) -> bool {
-        match store.habilitations().relationship(&granted.relationship.id).await {
-            Ok(Some(r)) => r.status_at(now) == RelationshipStatus::Active && r.valid_from <= now,
-            Ok(None) => false,
+        let relationship = match store.habilitations().relationship(&granted.relationship.id).await {
+            Ok(Some(r)) if r.status_at(now) == RelationshipStatus::Active && r.valid_from <= now => r,
+            Ok(_) => return false,
             Err(e) => {
                 tracing::error!(error = %e, "relationship lookup failed during introspection");
+                return false;
+            }
+        };
+        let requires_assignment = self.compiled().profile(&granted.profile).is_none_or(|p| p.requires_assignment);
+        if !requires_assignment {
+            return true;
+        }
+        match store.habilitations().assignments_of_account(&relationship.professional_id).await {
+            Ok(assignments) => assignments.iter().any(|a| {
+                a.profile_name == granted.profile
+                    && a.organisation_id.as_ref().is_none_or(|o| relationship.organisation_id.as_ref() == Some(o))
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "assignment lookup failed during introspection");
                 false
             }
         }
@@ -427,9 +459,21 @@ struct Matched {
     professions: Vec<String>,
 }
 
+impl Matched {
+    /// The relationships with the patient of `identity`, each with the profiles assigned for it.
+    fn of(&self, identity: &PatientIdentity) -> Vec<(Relationship, Vec<String>)> {
+        self.relationships
+            .iter()
+            .filter(|m| m.identity == *identity)
+            .map(|m| (m.relationship.clone(), m.assigned_profiles.clone()))
+            .collect()
+    }
+}
+
 #[derive(Default)]
 struct Facts {
-    relationships: Vec<Relationship>,
+    /// Each relationship with the profiles assigned to the professional that hold for it.
+    relationships: Vec<(Relationship, Vec<String>)>,
     professions: Vec<String>,
     test_identity: bool,
 }
@@ -442,15 +486,18 @@ fn evaluate_with(
     facts: &Facts,
     mut context: DecisionContext,
 ) -> Result<GrantedAccess, Denial> {
-    let candidates: Vec<&Relationship> =
-        facts.relationships.iter().filter(|r| request.relationship.as_ref().is_none_or(|k| &r.kind == k)).collect();
+    let candidates: Vec<&(Relationship, Vec<String>)> = facts
+        .relationships
+        .iter()
+        .filter(|(r, _)| request.relationship.as_ref().is_none_or(|k| &r.kind == k))
+        .collect();
     if candidates.is_empty() {
         return Err(Denial::NoRelationship);
     }
     let mut best: Option<GrantedAccess> = None;
     let mut reasons: Vec<String> = Vec::new();
     let mut acr_needed: Option<i64> = None;
-    for relationship in candidates {
+    for (relationship, assigned_profiles) in candidates {
         for profile in compiled.profiles().iter().filter(|p| p.kinds.contains(&relationship.kind)) {
             if !profile.clients.contains(&context.client) {
                 continue;
@@ -469,6 +516,7 @@ fn evaluate_with(
                 professional_professions: facts.professions.clone(),
                 patient_test_identity: facts.test_identity,
                 organisation: relationship.organisation_id.clone(),
+                professional_profiles: assigned_profiles.clone(),
             };
             let datatypes: Vec<String> = if request.datatypes.is_empty() {
                 profile.datatypes.clone()
@@ -583,12 +631,15 @@ impl Habilitations {
         {
             return Ok(current.into_iter().map(|c| (Err(Denial::NotAProfessional), c)).collect());
         }
-        let matched = self.matched_relationships(store, requests, professional).await?;
+        // Assignments are read when the candidate or a stored profile needs them.
+        let with_assignments =
+            spec.requires_assignment || self.compiled().profiles().iter().any(|p| p.requires_assignment);
+        let matched = self.matched_relationships(store, requests, professional, with_assignments).await?;
         // Practice data is read only when a stored profile filters on professions: the candidate
         // may be the first one that does.
         let mut professions = matched.professions.clone();
         if !spec.professions.is_empty() && professions.is_empty() {
-            let professional_id = matched.relationships.first().map(|(_, r)| r.professional_id.clone());
+            let professional_id = matched.relationships.first().map(|m| m.relationship.professional_id.clone());
             if let Some(id) = professional_id {
                 professions = store
                     .habilitations()
@@ -607,14 +658,8 @@ impl Habilitations {
             production: self.production,
         };
         let with_candidate = requests.iter().map(|request| {
-            let identity = request.patient.identity();
             let facts = Facts {
-                relationships: matched
-                    .relationships
-                    .iter()
-                    .filter(|(i, _)| *i == identity)
-                    .map(|(_, r)| r.clone())
-                    .collect(),
+                relationships: matched.of(&request.patient.identity()),
                 professions: professions.clone(),
                 test_identity: request.patient.is_test_identity(),
             };

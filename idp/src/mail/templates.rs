@@ -42,10 +42,16 @@ const TEMPLATES: &[(&str, &str)] = &[
     mail_file!("invitation.en.subject.txt"),
     mail_file!("invitation.en.txt"),
     mail_file!("invitation.en.html"),
+    mail_file!("inactivity_warning.fr.subject.txt"),
+    mail_file!("inactivity_warning.fr.txt"),
+    mail_file!("inactivity_warning.fr.html"),
+    mail_file!("inactivity_warning.en.subject.txt"),
+    mail_file!("inactivity_warning.en.txt"),
+    mail_file!("inactivity_warning.en.html"),
 ];
 
 /// Message kinds that have templates in every language of [`LANGS`].
-pub const KINDS: &[&str] = &["otp_code", "password_reset", "invitation"];
+pub const KINDS: &[&str] = &["otp_code", "password_reset", "invitation", "inactivity_warning"];
 /// Languages of the messages; the first is the fallback (the service's users are in France).
 pub const LANGS: &[&str] = &["fr", "en"];
 

@@ -105,6 +105,17 @@ pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Byt
     if let Err(e) = state.store.upsert_consent(&consent).await {
         return crate::web::pages_error(&state, &headers, None, e.into());
     }
+    state.audit.record(
+        crate::audit::AuditEvent::ConsentGiven {
+            account_id: consent.account_id.clone(),
+            client_id: consent.client_id.clone(),
+            scope: consent.scope.clone(),
+        },
+        crate::audit::AuditContext {
+            client_id: Some(consent.client_id.clone()),
+            ..crate::audit::AuditContext::from_request(&headers, None)
+        },
+    );
     interaction.consent_given = true;
     // prompt=consent is satisfied by this decision.
     interaction.request.prompt.retain(|p| *p != crate::oidc::authorize::Prompt::Consent);

@@ -211,6 +211,15 @@ pub async fn end(state: &AppState, session: &Session, now: i64) {
         Ok(grants) => {
             for grant in grants {
                 let _ = crate::oidc::tokens::mark_grant_revoked(state, &grant.id).await;
+                state.audit.record(
+                    crate::audit::AuditEvent::TokenRevoked {
+                        account_id: Some(grant.account_id.clone()),
+                        grant_id: Some(grant.id.clone()),
+                        token_type: "refresh_token".into(),
+                        via: "logout".into(),
+                    },
+                    crate::audit::AuditContext { client_id: Some(grant.client_id.clone()), ..Default::default() },
+                );
             }
         }
         Err(e) => tracing::error!(error = %e, "could not revoke the grants of the session at logout"),

@@ -53,6 +53,7 @@ async fn handle(
         {
             revoke_access_token(state, &claims, now).await?;
             tracing::info!(client_id = %claims.client_id, jti = %claims.jti, "access token revoked");
+            audit_revocation(state, headers, &claims.client_id, claims.uid.clone(), claims.gid.clone(), "access_token");
         }
         return Ok(());
     }
@@ -65,6 +66,36 @@ async fn handle(
     {
         revoke_grant(state, &grant.id, now).await?;
         tracing::info!(client_id = %grant.client_id, grant = %grant.id, "refresh token revoked with its grant");
+        audit_revocation(
+            state,
+            headers,
+            &grant.client_id,
+            Some(grant.account_id.clone()),
+            Some(grant.id.clone()),
+            "refresh_token",
+        );
     }
     Ok(())
+}
+
+fn audit_revocation(
+    state: &AppState,
+    headers: &HeaderMap,
+    client_id: &str,
+    account_id: Option<String>,
+    grant_id: Option<String>,
+    token_type: &str,
+) {
+    state.audit.record(
+        crate::audit::AuditEvent::TokenRevoked {
+            account_id,
+            grant_id,
+            token_type: token_type.to_string(),
+            via: "revocation_endpoint".into(),
+        },
+        crate::audit::AuditContext {
+            client_id: Some(client_id.to_string()),
+            ..crate::audit::AuditContext::from_request(headers, None)
+        },
+    );
 }

@@ -77,13 +77,61 @@ pub struct AuditQuery {
     pub since: Option<UnixTime>,
     pub until: Option<UnixTime>,
     pub event: Option<String>,
-    /// Matches records whose actor or subject is this id.
+    /// Matches records whose actor or subject is this account id (bare, or `account:<id>` as
+    /// administrators' actions name their actor).
     pub account_id: Option<String>,
     pub client_id: Option<String>,
     pub outcome: Option<String>,
     /// Keyset pagination: records with `seq` greater than this.
     pub after_seq: Option<i64>,
+    /// Keyset pagination of the newest-first order: records with `seq` lower than this (ignored
+    /// when `after_seq` is set).
+    pub before_seq: Option<i64>,
     pub limit: i64,
+}
+
+/// A signed statement "records up to `seq` (whose last had `hash`) were archived and purged": the
+/// remaining log verifies from record `seq + 1`, whose `prev_hash` must be `hash`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditAnchor {
+    pub seq: i64,
+    pub hash: String,
+    /// When the purge happened.
+    pub time: UnixTime,
+    /// How many records the purge removed (those after the previous anchor).
+    pub records: i64,
+    /// SHA-256 (hex) of the archive file the purged records were written to. Not signed (the
+    /// archive holds the signed anchor, so it cannot cover its own digest); the `audit_purged`
+    /// record, which is chained, carries it too.
+    pub archive_sha256: String,
+    pub kid: String,
+    /// Compact JWS over `{kind: "anchor", seq, hash, time, records}`.
+    pub jws: String,
+}
+
+/// The key material a checkpoint or anchor needs to be verified, copied from the signing keys on
+/// first use (signing keys rotate and are purged; the audit log outlives them). `private_sealed`
+/// is the sealed private key exactly as in `signing_keys` (AAD: the kid): verification accepts the
+/// key only if it opens under the master key and matches `public_jwk`, so that write access to the
+/// database alone cannot introduce a key of one's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditKey {
+    pub kid: String,
+    pub alg: String,
+    pub public_jwk: String,
+    pub private_sealed: Vec<u8>,
+    pub created_at: UnixTime,
+}
+
+/// The chain's extent, read in one statement (one snapshot): the head row, kept by `append` in
+/// the same transaction as the records, and the lowest and highest `seq` actually present.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChainSnapshot {
+    /// `(seq, hash)` of the head row (`(0, GENESIS)` on a fresh log).
+    pub head_seq: i64,
+    pub head_hash: String,
+    pub min_seq: Option<i64>,
+    pub max_seq: Option<i64>,
 }
 
 #[async_trait]
@@ -97,12 +145,13 @@ pub trait AuditStore: Send + Sync {
     async fn records_from(&self, from_seq: i64, limit: i64) -> StoreResult<Vec<StoredAuditRecord>>;
     /// Filtered records, newest first unless `after_seq` is set (then ascending from it).
     async fn search(&self, query: &AuditQuery) -> StoreResult<Vec<StoredAuditRecord>>;
-    /// Every record whose actor or subject is `account_id`, in `seq` order (person export).
+    /// Every record whose actor or subject is `account_id` (bare or `account:<id>`), in `seq` order
+    /// (person export).
     async fn records_about(&self, account_id: &str) -> StoreResult<Vec<StoredAuditRecord>>;
-    /// Replaces, in every record whose actor or subject is `account_id`, the personal fields:
-    /// actor/subject `account_id` → `pseudonym`, ip and user agent cleared, and every occurrence
-    /// of each string of `identifiers` (id, idNat, email, login…) in `details` → `pseudonym`.
-    /// Keeps `personal_digest`; sets `pseudonymised_at`. Returns how many records changed.
+    /// Replaces the personal fields of every record whose actor or subject is `account_id` (bare
+    /// or `account:<id>`): actor/subject → `pseudonym`, ip and user agent cleared, and every
+    /// occurrence of each string of `identifiers` (id, idNat, email, login…) in `details` →
+    /// `pseudonym`. Keeps `personal_digest`; sets `pseudonymised_at`. Returns how many changed.
     async fn pseudonymise(
         &self,
         account_id: &str,
@@ -115,4 +164,23 @@ pub trait AuditStore: Send + Sync {
     async fn checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>>;
     /// The last record's `seq` and `hash` (`None`: empty log).
     async fn head(&self) -> StoreResult<Option<(i64, String)>>;
+
+    // Added for the writer, verification and retention.
+
+    /// The head row and the extent of the records, in one snapshot (see [`ChainSnapshot`]).
+    async fn snapshot(&self) -> StoreResult<ChainSnapshot>;
+    /// The checkpoint with the highest `seq`.
+    async fn last_checkpoint(&self) -> StoreResult<Option<AuditCheckpoint>>;
+    /// Stores a checkpoint key unless one with its kid is there already.
+    async fn insert_key(&self, key: &AuditKey) -> StoreResult<()>;
+    /// Every checkpoint key.
+    async fn keys(&self) -> StoreResult<Vec<AuditKey>>;
+    /// Every purge anchor, in `seq` order.
+    async fn anchors(&self) -> StoreResult<Vec<AuditAnchor>>;
+    /// The highest `seq` of the records written before `before` (the end of a purge).
+    async fn last_seq_before(&self, before: UnixTime) -> StoreResult<Option<i64>>;
+    /// Purges atomically: deletes the records and checkpoints up to `anchor.seq` and stores the
+    /// anchor. Refuses (`Conflict`) unless record `anchor.seq` is there with hash `anchor.hash`.
+    /// Returns how many records were deleted.
+    async fn purge(&self, anchor: &AuditAnchor) -> StoreResult<u64>;
 }

@@ -117,6 +117,29 @@ pub struct RelationshipFilter {
     pub offset: i64,
 }
 
+/// A relationship found by [`HabilitationStore::relationships_with_patients`]: the identity it
+/// matched and, when asked for, the profiles assigned to its professional that hold for it
+/// (platform-wide, or in the relationship's organisation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelationshipMatch {
+    pub identity: PatientIdentity,
+    pub relationship: Relationship,
+    /// Profile names, sorted; empty when assignments were not asked for.
+    pub assigned_profiles: Vec<String>,
+}
+
+/// A professional holds a profile that requires assignment: everywhere (`organisation_id` None) or
+/// for the relationships of one organisation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileAssignment {
+    pub account_id: String,
+    pub profile_name: String,
+    pub organisation_id: Option<String>,
+    /// Who assigned it: `account:<id>` or `client:<id>`.
+    pub assigned_by: String,
+    pub assigned_at: UnixTime,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProfileRecord {
     pub name: String,
@@ -152,12 +175,14 @@ pub trait HabilitationStore: Send + Sync {
     async fn relationship(&self, id: &str) -> StoreResult<Option<Relationship>>;
     /// Every relationship of a professional (an active professional account, named by id or by
     /// login) with the patients of these identities, in one read: the hot path of every
-    /// habilitation decision. Each relationship comes with the identity it matched.
+    /// habilitation decision. Each relationship comes with the identity it matched and, with
+    /// `with_assignments`, the profiles assigned to the professional for it (same read).
     async fn relationships_with_patients(
         &self,
         professional: ProfessionalKey<'_>,
         identities: &[PatientIdentity],
-    ) -> StoreResult<Vec<(PatientIdentity, Relationship)>>;
+        with_assignments: bool,
+    ) -> StoreResult<Vec<RelationshipMatch>>;
     async fn list_relationships(&self, filter: &RelationshipFilter) -> StoreResult<Vec<Relationship>>;
     /// Revokes an active relationship; false when it was not active.
     async fn revoke_relationship(&self, id: &str, by: &str, at: UnixTime) -> StoreResult<bool>;
@@ -170,4 +195,24 @@ pub trait HabilitationStore: Send + Sync {
     async fn delete_profile(&self, name: &str) -> StoreResult<bool>;
     /// (count, latest change): instances compare it to reload profiles changed elsewhere.
     async fn profiles_version(&self) -> StoreResult<(i64, UnixTime)>;
+
+    // Profile assignments
+    /// Stores an assignment; false when the account already holds it (the first one is kept).
+    async fn assign_profile(&self, assignment: &ProfileAssignment) -> StoreResult<bool>;
+    /// Removes an assignment; false when there was none.
+    async fn unassign_profile(
+        &self,
+        account_id: &str,
+        profile_name: &str,
+        organisation_id: Option<&str>,
+    ) -> StoreResult<bool>;
+    /// The account's assignments, by profile then organisation (platform-wide first).
+    async fn assignments_of_account(&self, account_id: &str) -> StoreResult<Vec<ProfileAssignment>>;
+    /// The holders of a profile, by account then organisation, a page at a time.
+    async fn assignments_of_profile(
+        &self,
+        profile_name: &str,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<Vec<ProfileAssignment>>;
 }

@@ -5,6 +5,7 @@
 mod admin;
 mod audit;
 mod habilitation;
+mod lifecycle;
 mod registration;
 mod sql;
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use admin::*;
 pub use audit::*;
 pub use habilitation::*;
+pub use lifecycle::*;
 pub use registration::*;
 pub use sql::{Backend, connect, connect_with};
 
@@ -253,6 +255,10 @@ pub trait Store: Send + Sync + 'static {
     fn registrations(&self) -> &dyn RegistrationStore;
     /// Administration roles, organisations' departments and members, account search.
     fn admin(&self) -> &dyn AdminStore;
+    /// Inactivity clock, warnings, keep-my-account links, job leases; person export and erasure.
+    fn lifecycle(&self) -> &dyn LifecycleStore;
+    /// The hash-chained audit log, its checkpoints, anchors and keys.
+    fn audit(&self) -> &dyn AuditStore;
 
     // Accounts
     async fn insert_account(&self, account: &Account) -> StoreResult<()>;

@@ -440,6 +440,8 @@ macro_rules! grant_columns {
 
 // Declared after the column macros above, which it uses (macro_rules are visible in textual order).
 mod admin;
+mod audit;
+mod lifecycle;
 
 /// Implements [`Store`] for one backend. The body is identical for both; only the pool type differs.
 macro_rules! sql_store {
@@ -484,6 +486,14 @@ macro_rules! sql_store {
             }
 
             fn admin(&self) -> &dyn AdminStore {
+                self
+            }
+
+            fn lifecycle(&self) -> &dyn LifecycleStore {
+                self
+            }
+
+            fn audit(&self) -> &dyn AuditStore {
                 self
             }
 

@@ -484,25 +484,32 @@ async fn habilitation_records_round_trip_on_both_backends() {
         // One read for several patients, the professional named by id or by login; each
         // relationship comes with the identity it matched.
         let both = [local.clone(), ins.clone()];
-        let by_id = h.relationships_with_patients(ProfessionalKey::AccountId(&pro.id), &both).await.unwrap();
-        assert_eq!(by_id, vec![(ins.clone(), relationship.clone())], "{backend}");
+        let found = |identity: &PatientIdentity| RelationshipMatch {
+            identity: identity.clone(),
+            relationship: relationship.clone(),
+            assigned_profiles: Vec::new(),
+        };
+        let by_id = h.relationships_with_patients(ProfessionalKey::AccountId(&pro.id), &both, false).await.unwrap();
+        assert_eq!(by_id, vec![found(&ins)], "{backend}");
         let just_ins = [ins.clone()];
-        let by_login = h.relationships_with_patients(ProfessionalKey::Login("899700427885"), &just_ins).await.unwrap();
-        assert_eq!(by_login, vec![(ins.clone(), relationship.clone())], "{backend}");
+        let by_login =
+            h.relationships_with_patients(ProfessionalKey::Login("899700427885"), &just_ins, true).await.unwrap();
+        assert_eq!(by_login, vec![found(&ins)], "{backend}: no assignment");
         assert!(
-            h.relationships_with_patients(ProfessionalKey::AccountId(&pro.id), std::slice::from_ref(&local))
+            h.relationships_with_patients(ProfessionalKey::AccountId(&pro.id), std::slice::from_ref(&local), false)
                 .await
                 .unwrap()
                 .is_empty()
         );
         assert!(
-            h.relationships_with_patients(ProfessionalKey::Login("nobody"), std::slice::from_ref(&ins))
+            h.relationships_with_patients(ProfessionalKey::Login("nobody"), std::slice::from_ref(&ins), false)
                 .await
                 .unwrap()
                 .is_empty()
         );
         store.set_account_status(&pro.id, AccountStatus::Disabled, 11).await.unwrap();
-        let disabled = h.relationships_with_patients(ProfessionalKey::Login("899700427885"), &just_ins).await.unwrap();
+        let disabled =
+            h.relationships_with_patients(ProfessionalKey::Login("899700427885"), &just_ins, false).await.unwrap();
         assert!(disabled.is_empty(), "{backend}: a disabled professional has no relationship by login");
         store.set_account_status(&pro.id, AccountStatus::Active, 12).await.unwrap();
         assert!(h.expire_relationship("rel-1", 100, 50).await.unwrap());
@@ -542,5 +549,141 @@ async fn habilitation_records_round_trip_on_both_backends() {
         assert_eq!(h.profiles_version().await.unwrap(), (1, 3), "{backend}");
         assert!(h.delete_profile("p").await.unwrap());
         assert_eq!(h.profiles_version().await.unwrap().0, 0, "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn profile_assignments_are_unique_scoped_and_read_with_relationships() {
+    for (store, _guard) in test_stores().await {
+        let backend = store.backend().as_str();
+        let h = store.habilitations();
+        let pro = account("899700427885", Some("899700427885"));
+        store.insert_account(&pro).await.unwrap();
+        for org in ["org-1", "org-2"] {
+            let organisation = Organisation {
+                id: org.into(),
+                name: org.into(),
+                identifier_type: None,
+                identifier: None,
+                created_at: 1,
+            };
+            h.insert_organisation(&organisation).await.unwrap();
+        }
+        for name in ["nurse", "coordinator"] {
+            let profile = ProfileRecord {
+                name: name.into(),
+                description: String::new(),
+                spec: "{}".into(),
+                max_duration: None,
+                created_at: 1,
+                updated_at: 1,
+            };
+            h.upsert_profile(&profile).await.unwrap();
+        }
+        let mut patients = Vec::new();
+        for (i, org) in [Some("org-1"), None, Some("org-2")].into_iter().enumerate() {
+            let identity = PatientIdentity::Local { local_id: format!("P-{i}"), namespace: "app".into() };
+            let patient_id = format!("pat-{i}");
+            h.insert_patient(&Patient {
+                id: patient_id.clone(),
+                identity: identity.clone(),
+                account_id: None,
+                created_at: 1,
+            })
+            .await
+            .unwrap();
+            let relationship = Relationship {
+                id: format!("rel-{i}"),
+                professional_id: pro.id.clone(),
+                patient_id,
+                kind: "treating".into(),
+                organisation_id: org.map(str::to_owned),
+                valid_from: 10,
+                valid_until: None,
+                status: RelationshipStatus::Active,
+                source_client: None,
+                source_actor: "test".into(),
+                evidence: "{}".into(),
+                created_at: 10 + i as i64,
+                updated_at: 10,
+                revoked_at: None,
+                revoked_by: None,
+            };
+            h.insert_relationship(&relationship).await.unwrap();
+            patients.push(identity);
+        }
+        let assignment = |profile: &str, org: Option<&str>| ProfileAssignment {
+            account_id: pro.id.clone(),
+            profile_name: profile.into(),
+            organisation_id: org.map(str::to_owned),
+            assigned_by: "account:admin".into(),
+            assigned_at: 20,
+        };
+        assert!(h.assign_profile(&assignment("nurse", None)).await.unwrap(), "{backend}");
+        assert!(h.assign_profile(&assignment("coordinator", Some("org-1"))).await.unwrap(), "{backend}");
+        let again = ProfileAssignment { assigned_by: "account:other".into(), ..assignment("nurse", None) };
+        assert!(!h.assign_profile(&again).await.unwrap(), "{backend}: a platform-wide assignment is held once");
+        assert!(!h.assign_profile(&assignment("coordinator", Some("org-1"))).await.unwrap(), "{backend}");
+
+        // Each relationship gets the assignments that hold for its organisation, in the same read.
+        let key = ProfessionalKey::AccountId(&pro.id);
+        let assigned = |matches: Vec<RelationshipMatch>| {
+            matches.into_iter().map(|m| (m.relationship.id, m.assigned_profiles)).collect::<Vec<_>>()
+        };
+        let strings = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            assigned(h.relationships_with_patients(key, &patients, true).await.unwrap()),
+            vec![
+                ("rel-0".to_string(), strings(&["coordinator", "nurse"])),
+                ("rel-1".to_string(), strings(&["nurse"])),
+                ("rel-2".to_string(), strings(&["nurse"])),
+            ],
+            "{backend}"
+        );
+        let by_login = h.relationships_with_patients(ProfessionalKey::Login("899700427885"), &patients, true);
+        assert_eq!(assigned(by_login.await.unwrap())[0].1, strings(&["coordinator", "nurse"]), "{backend}");
+        assert!(
+            h.relationships_with_patients(key, &patients, false)
+                .await
+                .unwrap()
+                .iter()
+                .all(|m| m.assigned_profiles.is_empty()),
+            "{backend}: not read unless asked for"
+        );
+
+        assert_eq!(
+            h.assignments_of_account(&pro.id).await.unwrap(),
+            vec![assignment("coordinator", Some("org-1")), assignment("nurse", None)]
+        );
+        assert!(h.assign_profile(&assignment("coordinator", Some("org-2"))).await.unwrap());
+        let holders = h.assignments_of_profile("coordinator", 10, 0).await.unwrap();
+        assert_eq!(
+            holders.iter().map(|a| a.organisation_id.as_deref()).collect::<Vec<_>>(),
+            [Some("org-1"), Some("org-2")]
+        );
+        assert_eq!(
+            h.assignments_of_profile("coordinator", 1, 1).await.unwrap(),
+            vec![assignment("coordinator", Some("org-2"))]
+        );
+
+        assert!(!h.unassign_profile(&pro.id, "nurse", Some("org-1")).await.unwrap(), "{backend}: another scope");
+        assert!(h.unassign_profile(&pro.id, "nurse", None).await.unwrap(), "{backend}");
+        assert!(!h.unassign_profile(&pro.id, "nurse", None).await.unwrap(), "{backend}: once");
+        assert!(h.unassign_profile(&pro.id, "coordinator", Some("org-1")).await.unwrap(), "{backend}");
+        assert_eq!(h.assignments_of_account(&pro.id).await.unwrap(), vec![assignment("coordinator", Some("org-2"))]);
+        assert_eq!(
+            assigned(h.relationships_with_patients(key, &patients, true).await.unwrap()),
+            vec![
+                ("rel-0".to_string(), Vec::new()),
+                ("rel-1".to_string(), Vec::new()),
+                ("rel-2".to_string(), strings(&["coordinator"])),
+            ],
+            "{backend}"
+        );
+
+        // A deleted profile takes its assignments along: re-created, it has no holder.
+        assert!(h.delete_profile("coordinator").await.unwrap());
+        assert!(h.assignments_of_profile("coordinator", 10, 0).await.unwrap().is_empty(), "{backend}");
+        assert!(h.assignments_of_account(&pro.id).await.unwrap().is_empty(), "{backend}");
     }
 }

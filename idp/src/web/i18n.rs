@@ -155,6 +155,15 @@ pub struct Texts {
     pub scope_relationships: &'static str,
     /// Consent: one line per requested `patient_access` detail, followed by the patient and actions.
     pub consent_patient_access: &'static str,
+    // Inactive accounts (crate::lifecycle::web)
+    pub keep_title: &'static str,
+    pub keep_account_label: &'static str,
+    pub keep_intro: &'static str,
+    pub keep_hint: &'static str,
+    pub keep_button: &'static str,
+    pub keep_done: &'static str,
+    pub keep_invalid: &'static str,
+    pub terms_title: &'static str,
 }
 
 pub fn texts(lang: Lang) -> &'static Texts {
@@ -268,6 +277,14 @@ static FR: Texts = Texts {
     scope_psc: "vos données d'exercice (identifiant national, professions, lieux d'exercice)",
     scope_relationships: "la gestion de vos relations de soin (solliciter un professionnel, y mettre fin)",
     consent_patient_access: "l'accès aux données du patient",
+    keep_title: "Conserver mon compte",
+    keep_account_label: "Compte",
+    keep_intro: "Faute de connexion, ce compte sera supprimé le",
+    keep_hint: "Confirmez pour le conserver : le délai d'inactivité repartira d'aujourd'hui.",
+    keep_button: "Conserver mon compte",
+    keep_done: "C'est noté : votre compte est conservé. Le délai d'inactivité repart d'aujourd'hui.",
+    keep_invalid: "Ce lien n'est plus valable (déjà utilisé ou expiré). Pour conserver votre compte, connectez-vous à une application qui utilise Habilis, ou contactez votre administrateur.",
+    terms_title: "Conditions d'utilisation",
 };
 
 static EN: Texts = Texts {
@@ -374,6 +391,14 @@ static EN: Texts = Texts {
     scope_psc: "your practice data (national identifier, professions, practice sites)",
     scope_relationships: "managing your care relationships (soliciting a professional, ending it)",
     consent_patient_access: "access to the data of patient",
+    keep_title: "Keep my account",
+    keep_account_label: "Account",
+    keep_intro: "Without a login, this account will be deleted on",
+    keep_hint: "Confirm to keep it: the inactivity period will start again today.",
+    keep_button: "Keep my account",
+    keep_done: "Done: your account is kept. The inactivity period starts again today.",
+    keep_invalid: "This link is no longer valid (already used or expired). To keep your account, log in to an application that uses Habilis, or contact your administrator.",
+    terms_title: "Terms of use",
 };
 
 /// What an error means for the person in front of the page, by OAuth error code; the technical

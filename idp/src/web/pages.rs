@@ -31,6 +31,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("card_refused.html", theme_file!("templates/card_refused.html")),
     ("card_required.html", theme_file!("templates/card_required.html")),
     ("passkeys.html", theme_file!("templates/passkeys.html")),
+    ("keep_account.html", theme_file!("templates/keep_account.html")),
+    ("terms.html", theme_file!("templates/terms.html")),
 ];
 
 const STYLESHEET: &str = theme_file!("static/style.css");

@@ -44,6 +44,13 @@ impl Grant for AuthorizationCode {
                 let grant_id = String::from_utf8_lossy(&grant_id).to_string();
                 revoke_grant(state, &grant_id, now).await?;
                 tracing::warn!(client_id = client.client.client_id(), grant = %grant_id, "authorization code replayed: grant revoked");
+                state.audit.record(
+                    crate::audit::AuditEvent::AuthorizationCodeReplayed { grant_id },
+                    crate::audit::AuditContext {
+                        client_id: Some(client.client.client_id().to_string()),
+                        ..Default::default()
+                    },
+                );
                 return Err(invalid_grant(
                     "the authorization code was already used; the tokens issued from it are revoked",
                 ));
@@ -88,6 +95,13 @@ impl Grant for AuthorizationCode {
             revoked_at: None,
         };
         state.store.insert_grant(&grant).await?;
+        state.audit.record(
+            crate::audit::AuditEvent::AuthorizationCodeRedeemed {
+                account_id: account.id.clone(),
+                grant_id: grant.id.clone(),
+            },
+            crate::audit::AuditContext { client_id: Some(grant.client_id.clone()), ..Default::default() },
+        );
         let details = super::requested_details(state, &context, params)?;
         let request = UserTokens {
             client: &client.client,

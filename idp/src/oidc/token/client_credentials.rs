@@ -84,6 +84,7 @@ impl Grant for ClientCredentials {
             id_token: None,
             authorization_details: None,
             issued_token_type: None,
+            issued_to: None,
         })
     }
 }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::app::AppState;
+use crate::audit::{AuditContext, AuditEvent};
 use crate::clients::{AuthenticatedClient, Client};
 use crate::cps::presented::MtlsCertificate;
 use crate::error::{OAuthError, OAuthErrorCode};
@@ -90,6 +91,16 @@ pub struct TokenResponse {
     /// RFC 8693 §2.2.1 (token exchange only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_token_type: Option<&'static str>,
+    /// The account and grant of user tokens, for the audit record (never sent).
+    #[serde(skip)]
+    pub issued_to: Option<IssuedTo>,
+}
+
+/// Whom user tokens were issued to.
+#[derive(Clone, Debug)]
+pub struct IssuedTo {
+    pub account_id: String,
+    pub grant_id: String,
 }
 
 /// The values `aud` of a client assertion may carry at this endpoint.
@@ -169,7 +180,25 @@ async fn handle(
     }
     let response = grant.exchange(state, &client, &params, now).await?;
     state.metrics.token_issued(grant_type);
+    audit_issuance(state, headers, client.client.client_id(), grant_type, &response);
     Ok(response)
+}
+
+/// Audits a token response from what is at hand (no query: this is the token hot path). Token
+/// exchanges have their own event, recorded by their grant.
+fn audit_issuance(state: &AppState, headers: &HeaderMap, client_id: &str, grant_type: &str, response: &TokenResponse) {
+    let issued_to = response.issued_to.clone();
+    let event = match (grant_type, issued_to) {
+        (crate::clients::TOKEN_EXCHANGE_GRANT, _) => return,
+        ("refresh_token", Some(to)) => AuditEvent::TokenRefreshed { account_id: to.account_id, grant_id: to.grant_id },
+        (_, to) => AuditEvent::TokenIssued {
+            grant_type: grant_type.to_string(),
+            account_id: to.as_ref().map(|t| t.account_id.clone()),
+            grant_id: to.map(|t| t.grant_id),
+        },
+    };
+    let context = AuditContext { client_id: Some(client_id.to_string()), ..AuditContext::from_request(headers, None) };
+    state.audit.record(event, context);
 }
 
 pub fn no_store(mut response: Response) -> Response {
@@ -372,6 +401,7 @@ pub(crate) async fn issue_user_tokens(
         id_token,
         authorization_details,
         issued_token_type: None,
+        issued_to: Some(IssuedTo { account_id: account.id.clone(), grant_id: grant.id.clone() }),
     })
 }
 

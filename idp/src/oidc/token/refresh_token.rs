@@ -15,11 +15,19 @@ use crate::store::RefreshUse;
 pub struct RefreshTokenGrant;
 
 /// A spent token presented again: a sign of theft, so the whole family is revoked.
-async fn reused(state: &AppState, client: &AuthenticatedClient, grant_id: &str, now: i64) -> OAuthError {
+async fn reused(state: &AppState, client: &AuthenticatedClient, grant: &crate::store::Grant, now: i64) -> OAuthError {
+    let grant_id = &grant.id;
     if let Err(e) = revoke_grant(state, grant_id, now).await {
         return e;
     }
     tracing::warn!(client_id = client.client.client_id(), grant = %grant_id, "refresh token reused: family revoked");
+    state.audit.record(
+        crate::audit::AuditEvent::RefreshTokenReused {
+            account_id: Some(grant.account_id.clone()),
+            grant_id: grant_id.clone(),
+        },
+        crate::audit::AuditContext { client_id: Some(client.client.client_id().to_string()), ..Default::default() },
+    );
     invalid_grant("the refresh token was already used; the whole token family is revoked, log in again")
 }
 
@@ -84,7 +92,7 @@ impl Grant for RefreshTokenGrant {
             _ => return Err(invalid_grant("the refresh token is invalid")),
         };
         if known.used_at.is_some() {
-            return Err(reused(state, client, &grant.id, now).await);
+            return Err(reused(state, client, &grant, now).await);
         }
         if grant.revoked_at.is_some() {
             return Err(invalid_grant("the refresh token has been revoked"));
@@ -115,7 +123,7 @@ impl Grant for RefreshTokenGrant {
         };
         match outcome {
             RefreshUse::Fresh(_) => {}
-            RefreshUse::Reused(_) => return Err(reused(state, client, &grant.id, now).await),
+            RefreshUse::Reused(_) => return Err(reused(state, client, &grant, now).await),
             RefreshUse::Unknown => return Err(invalid_grant("the refresh token is invalid")),
         }
         let request = UserTokens {

@@ -163,6 +163,7 @@ impl Grant for TokenExchange {
             id_token: None,
             authorization_details: (!granted.is_empty()).then_some(granted),
             issued_token_type: Some(ACCESS_TOKEN_TYPE),
+            issued_to: None,
         })
     }
 }

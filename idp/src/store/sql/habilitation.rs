@@ -72,25 +72,53 @@ impl TryFrom<RelationshipRow> for Relationship {
     }
 }
 
-/// A relationship with the identity of the patient it matched.
+/// A relationship with the identity of the patient it matched (and, from the lookups that ask for
+/// them, the names of the profiles assigned for it, space-separated: names have no spaces).
 #[derive(sqlx::FromRow)]
 struct MatchedRelationshipRow {
     m_ins_value: Option<String>,
     m_ins_oid: Option<String>,
     m_local_id: Option<String>,
     m_namespace: Option<String>,
+    #[sqlx(default)]
+    m_assigned_profiles: Option<String>,
     #[sqlx(flatten)]
     relationship: RelationshipRow,
 }
 
 impl MatchedRelationshipRow {
-    fn split(self) -> StoreResult<(PatientIdentity, Relationship)> {
+    fn split(self) -> StoreResult<RelationshipMatch> {
         let identity = match (self.m_ins_value, self.m_ins_oid, self.m_local_id, self.m_namespace) {
             (Some(value), Some(oid), _, _) => PatientIdentity::Ins { value, oid },
             (_, _, Some(local_id), Some(namespace)) => PatientIdentity::Local { local_id, namespace },
             _ => return Err(StoreError::Corrupt(format!("patient of relationship {}", self.relationship.id))),
         };
-        Ok((identity, self.relationship.try_into()?))
+        let mut assigned_profiles: Vec<String> =
+            self.m_assigned_profiles.as_deref().unwrap_or("").split_whitespace().map(str::to_owned).collect();
+        assigned_profiles.sort();
+        assigned_profiles.dedup();
+        Ok(RelationshipMatch { identity, relationship: self.relationship.try_into()?, assigned_profiles })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AssignmentRow {
+    account_id: String,
+    profile_name: String,
+    organisation_id: Option<String>,
+    assigned_by: String,
+    assigned_at: i64,
+}
+
+impl From<AssignmentRow> for ProfileAssignment {
+    fn from(r: AssignmentRow) -> Self {
+        ProfileAssignment {
+            account_id: r.account_id,
+            profile_name: r.profile_name,
+            organisation_id: r.organisation_id,
+            assigned_by: r.assigned_by,
+            assigned_at: r.assigned_at,
+        }
     }
 }
 
@@ -130,8 +158,14 @@ pub(super) fn relationships(rows: Vec<RelationshipRow>) -> StoreResult<Vec<Relat
     rows.into_iter().map(Relationship::try_from).collect()
 }
 
+macro_rules! assignment_columns {
+    () => {
+        "account_id, profile_name, organisation_id, assigned_by, assigned_at"
+    };
+}
+
 macro_rules! sql_habilitation_store {
-    ($store:ident, $lookups:expr) => {
+    ($store:ident, $lookups:expr, $assigned_lookups:expr) => {
         #[async_trait]
         impl HabilitationStore for $store {
             async fn upsert_practice(&self, account_id: &str, practice: &str, now: UnixTime) -> StoreResult<()> {
@@ -321,7 +355,8 @@ macro_rules! sql_habilitation_store {
                 &self,
                 professional: ProfessionalKey<'_>,
                 identities: &[PatientIdentity],
-            ) -> StoreResult<Vec<(PatientIdentity, Relationship)>> {
+                with_assignments: bool,
+            ) -> StoreResult<Vec<RelationshipMatch>> {
                 if identities.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -336,10 +371,11 @@ macro_rules! sql_habilitation_store {
                     ProfessionalKey::AccountId(k) => (false, k),
                     ProfessionalKey::Login(k) => (true, k),
                 };
+                let lookups = if with_assignments { &$assigned_lookups } else { &$lookups };
                 let mut matched = Vec::new();
                 for (batch, query) in [
-                    (ins, if by_login { $lookups.ins_by_login } else { $lookups.ins_by_id }),
-                    (local, if by_login { $lookups.local_by_login } else { $lookups.local_by_id }),
+                    (ins, if by_login { lookups.ins_by_login } else { lookups.ins_by_id }),
+                    (local, if by_login { lookups.local_by_login } else { lookups.local_by_id }),
                 ] {
                     if batch.is_empty() {
                         continue;
@@ -465,6 +501,81 @@ macro_rules! sql_habilitation_store {
                         .map_err(unavailable)?;
                 Ok((count, latest.unwrap_or(0)))
             }
+
+            async fn assign_profile(&self, a: &ProfileAssignment) -> StoreResult<bool> {
+                let _writer = self.writer().await?;
+                // The unique index is on an expression (a NULL organisation is one value): no
+                // conflict target, any conflict means "already held".
+                let done = sqlx::query(concat!(
+                    "INSERT INTO profile_assignments (",
+                    assignment_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
+                ))
+                .bind(&a.account_id)
+                .bind(&a.profile_name)
+                .bind(&a.organisation_id)
+                .bind(&a.assigned_by)
+                .bind(a.assigned_at)
+                .execute(&self.pool)
+                .await
+                .map_err(write_error("profile assignment"))?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn unassign_profile(
+                &self,
+                account_id: &str,
+                profile_name: &str,
+                organisation_id: Option<&str>,
+            ) -> StoreResult<bool> {
+                let _writer = self.writer().await?;
+                let done = sqlx::query(
+                    "DELETE FROM profile_assignments WHERE account_id = $1 AND profile_name = $2 \
+                     AND COALESCE(organisation_id, '') = COALESCE($3, '')",
+                )
+                .bind(account_id)
+                .bind(profile_name)
+                .bind(organisation_id)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn assignments_of_account(&self, account_id: &str) -> StoreResult<Vec<ProfileAssignment>> {
+                let rows = sqlx::query_as::<_, AssignmentRow>(concat!(
+                    "SELECT ",
+                    assignment_columns!(),
+                    " FROM profile_assignments WHERE account_id = $1 \
+                     ORDER BY profile_name, COALESCE(organisation_id, '')"
+                ))
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                Ok(rows.into_iter().map(ProfileAssignment::from).collect())
+            }
+
+            async fn assignments_of_profile(
+                &self,
+                profile_name: &str,
+                limit: i64,
+                offset: i64,
+            ) -> StoreResult<Vec<ProfileAssignment>> {
+                let rows = sqlx::query_as::<_, AssignmentRow>(concat!(
+                    "SELECT ",
+                    assignment_columns!(),
+                    " FROM profile_assignments WHERE profile_name = $1 \
+                     ORDER BY account_id, COALESCE(organisation_id, '') LIMIT $2 OFFSET $3"
+                ))
+                .bind(profile_name)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                Ok(rows.into_iter().map(ProfileAssignment::from).collect())
+            }
         }
     };
 }
@@ -474,10 +585,12 @@ macro_rules! sql_habilitation_store {
 /// identities' JSON (`$2`), the patients by identity, the relationships by (professional, patient).
 /// `$1` names the professional. The backends differ only in how they read JSON.
 macro_rules! matched_relationships {
-    (ids: $ids:expr, identity: $identity:expr, professional: $professional:expr) => {
+    (ids: $ids:expr, identity: $identity:expr, professional: $professional:expr, assigned: $assigned:expr) => {
         concat!(
             "SELECT p.ins_value AS m_ins_value, p.ins_oid AS m_ins_oid, p.local_id AS m_local_id, \
-             p.namespace AS m_namespace, r.id, r.professional_id, r.patient_id, r.kind, r.organisation_id, \
+             p.namespace AS m_namespace, ",
+            $assigned,
+            "r.id, r.professional_id, r.patient_id, r.kind, r.organisation_id, \
              r.valid_from, r.valid_until, r.status, r.source_client, r.source_actor, r.evidence, r.created_at, \
              r.updated_at, r.revoked_at, r.revoked_by FROM ",
             $ids,
@@ -522,14 +635,34 @@ macro_rules! professional_by_login {
     };
 }
 
-/// The four lookups of one backend: (INS | local id) × (professional by id | by login).
+/// The profiles assigned to the relationship's professional that hold for it (platform-wide or in
+/// its organisation), as one space-separated text: a correlated subquery on the assignments' index
+/// (account first), so that the decision still costs one round trip. `$agg` is the backend's
+/// string aggregate.
+macro_rules! assigned_profiles {
+    ($agg:expr) => {
+        concat!(
+            "(SELECT ",
+            $agg,
+            " FROM profile_assignments a WHERE a.account_id = r.professional_id \
+             AND (a.organisation_id IS NULL OR a.organisation_id = r.organisation_id)) AS m_assigned_profiles, "
+        )
+    };
+}
+
+/// The four lookups of one backend: (INS | local id) × (professional by id | by login); `$assigned`
+/// is the extra column of the lookups that also read assignments (empty for the others).
 macro_rules! lookups {
-    ($ids:ident) => {
+    ($ids:ident, $assigned:expr) => {
         Lookups {
-            ins_by_id: matched_relationships!(ids: $ids!(), identity: by_ins!(), professional: "$1"),
-            ins_by_login: matched_relationships!(ids: $ids!(), identity: by_ins!(), professional: professional_by_login!()),
-            local_by_id: matched_relationships!(ids: $ids!(), identity: by_local!(), professional: "$1"),
-            local_by_login: matched_relationships!(ids: $ids!(), identity: by_local!(), professional: professional_by_login!()),
+            ins_by_id: matched_relationships!(ids: $ids!(), identity: by_ins!(), professional: "$1", assigned: $assigned),
+            ins_by_login: matched_relationships!(
+                ids: $ids!(), identity: by_ins!(), professional: professional_by_login!(), assigned: $assigned
+            ),
+            local_by_id: matched_relationships!(ids: $ids!(), identity: by_local!(), professional: "$1", assigned: $assigned),
+            local_by_login: matched_relationships!(
+                ids: $ids!(), identity: by_local!(), professional: professional_by_login!(), assigned: $assigned
+            ),
         }
     };
 }
@@ -541,8 +674,10 @@ struct Lookups {
     local_by_login: &'static str,
 }
 
-const SQLITE_LOOKUPS: Lookups = lookups!(sqlite_ids);
-const PG_LOOKUPS: Lookups = lookups!(pg_ids);
+const SQLITE_LOOKUPS: Lookups = lookups!(sqlite_ids, "");
+const PG_LOOKUPS: Lookups = lookups!(pg_ids, "");
+const SQLITE_ASSIGNED_LOOKUPS: Lookups = lookups!(sqlite_ids, assigned_profiles!("group_concat(a.profile_name, ' ')"));
+const PG_ASSIGNED_LOOKUPS: Lookups = lookups!(pg_ids, assigned_profiles!("string_agg(a.profile_name, ' ')"));
 
-sql_habilitation_store!(SqliteStore, SQLITE_LOOKUPS);
-sql_habilitation_store!(PgStore, PG_LOOKUPS);
+sql_habilitation_store!(SqliteStore, SQLITE_LOOKUPS, SQLITE_ASSIGNED_LOOKUPS);
+sql_habilitation_store!(PgStore, PG_LOOKUPS, PG_ASSIGNED_LOOKUPS);

@@ -1,0 +1,219 @@
+//! The audit writer: a task that drains the records [`super::Audit::record`] queued and appends
+//! them to the durable log in batches, so that a request never waits for the database.
+//!
+//! - A batch closes at `batch_size` records or `flush_interval` after its first record, whichever
+//!   comes first (under load batches fill at once; when idle a record waits at most the interval).
+//! - A database error is logged and the same batch retried with backoff; records keep queueing
+//!   (the queue is unbounded: no event is dropped; its length is [`super::Audit::backlog`]).
+//! - Every `checkpoint_interval`, if the head moved, and at shutdown, a signed checkpoint is
+//!   written (see [`super::checkpoint`]).
+//! - [`Command::Flush`] and [`Command::Shutdown`] travel in the same queue as the records: when
+//!   they are acknowledged, every record queued before them is in the database.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::AuditRecord;
+use super::checkpoint::Checkpointer;
+use crate::store::{NewAuditRecord, SharedStore};
+
+/// How the writer batches (from `[audit]`).
+#[derive(Clone, Debug)]
+pub struct WriterSettings {
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for WriterSettings {
+    fn default() -> Self {
+        WriterSettings {
+            batch_size: 512,
+            flush_interval: Duration::from_millis(20),
+            checkpoint_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl WriterSettings {
+    pub fn from_config(config: &crate::config::AuditConfig) -> WriterSettings {
+        WriterSettings {
+            batch_size: config.batch_size,
+            flush_interval: config.flush_interval,
+            checkpoint_interval: config.checkpoint_interval,
+        }
+    }
+}
+
+pub(super) enum Command {
+    Record(Box<AuditRecord>),
+    /// Acknowledged once every record queued before it is stored.
+    Flush(oneshot::Sender<()>),
+    /// Like `Flush`, then a final checkpoint, then the writer stops.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// First retry delay after a database error, doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// At shutdown the process is about to exit: retrying for ever would hang it. After this long the
+/// records still unwritten are logged at error level (each is already in the `habilis::audit`
+/// tracing output) and given up.
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(30);
+
+pub(super) struct Writer {
+    pub store: SharedStore,
+    pub rx: mpsc::UnboundedReceiver<Command>,
+    pub backlog: Arc<AtomicUsize>,
+    pub settings: WriterSettings,
+    pub checkpointer: Option<Checkpointer>,
+}
+
+impl Writer {
+    pub async fn run(mut self) {
+        let batch_size = self.settings.batch_size.max(1);
+        let mut batch: Vec<NewAuditRecord> = Vec::with_capacity(batch_size);
+        let period = self.settings.checkpoint_interval.max(Duration::from_secs(1));
+        let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                biased;
+                command = self.rx.recv() => command,
+                _ = ticker.tick() => {
+                    self.checkpoint().await;
+                    continue;
+                }
+            };
+            let Some(first) = first else {
+                // Every `Audit` is gone: nothing more can arrive.
+                self.finish(batch).await;
+                return;
+            };
+            let mut waiter = None;
+            match first {
+                Command::Record(record) => batch.push(record.to_new()),
+                Command::Flush(ack) => waiter = Some((ack, false)),
+                Command::Shutdown(ack) => waiter = Some((ack, true)),
+            }
+            if waiter.is_none() {
+                let deadline = Instant::now() + self.settings.flush_interval;
+                while batch.len() < batch_size {
+                    let next = match self.rx.try_recv() {
+                        Ok(command) => Some(command),
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            tokio::time::timeout_at(deadline, self.rx.recv()).await.unwrap_or_default()
+                        }
+                    };
+                    match next {
+                        Some(Command::Record(record)) => batch.push(record.to_new()),
+                        Some(Command::Flush(ack)) => {
+                            waiter = Some((ack, false));
+                            break;
+                        }
+                        Some(Command::Shutdown(ack)) => {
+                            waiter = Some((ack, true));
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            self.write(&mut batch, false).await;
+            match waiter {
+                Some((ack, false)) => {
+                    let _ = ack.send(());
+                }
+                Some((ack, true)) => {
+                    self.finish(batch).await;
+                    let _ = ack.send(());
+                    return;
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Writes whatever is still queued, then a last checkpoint.
+    async fn finish(&mut self, mut batch: Vec<NewAuditRecord>) {
+        let batch_size = self.settings.batch_size.max(1);
+        loop {
+            while batch.len() < batch_size {
+                match self.rx.try_recv() {
+                    Ok(Command::Record(record)) => batch.push(record.to_new()),
+                    // Whoever waits on these is served: everything before them is being written.
+                    Ok(Command::Flush(ack)) | Ok(Command::Shutdown(ack)) => {
+                        self.write(&mut batch, true).await;
+                        let _ = ack.send(());
+                    }
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            self.write(&mut batch, true).await;
+        }
+        self.checkpoint().await;
+    }
+
+    /// Appends `batch` (emptying it), retrying on error; see [`SHUTDOWN_PATIENCE`].
+    async fn write(&mut self, batch: &mut Vec<NewAuditRecord>, shutting_down: bool) {
+        if batch.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1u32;
+        loop {
+            match self.store.audit().append(batch).await {
+                Ok(stored) => {
+                    if attempt > 1 {
+                        tracing::info!(records = stored.len(), attempt, "audit records written after a retry");
+                    }
+                    break;
+                }
+                Err(e) if shutting_down && started.elapsed() >= SHUTDOWN_PATIENCE => {
+                    tracing::error!(
+                        error = %e,
+                        records = batch.len(),
+                        "giving up writing audit records at shutdown: they are only in the habilis::audit log output"
+                    );
+                    for record in batch.iter() {
+                        tracing::error!(target: "habilis::audit", event = %record.event, time = record.time,
+                            details = %record.details, "audit record not written to the durable log");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        records = batch.len(),
+                        queued = self.backlog.load(Ordering::Relaxed),
+                        attempt,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "writing audit records failed; they stay queued and are retried"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    attempt += 1;
+                }
+            }
+        }
+        self.backlog.fetch_sub(batch.len(), Ordering::Relaxed);
+        batch.clear();
+    }
+
+    async fn checkpoint(&mut self) {
+        if let Some(checkpointer) = self.checkpointer.as_mut()
+            && let Err(e) = checkpointer.checkpoint(crate::unix_now()).await
+        {
+            tracing::error!(error = %e, "writing an audit checkpoint failed; the next interval tries again");
+        }
+    }
+}
