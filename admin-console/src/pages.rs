@@ -23,6 +23,7 @@ use crate::i18n::{LANG_COOKIE, Lang};
 use crate::session::{PendingLogin, Session, random_token, same_token};
 use crate::{Console, acr_satisfies};
 
+mod dashboard;
 mod oversight;
 
 type St = State<Arc<Console>>;
@@ -32,7 +33,7 @@ const REQUESTED_SCOPES: &[&str] = &["openid", "profile", "admin", "audit"];
 
 pub fn routes() -> Router<Arc<Console>> {
     Router::new()
-        .route("/", get(dashboard))
+        .route("/", get(dashboard::dashboard))
         .route("/login", get(login))
         .route("/callback", get(callback))
         .route("/logout", post(logout))
@@ -400,37 +401,6 @@ async fn logged_out(State(console): St, headers: HeaderMap) -> Response {
 
 // ---------------------------------------------------------------------------------------------
 // Pages
-
-/// How many items a list holds, honestly: the number when one page of 200 holds them all,
-/// `None` when the caller may not list them.
-fn count(result: &Result<Value, ApiError>) -> Value {
-    match result {
-        Ok(page) => json!({
-            "n": page["items"].as_array().map_or(0, Vec::len),
-            "more": !page["next_cursor"].is_null(),
-        }),
-        Err(_) => Value::Null,
-    }
-}
-
-async fn dashboard(State(console): St, headers: HeaderMap) -> Response {
-    let session = match logged_in(&console, &headers) {
-        Ok(s) => s,
-        Err(f) => return fail(&console, &headers, None, f),
-    };
-    let token = session.access_token.as_str();
-    let (accounts, organisations) = tokio::join!(
-        console.api.get(token, "/accounts", &[("limit", "200")]),
-        console.api.get(token, "/organisations", &[("limit", "200")]),
-    );
-    if let (Err(e), Err(_)) = (&accounts, &organisations)
-        && (e.needs_login() || e.status == 0)
-    {
-        return fail(&console, &headers, Some(&session), Fail::api(Lang::negotiate(&headers), e.clone()));
-    }
-    let page = json!({ "accounts": count(&accounts), "organisations": count(&organisations), "nav": "dashboard" });
-    render(&console, &headers, Some(&session), "dashboard.html", page)
-}
 
 async fn accounts(State(console): St, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
     let lang = Lang::negotiate(&headers);

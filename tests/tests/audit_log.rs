@@ -16,6 +16,7 @@ use reqwest::Method;
 
 habilis_e2e::on_both_storages!(
     tampering_is_detected_and_names_the_record,
+    export_and_purge_keep_the_log_verifiable,
     graceful_shutdown_writes_every_event,
     admin_api_searches_and_exports_for_auditors_only,
 );
@@ -327,6 +328,74 @@ async fn tampering_is_detected_and_names_the_record(storage: Storage) {
     ))
     .await;
     fails_at(&cli, innocent.parse().unwrap(), "no erasure record");
+}
+
+/// `habilis audit export` writes JSON lines that chain (each `prev_hash` is the previous line's
+/// `hash`); `habilis audit purge` archives the old records, and both the remaining log and the
+/// archive verify on their own; a touched archive does not.
+async fn export_and_purge_keep_the_log_verifiable(storage: Storage) {
+    let Some((env, dir)) = server(storage, |_| {}).await else { return };
+    let config: Config = (*env.state().config).clone();
+    let cli = cli_env(&config);
+    record_events(&env.state().audit, "acc-old", 60);
+    env.state().audit.flush().await;
+    // Records are timed to the second: the purge limit falls between the two batches.
+    let limit = habilis_idp::unix_now() + 1;
+    while habilis_idp::unix_now() <= limit {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    record_events(&env.state().audit, "acc-new", 30);
+    let store = env.state().store.clone();
+    env.stop().await;
+    let head = store.audit().snapshot().await.unwrap().head_seq;
+
+    let export = dir.path().join("export.jsonl");
+    let (ok, out) =
+        habilis(&["audit", "export", "--since", "1h", "--format", "jsonl", "-o", &export.display().to_string()], &cli);
+    assert!(ok, "{out}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len() as i64, head, "every record of the last hour: {out}");
+    for pair in lines.windows(2) {
+        assert_eq!(pair[1]["seq"].as_i64(), pair[0]["seq"].as_i64().map(|s| s + 1));
+        assert_eq!(pair[1]["prev_hash"], pair[0]["hash"], "the export chains");
+    }
+    let (ok, out) = habilis(&["audit", "export", "--since", "1h", "--event", "webauthn_registered"], &cli);
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with('{')).count(), 30, "60 + 30 events, one in three: {out}");
+    let (ok, out) = habilis(&["audit", "export", "--since", "yesterday-ish"], &cli);
+    assert!(!ok && out.contains("--since"), "a bad time is named: {out}");
+
+    let archive = dir.path().join("archive.jsonl");
+    let archive_arg = archive.display().to_string();
+    let before = habilis_idp::audit::cli::format_time(limit);
+    let (ok, out) = habilis(&["audit", "purge", "--before", &before, "--archive", &archive_arg], &cli);
+    assert!(ok, "purge: {out}");
+    let remaining = store.audit().records_from(1, 10_000).await.unwrap();
+    assert!(remaining.iter().all(|r| r.time >= limit), "only records from the limit on remain");
+    assert!(remaining.iter().any(|r| r.subject.as_deref() == Some("acc-new")));
+    assert!(!remaining.iter().any(|r| r.subject.as_deref() == Some("acc-old")), "the old records went");
+    let out = verifies(&cli);
+    assert!(out.contains("audit log verified"), "{out}");
+    let (ok, out) = habilis(&["audit", "verify", "--archive", &archive_arg], &cli);
+    assert!(ok, "the archive verifies on its own: {out}");
+    // More to purge (everything up to now), into the same archive file: refused, nothing lost.
+    let now = habilis_idp::audit::cli::format_time(habilis_idp::unix_now());
+    let (ok, out) = habilis(&["audit", "purge", "--before", &now, "--archive", &archive_arg], &cli);
+    assert!(!ok && out.contains("archive"), "an existing archive is never overwritten: {out}");
+    let after = store.audit().records_from(1, 10_000).await.unwrap();
+    assert_eq!(after.first().map(|r| r.seq), remaining.first().map(|r| r.seq), "nothing more was purged");
+
+    // One record of the archive altered: its verification fails.
+    let text = std::fs::read_to_string(&archive).unwrap();
+    let touched = text.replacen("acc-old", "acc-xyz", 1);
+    assert_ne!(text, touched);
+    std::fs::write(&archive, touched).unwrap();
+    let (ok, out) = habilis(&["audit", "verify", "--archive", &archive_arg], &cli);
+    assert!(!ok && out.contains("AUDIT LOG VERIFICATION FAILED"), "{out}");
 }
 
 async fn graceful_shutdown_writes_every_event(storage: Storage) {

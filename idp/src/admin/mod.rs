@@ -17,6 +17,7 @@ pub mod assignments;
 pub mod audit;
 pub mod cli;
 pub mod clients;
+pub mod indicators;
 pub mod keys;
 pub mod openapi;
 pub mod organisations;
@@ -330,6 +331,7 @@ pub fn routes() -> Vec<AdminRoute> {
         route!(GET, settings::PATH, settings::show),
         route!(GET, audit::PATH, audit::search),
         route!(GET, audit::EXPORT_PATH, audit::export),
+        route!(GET, indicators::PATH, indicators::show),
         route!(POST, profiles::PREVIEW_PATH, profiles::preview),
     ]
 }

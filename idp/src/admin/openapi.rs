@@ -9,7 +9,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
-    accounts, assignments, audit, clients, keys, organisations, persons, profiles, relationships, roles, settings,
+    accounts, assignments, audit, clients, indicators, keys, organisations, persons, profiles, relationships, roles,
+    settings,
 };
 use crate::habilitation::{professionals_api, profiles_api};
 
@@ -90,6 +91,7 @@ pub struct ErrorBody {
         settings::show,
         audit::search,
         audit::export,
+        indicators::show,
         profiles::preview,
     ),
     components(schemas(ErrorBody)),
@@ -105,7 +107,7 @@ pub struct ErrorBody {
         (name = "relationships", description = "Professional–patient relationships: search, create, revoke"),
         (name = "keys", description = "Signing keys: list (public facts only), rotate, retire"),
         (name = "settings", description = "The running configuration, secrets redacted"),
-        (name = "audit", description = "The tamper-evident audit log: search and JSON-lines export (platform administrators and auditors)"),
+        (name = "audit", description = "The tamper-evident audit log: search, JSON-lines export and the dashboard's hourly security indicators (platform administrators and auditors)"),
         (name = "meta", description = "This document"),
     )
 )]

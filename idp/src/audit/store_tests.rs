@@ -10,7 +10,7 @@ use super::*;
 use crate::authn::throttle::test_backends::stores;
 use crate::config::{Config, SigningAlg};
 use crate::keys::{KeyManager, MasterKey};
-use crate::store::{AuditQuery, SharedStore, StoredAuditRecord};
+use crate::store::{AuditQuery, HourlyEventCount, SharedStore, StoredAuditRecord};
 
 fn record(n: i64, actor: &str, event: &str) -> NewAuditRecord {
     NewAuditRecord {
@@ -319,5 +319,60 @@ async fn purge_archives_then_leaves_a_verifiable_log() {
         // New records keep linking to the head.
         audit.append(&[record(99, "acc", "late")]).await.unwrap();
         verify_store(audit, Some(&master), &mut Quiet).await.unwrap();
+    }
+}
+
+/// The dashboard's hourly counts: grouped by hour (`time / 3600`), event and password factor,
+/// within `[since, until)`, only for the events asked for.
+#[tokio::test]
+async fn hourly_counts_group_by_hour_event_and_factor() {
+    const HOUR: i64 = 1_700_002_800 / 3600; // a whole hour: 472_223
+    for (store, _dir) in stores().await {
+        let backend = store.backend().as_str();
+        let audit = store.audit();
+        let at = |offset: i64, event: &str, details: &str| {
+            let mut r = record(0, "acc", event);
+            r.time = HOUR * 3600 + offset;
+            r.details = details.into();
+            r
+        };
+        let password = r#"{"account_id":"acc","factor":"password","login_hash":null,"reason":"bad_password"}"#;
+        let code = r#"{"account_id":"acc","factor":"otp","login_hash":null,"reason":"bad_code"}"#;
+        audit
+            .append(&[
+                at(-1, "login_failed", password), // the hour before: outside the window
+                at(0, "login_failed", password),  // first second of the first hour
+                at(10, "login_failed", code),
+                at(20, "login_failed", code),
+                at(30, "locked_out", r#"{"factor":"otp","until":0}"#),
+                at(3599, "token_issued", "{}"),     // not asked for
+                at(3600, "login_failed", password), // second hour
+                at(3600 + 5, "alert_raised", r#"{"rule":"r"}"#),
+                at(7200, "login_failed", password), // `until`: excluded
+            ])
+            .await
+            .unwrap();
+        let events = ["login_failed", "locked_out", "alert_raised"];
+        let counts = audit.hourly_counts(&events, HOUR * 3600, (HOUR + 2) * 3600).await.unwrap();
+        let count = |hour: i64, event: &str, password_factor: bool, count: i64| HourlyEventCount {
+            hour,
+            event: event.into(),
+            password_factor,
+            count,
+        };
+        assert_eq!(
+            counts,
+            vec![
+                count(HOUR, "locked_out", false, 1),
+                count(HOUR, "login_failed", false, 2),
+                count(HOUR, "login_failed", true, 1),
+                count(HOUR + 1, "alert_raised", false, 1),
+                count(HOUR + 1, "login_failed", true, 1),
+            ],
+            "{backend}"
+        );
+        assert!(audit.hourly_counts(&[], 0, i64::MAX).await.unwrap().is_empty(), "{backend}");
+        let none = audit.hourly_counts(&["login_failed"], 0, HOUR * 3600 - 1).await.unwrap();
+        assert!(none.is_empty(), "{backend}: {none:?}");
     }
 }

@@ -134,6 +134,19 @@ pub struct ChainSnapshot {
     pub max_seq: Option<i64>,
 }
 
+/// How many records of one event fell in one hour: a point of the admin dashboard's trends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HourlyEventCount {
+    /// The hour: `time / 3600` (it starts at `hour * 3600`, Unix seconds).
+    pub hour: i64,
+    pub event: String,
+    /// Whether the records name the factor `password` in `details` (`"factor":"password"`): splits
+    /// failed logins into wrong passwords and wrong one-time codes without a JSON function, which
+    /// SQLite and PostgreSQL spell differently. False for events without a factor.
+    pub password_factor: bool,
+    pub count: i64,
+}
+
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     /// Appends `batch` after the current head of the chain, atomically, computing each record's
@@ -183,4 +196,15 @@ pub trait AuditStore: Send + Sync {
     /// anchor. Refuses (`Conflict`) unless record `anchor.seq` is there with hash `anchor.hash`.
     /// Returns how many records were deleted.
     async fn purge(&self, anchor: &AuditAnchor) -> StoreResult<u64>;
+
+    // Added for the admin dashboard's indicators.
+
+    /// Records of `events` written from `since` (included) to `until` (excluded), counted per
+    /// hour, event and whether their factor is the password. Hours without records are absent.
+    async fn hourly_counts(
+        &self,
+        events: &[&str],
+        since: UnixTime,
+        until: UnixTime,
+    ) -> StoreResult<Vec<HourlyEventCount>>;
 }

@@ -115,6 +115,29 @@ impl From<KeyRow> for AuditKey {
 }
 
 #[derive(sqlx::FromRow)]
+struct HourlyCountRow {
+    hour_bucket: i64,
+    event: String,
+    password_factor: i64,
+    n: i64,
+}
+
+/// The query of [`AuditStore::hourly_counts`] for `events` event names (bound as `$3`…): one pass
+/// over the `time` index, grouped by hour, event and password factor. Integer division of the
+/// BIGINT `time` gives the hour on both backends; the factor test is a `LIKE` on the compact JSON
+/// the writer stores (`serde_json`), as SQLite and PostgreSQL have no JSON function in common.
+fn hourly_counts_sql(events: usize) -> String {
+    let placeholders: Vec<String> = (0..events).map(|i| format!("${}", i + 3)).collect();
+    format!(
+        "SELECT time / 3600 AS hour_bucket, event, \
+         CAST(CASE WHEN details LIKE '%\"factor\":\"password\"%' THEN 1 ELSE 0 END AS BIGINT) AS password_factor, \
+         COUNT(*) AS n FROM audit_records WHERE time >= $1 AND time < $2 AND event IN ({}) \
+         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        placeholders.join(", ")
+    )
+}
+
+#[derive(sqlx::FromRow)]
 struct SnapshotRow {
     seq: i64,
     hash: String,
@@ -138,36 +161,62 @@ macro_rules! audit_filters {
     };
 }
 
+/// The largest number of rows one SQLite `INSERT` of the audit writer carries (16 parameters
+/// each, well under SQLite's limit of 32,766 parameters per statement).
+const SQLITE_MAX_ROWS_PER_INSERT: usize = 256;
+
+/// `INSERT INTO audit_records … VALUES (…), (…)` with `rows` rows of placeholders.
+fn sqlite_insert_sql(rows: usize) -> String {
+    let row = format!("({})", ["?"; 16].join(", "));
+    format!("INSERT INTO audit_records ({}) VALUES {}", audit_columns!(), vec![row; rows].join(", "))
+}
+
+/// How a batch of `n` records is cut into multi-row inserts: chunks of the largest size, then
+/// the remainder by powers of two, so that only 9 distinct statements (1, 2, 4 … 256 rows) are
+/// ever prepared and cached, whatever the batch sizes.
+fn sqlite_chunk_sizes(mut n: usize) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    while n > 0 {
+        let size = if n >= SQLITE_MAX_ROWS_PER_INSERT { SQLITE_MAX_ROWS_PER_INSERT } else { 1 << n.ilog2() };
+        sizes.push(size);
+        n -= size;
+    }
+    sizes
+}
+
 impl SqliteStore {
+    /// One statement per chunk rather than per record: each statement is a round trip to the
+    /// connection's worker thread, which dominated the writer's cost on the token path.
     async fn insert_audit_records(
         tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
         records: &[StoredAuditRecord],
     ) -> StoreResult<()> {
-        for r in records {
-            sqlx::query(concat!(
-                "INSERT INTO audit_records (",
-                audit_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-            ))
-            .bind(r.seq)
-            .bind(r.time)
-            .bind(&r.event)
-            .bind(&r.outcome)
-            .bind(&r.client_id)
-            .bind(&r.request_id)
-            .bind(&r.acr)
-            .bind(&r.actor)
-            .bind(&r.subject)
-            .bind(&r.ip)
-            .bind(&r.user_agent)
-            .bind(&r.details)
-            .bind(&r.personal_digest)
-            .bind(r.pseudonymised_at)
-            .bind(&r.prev_hash)
-            .bind(&r.hash)
-            .execute(&mut **tx)
-            .await
-            .map_err(write_error("audit record"))?;
+        let mut rest = records;
+        for size in sqlite_chunk_sizes(records.len()) {
+            let (chunk, next) = rest.split_at(size);
+            rest = next;
+            let sql = sqlx::AssertSqlSafe(sqlite_insert_sql(size));
+            let mut query = sqlx::query(sql);
+            for r in chunk {
+                query = query
+                    .bind(r.seq)
+                    .bind(r.time)
+                    .bind(&r.event)
+                    .bind(&r.outcome)
+                    .bind(&r.client_id)
+                    .bind(&r.request_id)
+                    .bind(&r.acr)
+                    .bind(&r.actor)
+                    .bind(&r.subject)
+                    .bind(&r.ip)
+                    .bind(&r.user_agent)
+                    .bind(&r.details)
+                    .bind(&r.personal_digest)
+                    .bind(r.pseudonymised_at)
+                    .bind(&r.prev_hash)
+                    .bind(&r.hash);
+            }
+            query.execute(&mut **tx).await.map_err(write_error("audit record"))?;
         }
         Ok(())
     }
@@ -527,6 +576,33 @@ macro_rules! sql_audit_store {
                 tx.commit().await.map_err(unavailable)?;
                 Ok(deleted)
             }
+
+            async fn hourly_counts(
+                &self,
+                events: &[&str],
+                since: UnixTime,
+                until: UnixTime,
+            ) -> StoreResult<Vec<HourlyEventCount>> {
+                if events.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // Only placeholders are formatted into the text; every value is bound.
+                let sql = sqlx::AssertSqlSafe(hourly_counts_sql(events.len()));
+                let mut query = sqlx::query_as::<_, HourlyCountRow>(sql).bind(since).bind(until);
+                for event in events {
+                    query = query.bind(*event);
+                }
+                let rows = query.fetch_all(&self.pool).await.map_err(unavailable)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|r| HourlyEventCount {
+                        hour: r.hour_bucket,
+                        event: r.event,
+                        password_factor: r.password_factor != 0,
+                        count: r.n,
+                    })
+                    .collect())
+            }
         }
     };
 }
@@ -536,7 +612,14 @@ sql_audit_store!(PgStore, Backend::Postgres);
 
 #[cfg(test)]
 mod tests {
-    use super::replace_identifiers;
+    use super::{hourly_counts_sql, replace_identifiers};
+
+    #[test]
+    fn hourly_counts_bind_every_event() {
+        let sql = hourly_counts_sql(3);
+        assert!(sql.contains("event IN ($3, $4, $5)"), "{sql}");
+        assert!(sql.contains(r#"LIKE '%"factor":"password"%'"#), "{sql}");
+    }
 
     #[test]
     fn identifiers_are_replaced_longest_first() {
@@ -546,5 +629,24 @@ mod tests {
             r#"{"email":"p-1","login":"p-1"}"#
         );
         assert_eq!(replace_identifiers("nothing", &ids, "p-1"), "nothing");
+    }
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes_cover_the_batch_with_few_distinct_statements() {
+        assert!(sqlite_chunk_sizes(0).is_empty());
+        assert_eq!(sqlite_chunk_sizes(1), [1]);
+        assert_eq!(sqlite_chunk_sizes(100), [64, 32, 4]);
+        assert_eq!(sqlite_chunk_sizes(600), [256, 256, 64, 16, 8]);
+        for n in 0..2_000 {
+            let sizes = sqlite_chunk_sizes(n);
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= SQLITE_MAX_ROWS_PER_INSERT));
+        }
+        assert_eq!(sqlite_insert_sql(2).matches('?').count(), 32);
     }
 }
