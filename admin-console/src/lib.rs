@@ -114,6 +114,7 @@ pub fn router(console: Arc<Console>) -> Router {
     use tower_http::set_header::SetResponseHeaderLayer;
     let csp = console.csp.clone();
     pages::routes()
+        .layer(axum::middleware::from_fn_with_state(console.clone(), pages::return_after_login))
         .with_state(console)
         .layer(SetResponseHeaderLayer::overriding(header::CONTENT_SECURITY_POLICY, csp))
         .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
@@ -126,6 +127,8 @@ fn render(console: &Console, headers: &HeaderMap, session: Option<&Session>, nam
         // administrators only `admin`, auditors only `audit`.
         "can_admin": session.is_some_and(|s| s.has_scope("admin")),
         "can_audit": session.is_some_and(|s| s.has_scope("audit")),
+        // Platform-wide changes (organisations, roles, keys): `GET /me` said so at login.
+        "is_platform": session.is_some_and(|s| s.platform && s.has_scope("admin")),
     });
     if let (Some(target), Value::Object(extra)) = (context.as_object_mut(), page) {
         target.extend(extra);
@@ -143,8 +146,10 @@ fn render(console: &Console, headers: &HeaderMap, session: Option<&Session>, nam
 fn fail(console: &Console, headers: &HeaderMap, session: Option<&Session>, failure: Fail) -> Response {
     match failure {
         Fail::Login => {
+            // `return_after_login` adds where to come back to.
             let mut response = Redirect::to(&format!("{}/login", console.config.prefix())).into_response();
             response.headers_mut().append(header::SET_COOKIE, console.jar.clear_session());
+            response.extensions_mut().insert(LoginNeeded);
             response
         }
         Fail::Message(status, message) => {
@@ -159,6 +164,69 @@ fn fail(console: &Console, headers: &HeaderMap, session: Option<&Session>, failu
             response
         }
     }
+}
+
+/// Marks a response sending the person to the login (no session, or its token expired).
+#[derive(Clone, Copy)]
+struct LoginNeeded;
+
+/// Middleware: a person sent to the login comes back, after it, to the page they were on — the
+/// page asked for, or for a form post the page holding the form (the form must be sent again:
+/// what it held is not kept across the login).
+pub async fn return_after_login(State(console): St, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    // Relative to where the console is mounted (`nest_service` strips the prefix).
+    let asked = request.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let mut response = next.run(request).await;
+    if response.extensions().get::<LoginNeeded>().is_none() {
+        return response;
+    }
+    let back = if method == HttpMethod::GET { asked } else { page_of_form(&asked) };
+    if let Some(back) = return_path(&back).filter(|b| b != "/") {
+        let query = url::form_urlencoded::Serializer::new(String::new()).append_pair("next", &back).finish();
+        let location = format!("{}/login?{query}", console.config.prefix());
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+    }
+    response
+}
+
+/// The page that holds the form a post went to.
+fn page_of_form(action: &str) -> String {
+    let path = action.split('?').next().unwrap_or("/");
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["accounts", "invite"] => "/accounts".into(),
+        ["accounts", id, _, ..] => format!("/accounts/{id}"),
+        [first, ..] => format!("/{first}"),
+        [] => "/".into(),
+    }
+}
+
+/// `next` if it is a console page to come back to after the login: a path below the console
+/// (never another site: `//host`, `/\host`, a scheme), not a login step, of reasonable length.
+pub fn return_path(next: &str) -> Option<String> {
+    if next.len() > 2000 || !next.starts_with('/') || next.starts_with("//") || next.contains('\\') {
+        return None;
+    }
+    if next.chars().any(char::is_control) {
+        return None;
+    }
+    // Resolved against a placeholder origin, it must stay on it.
+    let base = url::Url::parse("http://console.invalid/").ok()?;
+    let resolved = base.join(next).ok()?;
+    if resolved.origin() != base.origin() {
+        return None;
+    }
+    let path = resolved.path();
+    if ["/login", "/callback", "/logout", "/logged-out", "/static/"].iter().any(|p| path.starts_with(p)) {
+        return None;
+    }
+    Some(match resolved.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    })
 }
 
 /// The session of the request, while its token is valid.
@@ -217,7 +285,7 @@ fn see_other(console: &Console, path: &str) -> Response {
 // ---------------------------------------------------------------------------------------------
 // Login and logout (OpenID Connect)
 
-async fn login(State(console): St, headers: HeaderMap) -> Response {
+async fn login(State(console): St, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
     let lang = Lang::negotiate(&headers);
     let metadata = match console.metadata().await {
         Ok(m) => m,
@@ -248,6 +316,7 @@ async fn login(State(console): St, headers: HeaderMap) -> Response {
         nonce: nonce.secret().clone(),
         pkce_verifier: verifier.secret().clone(),
         created_at: now(),
+        return_to: q.get("next").and_then(|n| return_path(n)),
     };
     let mut response = Redirect::to(url.as_str()).into_response();
     if let Some(cookie) = console.jar.set_pending(&pending) {
@@ -259,8 +328,8 @@ async fn login(State(console): St, headers: HeaderMap) -> Response {
 async fn callback(State(console): St, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
     let lang = Lang::negotiate(&headers);
     match finish_login(&console, &headers, &q).await {
-        Ok(session) => {
-            let mut response = see_other(&console, "/");
+        Ok((session, return_to)) => {
+            let mut response = see_other(&console, return_to.as_deref().unwrap_or("/"));
             if let Some(cookie) = console.jar.set_session(&session) {
                 response.headers_mut().append(header::SET_COOKIE, cookie);
             }
@@ -284,8 +353,13 @@ async fn callback(State(console): St, headers: HeaderMap, Query(q): Query<HashMa
     }
 }
 
-/// Checks the authorization response and redeems its code: the session, or why not.
-async fn finish_login(console: &Console, headers: &HeaderMap, q: &HashMap<String, String>) -> Result<Session, String> {
+/// Checks the authorization response and redeems its code: the session and the page to show, or
+/// why not.
+async fn finish_login(
+    console: &Console,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Result<(Session, Option<String>), String> {
     let lang = Lang::negotiate(headers);
     let texts = lang.texts();
     let pending = console.jar.pending(headers).ok_or("no login is under way in this browser (or it took too long)")?;
@@ -356,16 +430,27 @@ async fn finish_login(console: &Console, headers: &HeaderMap, q: &HashMap<String
         (Some(n), None) | (None, Some(n)) => n,
         (None, None) => claims.subject().as_str().to_string(),
     };
+    // What this token may do, as the admin API's rules see it (the scopes do not tell whether it
+    // manages platform-wide things).
+    let access_token = response.access_token().secret().clone();
+    let me = match console.api.get(&access_token, "/me", &[]).await {
+        Ok(me) => me,
+        Err(e) if e.status == 403 => return Err(texts["no_role"].to_string()),
+        Err(e) if e.status == 0 => return Err(texts["habilis_down"].to_string()),
+        Err(e) => return Err(format!("the admin API refused this login: {} ({})", e.description, e.code)),
+    };
     let lifetime = response.expires_in().map_or(300, |d| d.as_secs() as i64);
-    Ok(Session {
-        access_token: response.access_token().secret().clone(),
+    let session = Session {
+        access_token,
         id_token: id_token.to_string(),
         expires_at: now() + lifetime,
         csrf: random_token(),
         name,
         acr,
         scopes,
-    })
+        platform: me["platform_admin"].as_bool().unwrap_or(false),
+    };
+    Ok((session, pending.return_to.clone()))
 }
 
 async fn logout(State(console): St, headers: HeaderMap, body: Bytes) -> Response {
@@ -756,4 +841,36 @@ async fn not_found(State(console): St, headers: HeaderMap) -> Response {
         session.as_ref(),
         Fail::text(StatusCode::NOT_FOUND, Lang::negotiate(&headers), "not_found"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_paths_stay_in_the_console() {
+        assert_eq!(
+            return_path("/audit?event=login_failed&cursor=x").as_deref(),
+            Some("/audit?event=login_failed&cursor=x")
+        );
+        assert_eq!(return_path("/accounts/a%20b").as_deref(), Some("/accounts/a%20b"));
+        assert_eq!(return_path("/accounts/../keys").as_deref(), Some("/keys"), "normalised");
+        for other_site in ["//evil.example/x", "/\\evil.example", "https://evil.example/", "evil", "", "/\u{0}x"] {
+            assert_eq!(return_path(other_site), None, "{other_site:?}");
+        }
+        for login_step in ["/login?next=/x", "/callback?code=c", "/logout", "/logged-out", "/static/console.css"] {
+            assert_eq!(return_path(login_step), None, "{login_step}");
+        }
+        assert_eq!(return_path(&format!("/audit?q={}", "x".repeat(2000))), None, "bounded");
+    }
+
+    #[test]
+    fn form_posts_return_to_the_page_of_their_form() {
+        assert_eq!(page_of_form("/accounts/invite"), "/accounts");
+        assert_eq!(page_of_form("/accounts/a1/disable"), "/accounts/a1");
+        assert_eq!(page_of_form("/accounts/a1/profiles/remove"), "/accounts/a1");
+        assert_eq!(page_of_form("/relationships/r1/revoke"), "/relationships");
+        assert_eq!(page_of_form("/keys/rotate"), "/keys");
+        assert_eq!(page_of_form("/organisations"), "/organisations");
+    }
 }

@@ -30,6 +30,11 @@ pub struct Session {
     /// shown; the API decides what each call may do.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Whether the token manages platform-wide things (clients, keys, roles, organisations), as
+    /// `GET /api/admin/v1/me` answered at login: the scopes alone do not tell (an organisation
+    /// administrator who is also an auditor holds both).
+    #[serde(default)]
+    pub platform: bool,
 }
 
 impl Session {
@@ -45,6 +50,10 @@ pub struct PendingLogin {
     pub nonce: String,
     pub pkce_verifier: String,
     pub created_at: i64,
+    /// The console page to show after the login (a path below the console's prefix, checked by
+    /// `pages::return_path`): where the person was when the login was asked for.
+    #[serde(default)]
+    pub return_to: Option<String>,
 }
 
 /// How long a login may take, from the console's redirect to its callback.
@@ -169,6 +178,7 @@ mod tests {
             name: "Ada".into(),
             acr: "eidas2".into(),
             scopes: vec!["openid".into(), "admin".into()],
+            platform: false,
         }
     }
 

@@ -24,6 +24,7 @@ habilis_e2e::on_both_storages!(
     organisations_and_departments_respect_each_role,
     accounts_are_searched_invited_and_changed_within_the_organisation,
     account_factors_and_sessions_are_reset_and_ended,
+    me_answers_each_callers_powers,
 );
 
 const MAIL_WAIT: Duration = Duration::from_secs(20);
@@ -204,6 +205,62 @@ async fn roles_are_granted_by_platform_administrators_only(storage: Storage) {
         "the cross-organisation read is audited: {denied:?}"
     );
     assert!(denied.iter().any(|(_, op, _)| op == "administer"), "{denied:?}");
+}
+
+/// `GET /me`: each caller's powers with its token, as the console reads them at login.
+async fn me_answers_each_callers_powers(storage: Storage) {
+    let Some(ae) = AdminEnv::start(storage).await else { return };
+    let me = |token: &str| {
+        let token = token.to_string();
+        let ae = &ae;
+        async move {
+            let answer = ae.call(Method::GET, "/me", &token, None).await;
+            assert_eq!(answer.status, 200, "{:?}", answer.body);
+            answer.body
+        }
+    };
+    let platform = me(&ae.platform).await;
+    assert_eq!(platform["id"], format!("account:{}", ae.platform_id));
+    assert_eq!((platform["platform_admin"].as_bool(), platform["read_only"].as_bool()), (Some(true), Some(false)));
+    let alice = me(&ae.alice).await;
+    assert_eq!(alice["platform_admin"], false, "{alice}");
+    assert_eq!(alice["organisations"], json!([ae.org_a]), "{alice}");
+    assert_eq!((alice["auditor"].as_bool(), alice["read_only"].as_bool()), (Some(false), Some(false)));
+    let auditor = me(&ae.auditor).await;
+    assert_eq!(auditor["auditor"], true, "{auditor}");
+    assert_eq!((auditor["platform_admin"].as_bool(), auditor["read_only"].as_bool()), (Some(false), Some(true)));
+    // A platform administrator's audit-only token reads only.
+    let platform_reading = me(&admin_token(&ae.env, &ae.platform_id, "audit")).await;
+    assert_eq!(platform_reading["platform_admin"], false, "{platform_reading}");
+    assert_eq!(platform_reading["read_only"], true, "{platform_reading}");
+
+    // An organisation administrator who is also an auditor holds both scopes, but no platform
+    // power: what the console needs to hide the key rotation.
+    let body = json!({"account_id": ae.bob_id, "role": "auditor"});
+    let granted = ae.call(Method::POST, "/roles", &ae.platform, Some(&body)).await;
+    assert_eq!(granted.status, 201, "{:?}", granted.body);
+    let both = me(&admin_token(&ae.env, &ae.bob_id, "admin audit")).await;
+    assert_eq!(both["organisations"], json!([ae.org_b]), "{both}");
+    assert_eq!((both["platform_admin"].as_bool(), both["auditor"].as_bool()), (Some(false), Some(true)), "{both}");
+    let rotate = ae.call(Method::POST, "/keys/rotate", &admin_token(&ae.env, &ae.bob_id, "admin audit"), None).await;
+    refused(&rotate, 403, "access_denied", "platform-wide");
+
+    // No role, no token, no scope.
+    let carol = ae.env.add_patient("carol@example.org", PASSWORD).await;
+    refused(
+        &ae.call(Method::GET, "/me", &admin_token(&ae.env, &carol, "admin"), None).await,
+        403,
+        "access_denied",
+        "no administration role",
+    );
+    let anonymous = answer(ae.http.get(ae.env.url(&format!("{API_BASE}/me"))).send().await.unwrap()).await;
+    assert_eq!(anonymous.status, 401, "{:?}", anonymous.body);
+    refused(
+        &ae.call(Method::GET, "/me", &admin_token(&ae.env, &ae.alice_id, "openid"), None).await,
+        403,
+        "insufficient_scope",
+        "admin",
+    );
 }
 
 async fn organisations_and_departments_respect_each_role(storage: Storage) {

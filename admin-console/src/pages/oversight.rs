@@ -571,6 +571,14 @@ mod tests {
             html.contains("Active (signing)") && !html.contains("rotate-submit"),
             "an auditor has no rotate button"
         );
+        // An organisation administrator who is also an auditor holds both scopes, not the power.
+        let mut both = keys.clone();
+        both["can_admin"] = json!(true);
+        let html = env.get_template("keys.html").unwrap().render(minijinja::value::Serde(&both)).unwrap();
+        assert!(!html.contains("rotate-submit"), "{html}");
+        both["is_platform"] = json!(true);
+        let html = env.get_template("keys.html").unwrap().render(minijinja::value::Serde(&both)).unwrap();
+        assert!(html.contains("rotate-submit"), "a platform administrator rotates");
         let relationships = base(
             json!({"nav": "relationships", "items": [], "error": "organisation administrators act only inside their own organisation (access_denied)"}),
         );

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod clients;
 pub mod indicators;
 pub mod keys;
+pub mod me;
 pub mod openapi;
 pub mod organisations;
 pub mod persons;
@@ -280,6 +281,7 @@ pub fn routes() -> Vec<AdminRoute> {
     use crate::habilitation::{professionals_api, profiles_api};
     vec![
         route!(GET, openapi::PATH, openapi::document),
+        route!(GET, me::PATH, me::show),
         route!(GET, roles::PATH, roles::list),
         route!(POST, roles::PATH, roles::grant),
         route!(DELETE, roles::ITEM_PATH, roles::revoke),

@@ -9,8 +9,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
-    accounts, assignments, audit, clients, indicators, keys, organisations, persons, profiles, relationships, roles,
-    settings,
+    accounts, assignments, audit, clients, indicators, keys, me, organisations, persons, profiles, relationships,
+    roles, settings,
 };
 use crate::habilitation::{professionals_api, profiles_api};
 
@@ -40,6 +40,7 @@ pub struct ErrorBody {
     ),
     paths(
         document,
+        me::show,
         roles::list,
         roles::grant,
         roles::revoke,
@@ -108,7 +109,7 @@ pub struct ErrorBody {
         (name = "keys", description = "Signing keys: list (public facts only), rotate, retire"),
         (name = "settings", description = "The running configuration, secrets redacted"),
         (name = "audit", description = "The tamper-evident audit log: search, JSON-lines export and the dashboard's hourly security indicators (platform administrators and auditors)"),
-        (name = "meta", description = "This document"),
+        (name = "meta", description = "This document, and the caller's own powers"),
     )
 )]
 pub struct AdminApiDoc;
