@@ -26,7 +26,16 @@ fn sha256_hex_of_json<T: serde::Serialize>(value: &T, buffer: &mut Vec<u8>) -> S
     buffer.clear();
     // Serialising strings, integers and options into a Vec cannot fail.
     serde_json::to_writer(&mut *buffer, value).expect("JSON of strings and integers");
-    hex::encode(Sha256::digest(buffer.as_slice()))
+    lower_hex(&Sha256::digest(buffer.as_slice()).into())
+}
+
+/// A SHA-256 digest in lower-case hex (as `hex::encode`, without its per-character iteration: the
+/// writer and the verifier do this twice per record).
+fn lower_hex(digest: &[u8; 32]) -> String {
+    let mut text = [0u8; 64];
+    // 64 bytes for 32: the sizes match, so this cannot fail.
+    hex::encode_to_slice(digest, &mut text).expect("64 hex digits for 32 bytes");
+    std::str::from_utf8(&text).expect("hex digits are ASCII").to_owned()
 }
 
 /// SHA-256 (hex) of the personal fields of a record.

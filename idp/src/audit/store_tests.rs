@@ -376,3 +376,42 @@ async fn hourly_counts_group_by_hour_event_and_factor() {
         assert!(none.is_empty(), "{backend}: {none:?}");
     }
 }
+
+/// Whatever text a record holds comes back byte for byte (the chain hashes the exact text): quotes,
+/// backslashes, escapes, control characters, non-ASCII, long values, nulls.
+#[tokio::test]
+async fn append_keeps_every_text_exactly() {
+    for (store, _dir) in stores().await {
+        let backend = store.backend().as_str();
+        let audit = store.audit();
+        let tricky = [
+            r#"{"quote":"\"","backslash":"\\","unicode":"\u00e9"}"#.to_string(),
+            "tab\tnewline\ncarriage\r bell\u{7} end".to_string(),
+            "accents éàü, emoji 🩺, CJK 医生, RTL שלום".to_string(),
+            "x".repeat(20_000),
+            "[1, 2] {} null true \"not json".to_string(),
+        ];
+        let batch: Vec<NewAuditRecord> = tricky
+            .iter()
+            .enumerate()
+            .map(|(i, text)| NewAuditRecord {
+                user_agent: Some(text.clone()),
+                details: text.clone(),
+                acr: None,
+                client_id: (i % 2 == 0).then(|| text.clone()),
+                ..record(i as i64, "acc-τ", "token_issued")
+            })
+            .collect();
+        let stored = audit.append(&batch).await.unwrap();
+        let read = audit.records_from(1, 100).await.unwrap();
+        assert_eq!(read, stored, "{backend}");
+        for (r, text) in read.iter().zip(&tricky) {
+            assert_eq!(&r.details, text, "{backend}");
+            assert_eq!(r.user_agent.as_ref(), Some(text), "{backend}");
+            assert_eq!(r.acr, None, "{backend}");
+            assert_eq!(chain::check(r), chain::RecordCheck { personal_ok: Some(true), hash_ok: true }, "{backend}");
+        }
+        assert_eq!(read[1].client_id, None, "{backend}: null stays null");
+        assert_eq!(read[0].pseudonymised_at, None, "{backend}");
+    }
+}

@@ -1,8 +1,9 @@
 //! The audit writer: a task that drains the records [`super::Audit::record`] queued and appends
 //! them to the durable log in batches, so that a request never waits for the database.
 //!
-//! - A batch closes at `batch_size` records or `flush_interval` after its first record, whichever
-//!   comes first (under load batches fill at once; when idle a record waits at most the interval).
+//! - A batch is what queued during `flush_interval` after its first record, up to `batch_size`
+//!   (when a full batch is already queued, at once). The writer sleeps meanwhile, so recording an
+//!   event never wakes it; a record waits at most the interval, unless the database falls behind.
 //! - A database error is logged and the same batch retried with backoff; records keep queueing
 //!   (the queue is unbounded: no event is dropped; its length is [`super::Audit::backlog`]).
 //! - Every `checkpoint_interval`, if the head moved, and at shutdown, a signed checkpoint is
@@ -96,33 +97,12 @@ impl Writer {
             };
             let mut waiter = None;
             match first {
-                Command::Record(record) => batch.push(record.to_new()),
+                Command::Record(record) => batch.push(record.into_new()),
                 Command::Flush(ack) => waiter = Some((ack, false)),
                 Command::Shutdown(ack) => waiter = Some((ack, true)),
             }
             if waiter.is_none() {
-                let deadline = Instant::now() + self.settings.flush_interval;
-                while batch.len() < batch_size {
-                    let next = match self.rx.try_recv() {
-                        Ok(command) => Some(command),
-                        Err(mpsc::error::TryRecvError::Disconnected) => None,
-                        Err(mpsc::error::TryRecvError::Empty) => {
-                            tokio::time::timeout_at(deadline, self.rx.recv()).await.unwrap_or_default()
-                        }
-                    };
-                    match next {
-                        Some(Command::Record(record)) => batch.push(record.to_new()),
-                        Some(Command::Flush(ack)) => {
-                            waiter = Some((ack, false));
-                            break;
-                        }
-                        Some(Command::Shutdown(ack)) => {
-                            waiter = Some((ack, true));
-                            break;
-                        }
-                        None => break,
-                    }
-                }
+                waiter = self.gather(&mut batch, batch_size).await;
             }
             self.write(&mut batch, false).await;
             match waiter {
@@ -139,13 +119,39 @@ impl Writer {
         }
     }
 
+    /// Completes the batch begun by a first record: sleeps until `flush_interval` after it, then
+    /// takes what queued meanwhile, up to `batch_size`. While it sleeps, requests that record
+    /// events only queue them: they never wake the writer (a wake-up per record, on the cores the
+    /// requests need, was most of the durable log's cost). A flush or shutdown request queued
+    /// meanwhile ends the batch and is returned (`true` for shutdown).
+    async fn gather(
+        &mut self,
+        batch: &mut Vec<NewAuditRecord>,
+        batch_size: usize,
+    ) -> Option<(oneshot::Sender<()>, bool)> {
+        // A full batch is already queued (a burst, or the database was slow): no need to wait.
+        if self.backlog.load(Ordering::Relaxed) < batch_size {
+            tokio::time::sleep(self.settings.flush_interval).await;
+        }
+        while batch.len() < batch_size {
+            match self.rx.try_recv() {
+                Ok(Command::Record(record)) => batch.push(record.into_new()),
+                Ok(Command::Flush(ack)) => return Some((ack, false)),
+                Ok(Command::Shutdown(ack)) => return Some((ack, true)),
+                // Empty: the rest waits for the next batch; disconnected: the next receive says so.
+                Err(_) => break,
+            }
+        }
+        None
+    }
+
     /// Writes whatever is still queued, then a last checkpoint.
     async fn finish(&mut self, mut batch: Vec<NewAuditRecord>) {
         let batch_size = self.settings.batch_size.max(1);
         loop {
             while batch.len() < batch_size {
                 match self.rx.try_recv() {
-                    Ok(Command::Record(record)) => batch.push(record.to_new()),
+                    Ok(Command::Record(record)) => batch.push(record.into_new()),
                     // Whoever waits on these is served: everything before them is being written.
                     Ok(Command::Flush(ack)) | Ok(Command::Shutdown(ack)) => {
                         self.write(&mut batch, true).await;
