@@ -104,6 +104,7 @@ async fn main() {
                 professional_professions: vec!["10".into()],
                 patient_test_identity: false,
                 organisation: None,
+                professional_profiles: Vec::new(),
             };
             let context = habilis_idp::habilitation::policy::DecisionContext {
                 client: "bench".into(),
