@@ -220,6 +220,10 @@ pub fn return_path(next: &str) -> Option<String> {
         return None;
     }
     let path = resolved.path();
+    // `/.//host` normalises to `//host`: a protocol-relative address once prefixed by nothing.
+    if path.starts_with("//") {
+        return None;
+    }
     if ["/login", "/callback", "/logout", "/logged-out", "/static/"].iter().any(|p| path.starts_with(p)) {
         return None;
     }
@@ -855,7 +859,15 @@ mod tests {
         );
         assert_eq!(return_path("/accounts/a%20b").as_deref(), Some("/accounts/a%20b"));
         assert_eq!(return_path("/accounts/../keys").as_deref(), Some("/keys"), "normalised");
-        for other_site in ["//evil.example/x", "/\\evil.example", "https://evil.example/", "evil", "", "/\u{0}x"] {
+        for other_site in [
+            "//evil.example/x",
+            "/\\evil.example",
+            "https://evil.example/",
+            "evil",
+            "",
+            "/\u{0}x",
+            "/.//evil.example/x",
+        ] {
             assert_eq!(return_path(other_site), None, "{other_site:?}");
         }
         for login_step in ["/login?next=/x", "/callback?code=c", "/logout", "/logged-out", "/static/console.css"] {
