@@ -128,7 +128,7 @@ fn render(console: &Console, headers: &HeaderMap, session: Option<&Session>, nam
         "can_admin": session.is_some_and(|s| s.has_scope("admin")),
         "can_audit": session.is_some_and(|s| s.has_scope("audit")),
         // Platform-wide changes (organisations, roles, keys): `GET /me` said so at login.
-        "is_platform": session.is_some_and(|s| s.platform && s.has_scope("admin")),
+        "is_platform": session.is_some_and(|s| s.platform),
     });
     if let (Some(target), Value::Object(extra)) = (context.as_object_mut(), page) {
         target.extend(extra);
@@ -213,7 +213,7 @@ pub fn return_path(next: &str) -> Option<String> {
     if next.chars().any(char::is_control) {
         return None;
     }
-    // Resolved against a placeholder origin, it must stay on it.
+    // Resolved against a stand-in origin, it must stay on it.
     let base = url::Url::parse("http://console.invalid/").ok()?;
     let resolved = base.join(next).ok()?;
     if resolved.origin() != base.origin() {

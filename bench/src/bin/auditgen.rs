@@ -47,7 +47,7 @@ fn record(i: u64, time: i64) -> NewAuditRecord {
         client_id: Some(format!("client-{}", i % 40)),
         acr: (i % 4 != 3).then(|| "eidas1".to_string()),
     };
-    AuditRecord { time, event, context }.to_new()
+    AuditRecord { time, event, context }.into_new()
 }
 
 fn usage() -> ! {

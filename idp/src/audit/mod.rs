@@ -68,13 +68,8 @@ pub struct AuditRecord {
 
 impl AuditRecord {
     /// The row of the durable log: the event's own fields (without its `event` tag) become
-    /// `details`.
-    pub fn to_new(&self) -> NewAuditRecord {
-        self.clone().into_new()
-    }
-
-    /// [`AuditRecord::to_new`], taking the context's strings rather than copying them: what the
-    /// writer does with each queued record, off the request path.
+    /// `details`; the context's strings are taken, not copied. What the writer does with each
+    /// queued record, off the request path.
     pub fn into_new(self) -> NewAuditRecord {
         let details = details_of(&self.event);
         let context = self.context;

@@ -127,13 +127,13 @@ struct HourlyCountRow {
 /// BIGINT `time` gives the hour on both backends; the factor test is a `LIKE` on the compact JSON
 /// the writer stores (`serde_json`), as SQLite and PostgreSQL have no JSON function in common.
 fn hourly_counts_sql(events: usize) -> String {
-    let placeholders: Vec<String> = (0..events).map(|i| format!("${}", i + 3)).collect();
+    let event_parameters: Vec<String> = (0..events).map(|i| format!("${}", i + 3)).collect();
     format!(
         "SELECT time / 3600 AS hour_bucket, event, \
          CAST(CASE WHEN details LIKE '%\"factor\":\"password\"%' THEN 1 ELSE 0 END AS BIGINT) AS password_factor, \
          COUNT(*) AS n FROM audit_records WHERE time >= $1 AND time < $2 AND event IN ({}) \
          GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-        placeholders.join(", ")
+        event_parameters.join(", ")
     )
 }
 
@@ -581,7 +581,7 @@ macro_rules! sql_audit_store {
                 if events.is_empty() {
                     return Ok(Vec::new());
                 }
-                // Only placeholders are formatted into the text; every value is bound.
+                // Only parameter numbers ($3, $4…) are formatted into the text; every value is bound.
                 let sql = sqlx::AssertSqlSafe(hourly_counts_sql(events.len()));
                 let mut query = sqlx::query_as::<_, HourlyCountRow>(sql).bind(since).bind(until);
                 for event in events {
