@@ -2,6 +2,12 @@
 
 use clap::Parser;
 
+/// mimalloc rather than the system allocator: a token response is many small, short-lived
+/// allocations (claims, JSON, policy evaluation), and glibc's malloc spent a quarter of the
+/// server's time on them under load (see bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = habilis_idp::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
