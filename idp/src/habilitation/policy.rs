@@ -11,6 +11,15 @@
 //!
 //! Evaluation fails closed: an unknown profile or action is denied, and so is any request where a
 //! policy errors while being evaluated (Cedar would otherwise skip an erroring `forbid`).
+//!
+//! Fast path: each profile's policy set is also folded into one expression, "the permit holds and
+//! no forbid does" (`permit && !(forbid₁) && … && !(forbidₙ)`, each policy as its scope and
+//! conditions), evaluated with Cedar's concrete evaluator. When it evaluates to `true`, every
+//! policy was evaluated without error, the one permit holds and no forbid does: exactly the
+//! authorizer's Allow, whose only reason is that permit. Any other outcome (false, an error) goes
+//! through [`Authorizer::is_authorized`], which names the deciding policies or errors. The
+//! authorizer re-derives every policy's condition at each call; one pre-built expression costs a
+//! third of it, and allowed decisions are the common case (every token carrying a detail).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -18,9 +27,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, Expression, Policy,
-    PolicyId, PolicySet, Request, RestrictedExpression, Schema, SlotId, Template, TemplatePrincipalConstraint,
-    ValidationMode, ValidationResult, Validator,
+    Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, EvalResult,
+    Expression, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema, SlotId, Template,
+    TemplatePrincipalConstraint, ValidationMode, ValidationResult, Validator, pst,
 };
 
 /// The actions a profile can permit: the ids of the `Habilis::Action` entities of the schema.
@@ -97,7 +106,7 @@ pub struct ProfileSpec {
 }
 
 /// What evaluation needs to know about a relationship.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RelationshipFacts {
     pub id: String,
     pub kind: String,
@@ -117,7 +126,7 @@ pub struct RelationshipFacts {
 }
 
 /// The request's circumstances.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DecisionContext {
     pub client: String,
     /// 0 none, 1 eidas1, 2 eidas2, 3 eidas3.
@@ -208,6 +217,8 @@ impl PolicyEngine {
                 actions,
                 relationship_type: type_name(RELATIONSHIP_TYPE)?,
                 authorizer: Authorizer::new(),
+                built_entities: Memo::default(),
+                built_contexts: Memo::default(),
             }),
         })
     }
@@ -255,7 +266,11 @@ impl PolicyEngine {
         if !result.validation_passed() {
             return Err(invalid(name, validation_text(&result)));
         }
-        Ok(CompiledProfile { uid, entity, policies })
+        let allow = allow_expression(&policies);
+        if allow.is_none() {
+            tracing::debug!(profile = name, "no single-expression form for this profile: the authorizer decides alone");
+        }
+        Ok(CompiledProfile { uid, entity, policies, allow })
     }
 }
 
@@ -273,6 +288,55 @@ struct Inner {
     actions: Vec<(&'static str, EntityUid)>,
     relationship_type: EntityTypeName,
     authorizer: Authorizer,
+    /// Cedar entities built for (profile index, relationship facts): the same relationship is
+    /// evaluated again at every refresh and exchange of the tokens that carry it.
+    built_entities: Memo<(usize, RelationshipFacts), BuiltEntities>,
+    /// Cedar contexts built for (action, circumstances): shared by the decisions of one token
+    /// (same client, login level, time) and by concurrent requests of the same second.
+    built_contexts: Memo<(&'static str, DecisionContext), Context>,
+}
+
+/// The Cedar entities of one evaluation: the profile and the relationship (`resource`).
+struct BuiltEntities {
+    resource: EntityUid,
+    entities: Entities,
+}
+
+/// Values built from exactly the inputs of their key, kept for reuse. Because the key is every
+/// input, a kept value is always the one that would be built again: nothing can go stale. Bounded:
+/// when full it starts again empty (the set of live keys refills it at once).
+struct Memo<K, V> {
+    values: std::sync::Mutex<HashMap<K, Arc<V>>>,
+}
+
+/// Bound on each memo's entries (an entities entry is about a kilobyte).
+const MEMO_ENTRIES: usize = 4096;
+
+impl<K, V> Default for Memo<K, V> {
+    fn default() -> Self {
+        Memo { values: std::sync::Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> Memo<K, V> {
+    fn get_or_build<E>(&self, key: K, build: impl FnOnce(&K) -> Result<V, E>) -> Result<Arc<V>, E> {
+        if let Some(value) = self.lock().get(&key) {
+            return Ok(value.clone());
+        }
+        let value = Arc::new(build(&key)?);
+        let mut values = self.lock();
+        if values.len() >= MEMO_ENTRIES {
+            values.clear();
+        }
+        values.insert(key, value.clone());
+        Ok(value)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Arc<V>>> {
+        // A panic while holding the lock cannot leave a half-built value (values are inserted
+        // whole), so a poisoned map is still sound.
+        self.values.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 struct CompiledProfile {
@@ -280,6 +344,9 @@ struct CompiledProfile {
     entity: Entity,
     /// Base forbids + template + this profile's link and condition.
     policies: PolicySet,
+    /// `policies` as "the permit holds and no forbid does" (see the module's fast path); `None`
+    /// when a policy has a form [`allow_expression`] does not translate.
+    allow: Option<(Expression, String)>,
 }
 
 impl std::fmt::Debug for CompiledProfiles {
@@ -305,22 +372,51 @@ impl CompiledProfiles {
         relationship: &RelationshipFacts,
         context: &DecisionContext,
     ) -> PolicyDecision {
+        let (compiled, request, entities) = match self.prepare(profile, action, relationship, context) {
+            Ok(prepared) => prepared,
+            Err(denied) => return denied,
+        };
+        match fast_allow(compiled, &request, &entities.entities) {
+            Some(allowed) => allowed,
+            None => self.authorize(compiled, &request, &entities.entities, profile, action),
+        }
+    }
+
+    /// The compiled profile, the Cedar request and its entities; or the denial when the profile or
+    /// the action is unknown or the request cannot be built.
+    fn prepare(
+        &self,
+        profile: &str,
+        action: &str,
+        relationship: &RelationshipFacts,
+        context: &DecisionContext,
+    ) -> Result<(&CompiledProfile, Request, Arc<BuiltEntities>), PolicyDecision> {
         let inner = &*self.inner;
         let Some(&index) = inner.by_name.get(profile) else {
-            return PolicyDecision::deny(Vec::new());
+            return Err(PolicyDecision::deny(Vec::new()));
         };
         let Some((action_name, action_uid)) = inner.actions.iter().find(|(a, _)| *a == action) else {
-            return PolicyDecision::deny(Vec::new());
+            return Err(PolicyDecision::deny(Vec::new()));
         };
-        let compiled = &inner.compiled[index];
-        let (request, entities) = match build_request(inner, compiled, action_name, action_uid, relationship, context) {
-            Ok(built) => built,
+        match build_request(inner, index, action_name, action_uid, relationship, context) {
+            Ok((request, entities)) => Ok((&inner.compiled[index], request, entities)),
             Err(error) => {
                 tracing::warn!(profile, action, %error, "cannot build the Cedar request; denied");
-                return PolicyDecision::deny(vec![format!("error:{error}")]);
+                Err(PolicyDecision::deny(vec![format!("error:{error}")]))
             }
-        };
-        let response = inner.authorizer.is_authorized(&request, &compiled.policies, &entities);
+        }
+    }
+
+    /// The authorizer's decision, with the deciding policies (or the erroring ones) as reasons.
+    fn authorize(
+        &self,
+        compiled: &CompiledProfile,
+        request: &Request,
+        entities: &Entities,
+        profile: &str,
+        action: &str,
+    ) -> PolicyDecision {
+        let response = self.inner.authorizer.is_authorized(request, &compiled.policies, entities);
         let diagnostics = response.diagnostics();
         let mut errors: Vec<String> = diagnostics
             .errors()
@@ -340,15 +436,44 @@ impl CompiledProfiles {
     }
 }
 
-/// Builds the request and the entities (the pre-built profile + the relationship) for one evaluation.
+/// The fast path's Allow (see the module documentation), or `None` when the authorizer must decide.
+fn fast_allow(compiled: &CompiledProfile, request: &Request, entities: &Entities) -> Option<PolicyDecision> {
+    let (allow, permit_id) = compiled.allow.as_ref()?;
+    match cedar_policy::eval_expression(request, entities, allow) {
+        Ok(EvalResult::Bool(true)) => Some(PolicyDecision { allowed: true, reasons: vec![permit_id.clone()] }),
+        _ => None,
+    }
+}
+
+/// Builds the request and the entities (the pre-built profile + the relationship) for one
+/// evaluation; entities and context come from the memos when they were built before.
 fn build_request(
     inner: &Inner,
-    compiled: &CompiledProfile,
-    action_name: &str,
+    index: usize,
+    action_name: &'static str,
     action_uid: &EntityUid,
     relationship: &RelationshipFacts,
     context: &DecisionContext,
-) -> Result<(Request, Entities), String> {
+) -> Result<(Request, Arc<BuiltEntities>), String> {
+    let compiled = &inner.compiled[index];
+    let entities = inner
+        .built_entities
+        .get_or_build((index, relationship.clone()), |(_, facts)| build_entities(inner, compiled, facts))?;
+    let context = inner
+        .built_contexts
+        .get_or_build((action_name, context.clone()), |(action, context)| build_context(action, context))?;
+    let resource = entities.resource.clone();
+    let request = Request::new(compiled.uid.clone(), action_uid.clone(), resource, Context::clone(&context), None)
+        .map_err(|e| e.to_string())?;
+    Ok((request, entities))
+}
+
+/// The relationship's entity and its uid, with the profile's entity.
+fn build_entities(
+    inner: &Inner,
+    compiled: &CompiledProfile,
+    relationship: &RelationshipFacts,
+) -> Result<BuiltEntities, String> {
     let resource = EntityUid::from_type_name_and_id(inner.relationship_type.clone(), EntityId::new(&relationship.id));
     let attrs = HashMap::from([
         ("kind".to_owned(), RestrictedExpression::new_string(relationship.kind.clone())),
@@ -368,18 +493,79 @@ fn build_request(
     // re-validated against the schema here (that costs more than the evaluation itself).
     let entities =
         Entities::from_entities([compiled.entity.clone(), resource_entity], None).map_err(|e| e.to_string())?;
-    let context = Context::from_pairs([
-        ("action".to_owned(), RestrictedExpression::new_string(action_name.to_owned())),
+    Ok(BuiltEntities { resource, entities })
+}
+
+fn build_context(action: &str, context: &DecisionContext) -> Result<Context, String> {
+    Context::from_pairs([
+        ("action".to_owned(), RestrictedExpression::new_string(action.to_owned())),
         ("client".to_owned(), RestrictedExpression::new_string(context.client.clone())),
         ("acr_level".to_owned(), RestrictedExpression::new_long(context.acr_level)),
         ("now".to_owned(), RestrictedExpression::new_long(context.now)),
         ("datatypes".to_owned(), string_set(&context.datatypes)),
         ("production".to_owned(), RestrictedExpression::new_bool(context.production)),
     ])
-    .map_err(|e| e.to_string())?;
-    let request =
-        Request::new(compiled.uid.clone(), action_uid.clone(), resource, context, None).map_err(|e| e.to_string())?;
-    Ok((request, entities))
+    .map_err(|e| e.to_string())
+}
+
+/// The policy set as one expression that is `true` exactly when its one permit holds and none of
+/// its forbids does, with the permit's id (the reason of such an Allow). `None` when the set has
+/// another number of permits or a policy scope other than "any" or `== entity`.
+fn allow_expression(policies: &PolicySet) -> Option<(Expression, String)> {
+    let mut permit: Option<(String, String)> = None;
+    let mut forbids = Vec::new();
+    for policy in policies.policies() {
+        let condition = policy_condition(policy)?;
+        match policy.effect() {
+            Effect::Permit if permit.is_none() => permit = Some((policy.id().to_string(), condition)),
+            Effect::Permit => return None,
+            Effect::Forbid => forbids.push(condition),
+        }
+    }
+    let (permit_id, permit) = permit?;
+    let mut text = format!("({permit})");
+    for forbid in forbids {
+        text.push_str(&format!(" && !({forbid})"));
+    }
+    match Expression::from_str(&text) {
+        Ok(expression) => Some((expression, permit_id)),
+        Err(errors) => {
+            tracing::warn!(errors = %parse_errors_text(&errors), "policy set not expressible as one expression");
+            None
+        }
+    }
+}
+
+/// When one policy applies, as a Cedar expression: its scope, its `when` clauses and the negation
+/// of its `unless` clauses, joined by `&&` (Cedar's own definition of a policy's condition).
+fn policy_condition(policy: &Policy) -> Option<String> {
+    let body = match policy.to_pst().ok()? {
+        pst::Policy::Static(p) => p.body().clone(),
+        pst::Policy::Linked(p) => p.into_static_policy().ok()?.body().clone(),
+    };
+    let mut parts = Vec::new();
+    match &body.principal {
+        pst::PrincipalConstraint::Any => {}
+        pst::PrincipalConstraint::Eq(pst::EntityOrSlot::Entity(uid)) => parts.push(format!("principal == {uid}")),
+        _ => return None,
+    }
+    match &body.action {
+        pst::ActionConstraint::Any => {}
+        pst::ActionConstraint::Eq(uid) => parts.push(format!("action == {uid}")),
+        _ => return None,
+    }
+    match &body.resource {
+        pst::ResourceConstraint::Any => {}
+        pst::ResourceConstraint::Eq(pst::EntityOrSlot::Entity(uid)) => parts.push(format!("resource == {uid}")),
+        _ => return None,
+    }
+    for clause in body.clauses() {
+        match clause {
+            pst::Clause::When(e) => parts.push(format!("({e})")),
+            pst::Clause::Unless(e) => parts.push(format!("!({e})")),
+        }
+    }
+    Some(if parts.is_empty() { "true".to_owned() } else { parts.join(" && ") })
 }
 
 /// Parses the template: exactly one, annotated `@id("profile")`, with a `principal == ?principal` slot.
@@ -558,6 +744,157 @@ mod tests {
             Err(PolicyError::InvalidProfile { profile, diagnostics }) => (profile, diagnostics),
             other => panic!("expected InvalidProfile, got {other:?}"),
         }
+    }
+
+    /// The authorizer alone (the reference) and the fast path's answer for the same request.
+    fn both_paths(
+        compiled: &CompiledProfiles,
+        profile: &str,
+        action: &str,
+        relationship: &RelationshipFacts,
+        context: &DecisionContext,
+    ) -> (PolicyDecision, Option<PolicyDecision>) {
+        let (profile_compiled, request, entities) =
+            compiled.prepare(profile, action, relationship, context).expect("request builds");
+        let reference = compiled.authorize(profile_compiled, &request, &entities.entities, profile, action);
+        (reference, fast_allow(profile_compiled, &request, &entities.entities))
+    }
+
+    #[test]
+    fn fast_path_allows_exactly_when_the_authorizer_does() {
+        // Every profile shape (condition, assignment, professions) against every combination of
+        // the facts each policy reads: the fast path must answer the authorizer's Allow (same
+        // reason) and nothing else, and it must be taken whenever the authorizer allows.
+        let mut conditional = expert();
+        conditional.name = "conditional".into();
+        conditional.condition = Some("context.now < 1750003600 && resource.organisation != \"org-b\"".into());
+        let mut assigned = expert();
+        assigned.name = "assigned".into();
+        assigned.requires_assignment = true;
+        assigned.professions = Vec::new();
+        assigned.min_acr_level = 0;
+        let profiles = [expert(), conditional, assigned];
+        let compiled = compiled(&profiles);
+        for spec in &profiles {
+            assert!(compiled.inner.compiled[compiled.inner.by_name[&spec.name]].allow.is_some(), "{}", spec.name);
+        }
+        let (mut allowed_count, mut denied_count) = (0, 0);
+        for profile in ["expert", "conditional", "assigned"] {
+            for action in ["read", "comment", "share"] {
+                for status in ["active", "revoked"] {
+                    for (valid_from, valid_until) in [(NOW - 10, None), (NOW + 10, None), (NOW - 10, Some(NOW))] {
+                        for kind in ["care_team", "treating"] {
+                            for professions in [vec!["10".to_string()], vec!["40".to_string()]] {
+                                for test_identity in [false, true] {
+                                    for organisation in [None, Some("org-b".to_string())] {
+                                        for assigned_profiles in [vec![], vec!["assigned".to_string()]] {
+                                            let relationship = RelationshipFacts {
+                                                status: status.into(),
+                                                valid_from,
+                                                valid_until,
+                                                kind: kind.into(),
+                                                professional_professions: professions.clone(),
+                                                patient_test_identity: test_identity,
+                                                organisation: organisation.clone(),
+                                                professional_profiles: assigned_profiles,
+                                                ..relationship()
+                                            };
+                                            for (client, acr_level, now, datatypes, production) in [
+                                                ("dmp-viewer", 2, NOW, vec!["documents"], true),
+                                                ("dmp-viewer", 1, NOW, vec!["documents"], true),
+                                                ("other-app", 3, NOW, vec!["documents"], false),
+                                                ("dmp-viewer", 3, NOW + 7200, vec![], false),
+                                                ("dmp-viewer", 2, NOW, vec!["documents", "images"], true),
+                                            ] {
+                                                let context = DecisionContext {
+                                                    client: client.into(),
+                                                    acr_level,
+                                                    now,
+                                                    datatypes: datatypes.into_iter().map(String::from).collect(),
+                                                    production,
+                                                };
+                                                let (reference, fast) =
+                                                    both_paths(&compiled, profile, action, &relationship, &context);
+                                                if reference.allowed {
+                                                    allowed_count += 1;
+                                                    assert_eq!(
+                                                        fast.as_ref(),
+                                                        Some(&reference),
+                                                        "{relationship:?} {context:?}"
+                                                    );
+                                                } else {
+                                                    denied_count += 1;
+                                                    assert_eq!(
+                                                        fast, None,
+                                                        "{profile} {action} {relationship:?} {context:?}"
+                                                    );
+                                                }
+                                                assert_eq!(
+                                                    compiled.evaluate(profile, action, &relationship, &context),
+                                                    reference
+                                                );
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(allowed_count > 50 && denied_count > 1000, "{allowed_count} allowed, {denied_count} denied");
+    }
+
+    #[test]
+    fn kept_entities_and_contexts_serve_only_identical_inputs() {
+        let compiled = compiled(&[expert()]);
+        assert_eq!(compiled.evaluate("expert", "read", &relationship(), &context()), allowed());
+        // Each input the memos key on, changed alone after the allowed evaluation was kept.
+        let revoked = RelationshipFacts { status: "revoked".into(), ..relationship() };
+        assert_eq!(compiled.evaluate("expert", "read", &revoked, &context()), denied_by("relationship_not_active"));
+        let ended = RelationshipFacts { valid_until: Some(NOW), ..relationship() };
+        assert_eq!(compiled.evaluate("expert", "read", &ended, &context()), denied_by("relationship_outside_validity"));
+        let weak = DecisionContext { acr_level: 1, ..context() };
+        assert_eq!(compiled.evaluate("expert", "read", &relationship(), &weak), denied_by("acr_below_profile_minimum"));
+        let later = DecisionContext { now: NOW - 7200, ..context() };
+        assert_eq!(
+            compiled.evaluate("expert", "read", &relationship(), &later),
+            denied_by("relationship_outside_validity")
+        );
+        assert_eq!(compiled.evaluate("expert", "read", &relationship(), &context()), allowed());
+    }
+
+    #[test]
+    fn a_full_memo_starts_again() {
+        let memo: Memo<usize, usize> = Memo::default();
+        for key in 0..MEMO_ENTRIES + 1 {
+            assert_eq!(*memo.get_or_build(key, |k| Ok::<_, ()>(k * 2)).unwrap(), key * 2);
+        }
+        assert_eq!(memo.lock().len(), 1);
+        assert_eq!(*memo.get_or_build(MEMO_ENTRIES, |_| Ok::<_, ()>(0)).unwrap(), MEMO_ENTRIES * 2, "kept");
+        assert!(memo.get_or_build(7, |_| Err("cannot build")).is_err());
+        assert_eq!(memo.lock().len(), 1, "a failed build keeps nothing");
+    }
+
+    #[test]
+    fn policy_conditions_include_scope_and_clauses() {
+        let set = PolicySet::from_str(
+            r#"@id("a") forbid (principal, action == Habilis::Action::"read", resource == Habilis::Relationship::"r")
+               when { context.production } unless { resource.status == "active" };"#,
+        )
+        .unwrap();
+        let policy = set.policies().next().unwrap();
+        assert_eq!(
+            policy_condition(policy).as_deref(),
+            Some(
+                r#"action == Habilis::Action::"read" && resource == Habilis::Relationship::"r" && (context.production) && !(resource.status == "active")"#
+            )
+        );
+        // Scopes the translation does not cover leave the profile to the authorizer alone.
+        let set =
+            PolicySet::from_str(r#"@id("b") forbid (principal in Habilis::Profile::"p", action, resource);"#).unwrap();
+        assert_eq!(policy_condition(set.policies().next().unwrap()), None);
     }
 
     #[test]
