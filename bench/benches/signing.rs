@@ -20,8 +20,7 @@ fn claims() -> Map<String, Value> {
 fn bench_signing(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     config.keys.algorithms = vec![SigningAlg::ES256, SigningAlg::RS256, SigningAlg::EdDSA];
     let keys = runtime.block_on(async {
         let store = habilis_idp::store::connect(&config).await.expect("store");
