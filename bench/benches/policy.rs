@@ -7,7 +7,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 /// The server's allocator (idp/src/main.rs), so that figures match what it pays.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use habilis_idp::habilitation::policy::{DecisionContext, PolicyEngine, PolicySources, ProfileSpec, RelationshipFacts};
+use habilis_idp::habilitation::policy::{PolicyEngine, PolicySources, ProfileSpec, RelationshipFacts};
 
 fn profile(name: &str, condition: Option<&str>) -> ProfileSpec {
     ProfileSpec {
@@ -23,34 +23,14 @@ fn profile(name: &str, condition: Option<&str>) -> ProfileSpec {
     }
 }
 
-fn facts(status: &str) -> RelationshipFacts {
-    RelationshipFacts {
-        id: "r-0123456789".into(),
-        kind: "treating".into(),
-        status: status.into(),
-        valid_from: 0,
-        valid_until: None,
-        professional_professions: vec!["10".into()],
-        patient_test_identity: false,
-        organisation: None,
-        professional_profiles: Vec::new(),
-    }
-}
-
 fn bench_policy(c: &mut Criterion) {
     let engine = PolicyEngine::new(&PolicySources::embedded()).expect("embedded policies");
     let compiled = engine
         .compile(&[profile("plain", None), profile("conditional", Some("resource.organisation == \"\""))])
         .expect("profiles compile");
-    let context = DecisionContext {
-        client: "bench".into(),
-        acr_level: 1,
-        now: habilis_idp::unix_now(),
-        datatypes: vec!["report".into()],
-        production: true,
-    };
-    let active = facts("active");
-    let revoked = facts("revoked");
+    let context = habilis_bench::bench_context(true);
+    let active = habilis_bench::treating_relationship("r-0123456789", "active");
+    let revoked = habilis_bench::treating_relationship("r-0123456789", "revoked");
     assert!(compiled.evaluate("plain", "read", &active, &context).allowed);
     assert!(!compiled.evaluate("plain", "read", &revoked, &context).allowed);
     let mut group = c.benchmark_group("habilitation_decision");

@@ -95,24 +95,8 @@ async fn main() {
             }
             report(&format!("in-process decision (lookups + Cedar; {granted} granted, {denied} denied)"), micros);
             let compiled = state.habilitations.compiled();
-            let facts = habilis_idp::habilitation::policy::RelationshipFacts {
-                id: "r".into(),
-                kind: "treating".into(),
-                status: "active".into(),
-                valid_from: 0,
-                valid_until: None,
-                professional_professions: vec!["10".into()],
-                patient_test_identity: false,
-                organisation: None,
-                professional_profiles: Vec::new(),
-            };
-            let context = habilis_idp::habilitation::policy::DecisionContext {
-                client: "bench".into(),
-                acr_level: 1,
-                now: habilis_idp::unix_now(),
-                datatypes: vec!["report".into()],
-                production: false,
-            };
+            let facts = habilis_bench::treating_relationship("r", "active");
+            let context = habilis_bench::bench_context(false);
             let mut cedar = Vec::with_capacity(samples);
             for _ in 0..samples {
                 let started = Instant::now();

@@ -208,7 +208,11 @@ impl PolicyEngine {
         let mut actions = Vec::with_capacity(ACTIONS.len());
         let action_type = type_name(ACTION_TYPE)?;
         for action in ACTIONS {
-            actions.push((*action, EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(action))));
+            actions.push(CompiledAction {
+                name: action,
+                uid: EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(action)),
+                built_contexts: Memo::default(),
+            });
         }
         Ok(CompiledProfiles {
             inner: Arc::new(Inner {
@@ -218,8 +222,6 @@ impl PolicyEngine {
                 actions,
                 relationship_type: type_name(RELATIONSHIP_TYPE)?,
                 authorizer: Authorizer::new(),
-                built_entities: Memo::default(),
-                built_contexts: Memo::default(),
             }),
         })
     }
@@ -271,7 +273,7 @@ impl PolicyEngine {
         if allow.is_none() {
             tracing::debug!(profile = name, "no single-expression form for this profile: the authorizer decides alone");
         }
-        Ok(CompiledProfile { uid, entity, policies, allow })
+        Ok(CompiledProfile { uid, entity, policies, allow, built_entities: Memo::default() })
     }
 }
 
@@ -286,15 +288,9 @@ struct Inner {
     by_name: HashMap<String, usize>,
     /// Same order as `specs`.
     compiled: Vec<CompiledProfile>,
-    actions: Vec<(&'static str, EntityUid)>,
+    actions: Vec<CompiledAction>,
     relationship_type: EntityTypeName,
     authorizer: Authorizer,
-    /// Cedar entities built for (profile index, relationship facts): the same relationship is
-    /// evaluated again at every refresh and exchange of the tokens that carry it.
-    built_entities: Memo<(usize, RelationshipFacts), BuiltEntities>,
-    /// Cedar contexts built for (action, circumstances): shared by the decisions of one token
-    /// (same client, login level, time) and by concurrent requests of the same second.
-    built_contexts: Memo<(&'static str, DecisionContext), Context>,
 }
 
 /// The Cedar entities of one evaluation: the profile and the relationship (`resource`).
@@ -310,7 +306,7 @@ struct Memo<K, V> {
     values: std::sync::Mutex<HashMap<K, Arc<V>>>,
 }
 
-/// Bound on each memo's entries (an entities entry is about a kilobyte).
+/// Bound on each memo's entries (an entities entry is about a kilobyte; one such memo per profile).
 const MEMO_ENTRIES: usize = 4096;
 
 impl<K, V> Default for Memo<K, V> {
@@ -319,17 +315,18 @@ impl<K, V> Default for Memo<K, V> {
     }
 }
 
-impl<K: std::hash::Hash + Eq, V> Memo<K, V> {
-    fn get_or_build<E>(&self, key: K, build: impl FnOnce(&K) -> Result<V, E>) -> Result<Arc<V>, E> {
-        if let Some(value) = self.lock().get(&key) {
+impl<K: std::hash::Hash + Eq + Clone, V> Memo<K, V> {
+    /// The value kept for `key`, or built from it and kept; the key is copied only then.
+    fn get_or_build<E>(&self, key: &K, build: impl FnOnce(&K) -> Result<V, E>) -> Result<Arc<V>, E> {
+        if let Some(value) = self.lock().get(key) {
             return Ok(value.clone());
         }
-        let value = Arc::new(build(&key)?);
+        let value = Arc::new(build(key)?);
         let mut values = self.lock();
         if values.len() >= MEMO_ENTRIES {
             values.clear();
         }
-        values.insert(key, value.clone());
+        values.insert(key.clone(), value.clone());
         Ok(value)
     }
 
@@ -340,6 +337,14 @@ impl<K: std::hash::Hash + Eq, V> Memo<K, V> {
     }
 }
 
+struct CompiledAction {
+    name: &'static str,
+    uid: EntityUid,
+    /// Cedar contexts built for this action, by circumstances: shared by the decisions of one
+    /// token (same client, login level, time) and by concurrent requests of the same second.
+    built_contexts: Memo<DecisionContext, Context>,
+}
+
 struct CompiledProfile {
     uid: EntityUid,
     entity: Entity,
@@ -348,6 +353,9 @@ struct CompiledProfile {
     /// `policies` as "the permit holds and no forbid does" (see the module's fast path); `None`
     /// when a policy has a form [`allow_expression`] does not translate.
     allow: Option<(Expression, String)>,
+    /// Cedar entities built for this profile, by relationship facts: the same relationship is
+    /// evaluated again at every refresh and exchange of the tokens that carry it.
+    built_entities: Memo<RelationshipFacts, BuiltEntities>,
 }
 
 impl std::fmt::Debug for CompiledProfiles {
@@ -396,11 +404,12 @@ impl CompiledProfiles {
         let Some(&index) = inner.by_name.get(profile) else {
             return Err(PolicyDecision::deny(Vec::new()));
         };
-        let Some((action_name, action_uid)) = inner.actions.iter().find(|(a, _)| *a == action) else {
+        let Some(compiled_action) = inner.actions.iter().find(|a| a.name == action) else {
             return Err(PolicyDecision::deny(Vec::new()));
         };
-        match build_request(inner, index, action_name, action_uid, relationship, context) {
-            Ok((request, entities)) => Ok((&inner.compiled[index], request, entities)),
+        let compiled = &inner.compiled[index];
+        match build_request(inner, compiled, compiled_action, relationship, context) {
+            Ok((request, entities)) => Ok((compiled, request, entities)),
             Err(error) => {
                 tracing::warn!(profile, action, %error, "cannot build the Cedar request; denied");
                 Err(PolicyDecision::deny(vec![format!("error:{error}")]))
@@ -450,22 +459,22 @@ fn fast_allow(compiled: &CompiledProfile, request: &Request, entities: &Entities
 /// evaluation; entities and context come from the memos when they were built before.
 fn build_request(
     inner: &Inner,
-    index: usize,
-    action_name: &'static str,
-    action_uid: &EntityUid,
+    compiled: &CompiledProfile,
+    action: &CompiledAction,
     relationship: &RelationshipFacts,
     context: &DecisionContext,
 ) -> Result<(Request, Arc<BuiltEntities>), String> {
-    let compiled = &inner.compiled[index];
-    let entities = inner
-        .built_entities
-        .get_or_build((index, relationship.clone()), |(_, facts)| build_entities(inner, compiled, facts))?;
-    let context = inner
-        .built_contexts
-        .get_or_build((action_name, context.clone()), |(action, context)| build_context(action, context))?;
-    let resource = entities.resource.clone();
-    let request = Request::new(compiled.uid.clone(), action_uid.clone(), resource, Context::clone(&context), None)
-        .map_err(|e| e.to_string())?;
+    let entities =
+        compiled.built_entities.get_or_build(relationship, |facts| build_entities(inner, compiled, facts))?;
+    let context = action.built_contexts.get_or_build(context, |context| build_context(action.name, context))?;
+    let request = Request::new(
+        compiled.uid.clone(),
+        action.uid.clone(),
+        entities.resource.clone(),
+        Context::clone(&context),
+        None,
+    )
+    .map_err(|e| e.to_string())?;
     Ok((request, entities))
 }
 
@@ -870,11 +879,11 @@ mod tests {
     fn a_full_memo_starts_again() {
         let memo: Memo<usize, usize> = Memo::default();
         for key in 0..MEMO_ENTRIES + 1 {
-            assert_eq!(*memo.get_or_build(key, |k| Ok::<_, ()>(k * 2)).unwrap(), key * 2);
+            assert_eq!(*memo.get_or_build(&key, |k| Ok::<_, ()>(k * 2)).unwrap(), key * 2);
         }
         assert_eq!(memo.lock().len(), 1);
-        assert_eq!(*memo.get_or_build(MEMO_ENTRIES, |_| Ok::<_, ()>(0)).unwrap(), MEMO_ENTRIES * 2, "kept");
-        assert!(memo.get_or_build(7, |_| Err("cannot build")).is_err());
+        assert_eq!(*memo.get_or_build(&MEMO_ENTRIES, |_| Ok::<_, ()>(0)).unwrap(), MEMO_ENTRIES * 2, "kept");
+        assert!(memo.get_or_build(&7, |_| Err("cannot build")).is_err());
         assert_eq!(memo.lock().len(), 1, "a failed build keeps nothing");
     }
 
