@@ -356,6 +356,10 @@ pub struct AuditConfig {
     /// How often a signed checkpoint is written (when the log grew), and at shutdown.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// Longest a token response waits for its audit record to commit (group commit); past it the
+    /// request gets `503 temporarily_unavailable` and the record is written when the database is back.
+    #[serde(with = "humantime_serde")]
+    pub commit_timeout: Duration,
     /// How long records are kept: `habilis audit purge` archives and deletes older ones when no
     /// `--before` is given. Absent: records are kept until purged explicitly.
     #[serde(with = "humantime_serde")]
@@ -369,6 +373,7 @@ impl Default for AuditConfig {
             batch_size: 512,
             flush_interval: Duration::from_millis(20),
             checkpoint_interval: Duration::from_secs(60),
+            commit_timeout: Duration::from_secs(5),
             retention: None,
         }
     }
@@ -384,6 +389,9 @@ impl AuditConfig {
         }
         if self.checkpoint_interval < Duration::from_secs(1) || self.checkpoint_interval > Duration::from_secs(86_400) {
             return Err(ConfigError::new("audit.checkpoint_interval", "must be between 1s and 1 day"));
+        }
+        if self.commit_timeout < Duration::from_millis(100) || self.commit_timeout > Duration::from_secs(60) {
+            return Err(ConfigError::new("audit.commit_timeout", "must be between 100ms and 60s"));
         }
         if self.retention.is_some_and(|r| r < Duration::from_secs(86_400)) {
             return Err(ConfigError::new("audit.retention", "must be at least one day (remove it to keep everything)"));

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 pub use event::{AuditEvent, Outcome};
 pub use writer::WriterSettings;
@@ -126,7 +126,18 @@ fn details_of(event: &AuditEvent) -> String {
 struct Durable {
     tx: mpsc::UnboundedSender<writer::Command>,
     backlog: Arc<AtomicUsize>,
+    /// Rung after queueing a committed record, so the writer stops waiting for more.
+    wake: Arc<Notify>,
+    /// Longest a committed record is waited for (`audit.commit_timeout`).
+    commit_timeout: std::time::Duration,
 }
+
+/// A record that had to be durable before the caller went on is not (the database is unreachable
+/// or too slow, or the writer has stopped). The record stays queued and is written when the
+/// database is back; the caller must not hand out what the record describes.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log could not record this in time; try again shortly")]
+pub struct NotDurable;
 
 /// The audit service held in the application state.
 pub struct Audit {
@@ -150,14 +161,47 @@ impl Audit {
         let (tx, rx) = mpsc::unbounded_channel();
         let backlog = Arc::new(AtomicUsize::new(0));
         let checkpointer = keys.map(|keys| checkpoint::Checkpointer::new(store.clone(), keys));
-        let task = writer::Writer { store, rx, backlog: backlog.clone(), settings, checkpointer };
+        let wake = Arc::new(Notify::new());
+        let commit_timeout = settings.commit_timeout;
+        let task = writer::Writer { store, rx, backlog: backlog.clone(), settings, checkpointer, wake: wake.clone() };
         tokio::spawn(task.run());
-        Audit { subscribers: broadcast::channel(1024).0, durable: Some(Durable { tx, backlog }) }
+        Audit { subscribers: broadcast::channel(1024).0, durable: Some(Durable { tx, backlog, wake, commit_timeout }) }
     }
 
     /// Records an event: synchronous and cheap (no database work, no waiting), so it can be
     /// called on any request path.
     pub fn record(&self, event: AuditEvent, context: AuditContext) {
+        self.queue(event, context, None);
+    }
+
+    /// Records an event and returns once it is committed to the durable log (group commit: see
+    /// the writer). For what must never reach anyone without its trace — an issued token: the
+    /// token endpoint answers only after this. Fails after `audit.commit_timeout` (the record
+    /// stays queued and is written later). Without a durable log it returns at once.
+    pub async fn record_committed(&self, event: AuditEvent, context: AuditContext) -> Result<(), NotDurable> {
+        let Some(durable) = &self.durable else {
+            self.queue(event, context, None);
+            return Ok(());
+        };
+        let (ack, committed) = oneshot::channel();
+        self.queue(event, context, Some(ack));
+        durable.wake.notify_one();
+        match tokio::time::timeout(durable.commit_timeout, committed).await {
+            Ok(Ok(())) => Ok(()),
+            // Dropped: the writer stopped or gave the batch up at shutdown.
+            Ok(Err(_)) => Err(NotDurable),
+            Err(_) => {
+                tracing::error!(
+                    target: "habilis::audit",
+                    timeout_ms = durable.commit_timeout.as_millis() as u64,
+                    "an audit record was not committed in time: the response it guards is refused"
+                );
+                Err(NotDurable)
+            }
+        }
+    }
+
+    fn queue(&self, event: AuditEvent, context: AuditContext, ack: Option<oneshot::Sender<()>>) {
         let record = AuditRecord { time: crate::unix_now(), event, context };
         // Serialised only when the log level keeps it.
         if tracing::enabled!(target: "habilis::audit", tracing::Level::INFO) {
@@ -173,7 +217,8 @@ impl Audit {
                     let _ = self.subscribers.send(record.clone());
                 }
                 durable.backlog.fetch_add(1, Ordering::Relaxed);
-                if let Err(mpsc::error::SendError(_)) = durable.tx.send(writer::Command::Record(Box::new(record))) {
+                if let Err(mpsc::error::SendError(_)) = durable.tx.send(writer::Command::Record(Box::new(record), ack))
+                {
                     // Only after shutdown(): the writer has stopped.
                     durable.backlog.fetch_sub(1, Ordering::Relaxed);
                     tracing::error!(

@@ -415,3 +415,89 @@ async fn append_keeps_every_text_exactly() {
         assert_eq!(read[0].pseudonymised_at, None, "{backend}");
     }
 }
+
+/// The SQLite URL and, when PostgreSQL is reachable, a fresh schema's URL, for the tests that
+/// also need a raw connection beside the store.
+async fn urls(dir: &tempfile::TempDir) -> Vec<String> {
+    let mut urls = vec![format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())];
+    urls.extend(crate::testing::postgres_schema_url().await);
+    urls
+}
+
+async fn raw_execute(url: &str, sql: &'static str) {
+    use sqlx::{Connection, Executor};
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        conn.execute(sql).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        conn.execute(sql).await.unwrap();
+    }
+}
+
+/// Group commit: with a batching interval far longer than the commit timeout, 50 concurrent
+/// committed records all return in time (a committed record does not wait for the interval), and
+/// each is in the database when its call returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn committed_records_are_in_the_log_when_the_call_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in urls(&dir).await {
+        let store = crate::store::connect_with(&url, 4).await.unwrap();
+        let backend = store.backend().as_str();
+        let settings = WriterSettings {
+            flush_interval: std::time::Duration::from_secs(10),
+            commit_timeout: std::time::Duration::from_secs(3),
+            ..Default::default()
+        };
+        let audit = Arc::new(Audit::durable(store.clone(), settings, None));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let (audit, store) = (audit.clone(), store.clone());
+            tasks.spawn(async move {
+                let header = format!("committed-{i}");
+                audit
+                    .record_committed(AuditEvent::ForgedProxyHeader { header: header.clone() }, AuditContext::default())
+                    .await
+                    .expect("committed in time");
+                let all = store.audit().records_from(1, 1000).await.unwrap();
+                assert!(all.iter().any(|r| r.details.contains(&header)), "{header} not in the log on return");
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap_or_else(|e| panic!("{backend}: {e}"));
+        }
+        // A plain record queued after them still waits for its batch, and is written all the same.
+        audit.record(AuditEvent::ForgedProxyHeader { header: "plain".into() }, AuditContext::default());
+        audit.shutdown().await;
+        assert_eq!(store.audit().records_from(1, 1000).await.unwrap().len(), 51, "{backend}");
+    }
+}
+
+/// While the log cannot be written the caller is refused after the commit timeout (so the token
+/// it guards is never handed out), the record stays queued, and it is written once the database
+/// is back, in order, without a restart.
+#[tokio::test]
+async fn a_record_not_committed_in_time_is_refused_then_written_after_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in urls(&dir).await {
+        let store = crate::store::connect_with(&url, 2).await.unwrap();
+        let backend = store.backend().as_str();
+        let settings = WriterSettings { commit_timeout: std::time::Duration::from_millis(300), ..Default::default() };
+        let audit = Audit::durable(store.clone(), settings, None);
+        audit
+            .record_committed(AuditEvent::ForgedProxyHeader { header: "before".into() }, AuditContext::default())
+            .await
+            .expect("written while the database works");
+        raw_execute(&url, "ALTER TABLE audit_records RENAME TO audit_records_away").await;
+        let refused = audit
+            .record_committed(AuditEvent::ForgedProxyHeader { header: "during".into() }, AuditContext::default())
+            .await;
+        assert!(refused.is_err(), "{backend}: a record that cannot be written is not reported committed");
+        raw_execute(&url, "ALTER TABLE audit_records_away RENAME TO audit_records").await;
+        audit.flush().await;
+        let all = store.audit().records_from(1, 1000).await.unwrap();
+        let headers: Vec<_> = all.iter().map(|r| r.details.as_str()).collect();
+        assert_eq!(headers, [r#"{"header":"before"}"#, r#"{"header":"during"}"#], "{backend}");
+        audit.shutdown().await;
+    }
+}

@@ -179,17 +179,25 @@ async fn handle(
         ));
     }
     let response = grant.exchange(state, &client, &params, now).await?;
+    audit_issuance(state, headers, client.client.client_id(), grant_type, &response).await?;
     state.metrics.token_issued(grant_type);
-    audit_issuance(state, headers, client.client.client_id(), grant_type, &response);
     Ok(response)
 }
 
-/// Audits a token response from what is at hand (no query: this is the token hot path). Token
-/// exchanges have their own event, recorded by their grant.
-fn audit_issuance(state: &AppState, headers: &HeaderMap, client_id: &str, grant_type: &str, response: &TokenResponse) {
+/// Audits a token response from what is at hand (no query: this is the token hot path) and
+/// returns once the record is committed: no token reaches a client without its durable trace,
+/// even if the process is killed right after answering. Token exchanges have their own event,
+/// recorded (the same way) by their grant.
+async fn audit_issuance(
+    state: &AppState,
+    headers: &HeaderMap,
+    client_id: &str,
+    grant_type: &str,
+    response: &TokenResponse,
+) -> Result<(), OAuthError> {
     let issued_to = response.issued_to.clone();
     let event = match (grant_type, issued_to) {
-        (crate::clients::TOKEN_EXCHANGE_GRANT, _) => return,
+        (crate::clients::TOKEN_EXCHANGE_GRANT, _) => return Ok(()),
         ("refresh_token", Some(to)) => AuditEvent::TokenRefreshed { account_id: to.account_id, grant_id: to.grant_id },
         (_, to) => AuditEvent::TokenIssued {
             grant_type: grant_type.to_string(),
@@ -198,7 +206,16 @@ fn audit_issuance(state: &AppState, headers: &HeaderMap, client_id: &str, grant_
         },
     };
     let context = AuditContext { client_id: Some(client_id.to_string()), ..AuditContext::from_request(headers, None) };
-    state.audit.record(event, context);
+    state.audit.record_committed(event, context).await.map_err(audit_not_durable)
+}
+
+/// A token whose audit record could not be committed is not handed out. For a refresh, the
+/// client's retry with the same token is answered within the reuse window (see `tokens`).
+pub(crate) fn audit_not_durable(_: crate::audit::NotDurable) -> OAuthError {
+    OAuthError::new(
+        OAuthErrorCode::TemporarilyUnavailable,
+        "the token could not be recorded in the audit log; try again shortly",
+    )
 }
 
 pub fn no_store(mut response: Response) -> Response {

@@ -145,15 +145,20 @@ impl Grant for TokenExchange {
             },
             now,
         )?;
-        state.audit.record(
-            AuditEvent::TokenExchanged {
-                subject_client: subject.client_id.clone(),
-                actor_client: caller_id.to_string(),
-                account_id: Some(account.id.clone()),
-                audience: vec![audience],
-            },
-            AuditContext { client_id: Some(caller_id.to_string()), ..Default::default() },
-        );
+        // The token leaves only with its trace committed (see `Audit::record_committed`).
+        state
+            .audit
+            .record_committed(
+                AuditEvent::TokenExchanged {
+                    subject_client: subject.client_id.clone(),
+                    actor_client: caller_id.to_string(),
+                    account_id: Some(account.id.clone()),
+                    audience: vec![audience],
+                },
+                AuditContext { client_id: Some(caller_id.to_string()), ..Default::default() },
+            )
+            .await
+            .map_err(super::audit_not_durable)?;
         Ok(TokenResponse {
             access_token: minted.token,
             token_type: "Bearer",
