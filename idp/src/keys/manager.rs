@@ -170,6 +170,57 @@ impl fmt::Debug for KeyManager {
     }
 }
 
+/// The lease that serialises key generation between instances sharing one database.
+const GENERATION_LEASE: &str = "signing-key-generation";
+/// How long one instance may hold it (generating an RS256 key takes well under a second).
+const GENERATION_LEASE_SECS: i64 = 30;
+
+/// Generates a key for each configured algorithm that has none usable, under a database lease, and
+/// returns every stored key with the kids generated. Without the lease, two instances started
+/// together on an empty database each generated their own key and published different JWKS until
+/// their next reload. The holder re-reads the keys once it holds the lease (another instance may
+/// just have generated them); the others wait for the lease to end, then use what it generated.
+async fn generate_missing(
+    store: &dyn crate::store::Store,
+    master: &MasterKey,
+    algorithms: &[SigningAlg],
+    now: UnixTime,
+) -> Result<(Vec<SigningKeyRecord>, Vec<(String, SigningAlg, UnixTime)>), KeyError> {
+    let owner = uuid::Uuid::new_v4().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(GENERATION_LEASE_SECS as u64 + 5);
+    let leases = store.lifecycle();
+    // Lease times are wall-clock seconds whatever `now` the keys are judged at (tests shift that).
+    while !leases.acquire_lease(GENERATION_LEASE, &owner, unix_now() + GENERATION_LEASE_SECS, unix_now()).await? {
+        if std::time::Instant::now() >= deadline {
+            return Err(KeyError::Store(crate::store::StoreError::Unavailable(
+                "another instance holds the key-generation lease and has not finished: check the other instances' logs"
+                    .into(),
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let result = async {
+        let mut records = store.list_signing_keys().await?;
+        let mut generated = Vec::new();
+        for &alg in algorithms {
+            if records.iter().any(|r| r.alg == alg.as_str() && !is_retired(r, now)) {
+                continue;
+            }
+            let record = generate_record(master, alg, now, now).await?;
+            store.insert_signing_key(&record).await?;
+            tracing::info!(kid = %record.kid, alg = alg.as_str(), "generated a signing key");
+            generated.push((record.kid.clone(), alg, now));
+            records.push(record);
+        }
+        Ok::<_, KeyError>((records, generated))
+    }
+    .await;
+    if let Err(e) = leases.release_lease(GENERATION_LEASE, &owner, unix_now()).await {
+        tracing::warn!(error = %e, "could not release the key-generation lease; it lapses by itself");
+    }
+    result
+}
+
 impl KeyManager {
     /// Loads the master key (see [`MasterKey::load_or_create`]) and starts the manager: what
     /// `habilis serve` does. Also returns where the master key came from, for the start-up log.
@@ -214,13 +265,7 @@ impl KeyManager {
             .collect();
         let mut generated = Vec::new();
         if !missing.is_empty() {
-            for alg in missing {
-                let record = generate_record(&master, alg, now, now).await?;
-                store.insert_signing_key(&record).await?;
-                tracing::info!(kid = %record.kid, alg = alg.as_str(), "generated a signing key");
-                generated.push((record.kid.clone(), alg, now));
-                records.push(record);
-            }
+            (records, generated) = generate_missing(&*store, &master, &algorithms, now).await?;
             set = KeySet::build(&records, now, retention, &algorithms, &master, Some(&set))?;
         }
         tracing::info!(signers = %set.describe_signers(), published = set.published.len(), "signing keys loaded");

@@ -683,3 +683,30 @@ fn key_manager_is_send_and_sync() {
     check::<Arc<KeyManager>>();
     check::<MasterKey>();
 }
+
+/// Instances started together on an empty database (SQLite here, and PostgreSQL when reachable)
+/// generate one key per algorithm between them and publish the same JWKS from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_started_together_generate_one_key_set() {
+    let f = fixture(&[SigningAlg::ES256, SigningAlg::RS256]).await;
+    let mut stores = vec![f.store.clone()];
+    if let Some(url) = crate::testing::postgres_schema_url().await {
+        stores.push(connect_with(&url, 4).await.unwrap());
+    }
+    for store in stores {
+        let master = MasterKey::generate();
+        let mut starts = tokio::task::JoinSet::new();
+        for _ in 0..6 {
+            let (store, config) = (store.clone(), f.config.clone());
+            let master = MasterKey::from_base64(&master.to_base64()).unwrap();
+            starts.spawn(async move { KeyManager::start_at(store, master, &config, T0).await.unwrap() });
+        }
+        let managers = starts.join_all().await;
+        let stored = store.list_signing_keys().await.unwrap();
+        assert_eq!(stored.len(), 2, "{}: one key per algorithm, not one per instance", store.backend().as_str());
+        let jwks = managers[0].jwks().0;
+        assert!(managers.iter().all(|m| m.jwks().0 == jwks), "every instance publishes the same JWKS");
+        let generated: usize = managers.iter().map(|m| m.generated_at_start().len()).sum();
+        assert_eq!(generated, 2, "exactly one instance generated each key");
+    }
+}
