@@ -390,7 +390,31 @@ async fn fill(browser: &Client, id: &str, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Clicks what leads to another page (a link, a form's button) and returns once that page has
+/// loaded. Finding an element right after a click could otherwise find it on the page being left
+/// (the same nav link, the same search button), which the browser then reports as a "stale
+/// element reference": the old document is marked, and the click counts as done once the current
+/// document is a new one, fully loaded.
 async fn click(browser: &Client, css: &str) -> anyhow::Result<()> {
+    let element = browser.find(Locator::Css(css)).await?;
+    browser.execute("window.__habilisLeaving = true", vec![]).await?;
+    element.click().await?;
+    let deadline = std::time::Instant::now() + PAGE_WAIT;
+    loop {
+        // While the navigation is under way the script may fail (no document yet): try again.
+        let loaded = browser
+            .execute("return window.__habilisLeaving === undefined && document.readyState === 'complete'", vec![])
+            .await;
+        if matches!(loaded, Ok(Value::Bool(true))) {
+            return Ok(());
+        }
+        ensure!(std::time::Instant::now() < deadline, "clicking `{css}` led to no new page within {PAGE_WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Clicks what acts within the page (an option, a disclosure): no new page is awaited.
+async fn click_in_page(browser: &Client, css: &str) -> anyhow::Result<()> {
     browser.find(Locator::Css(css)).await?.click().await?;
     Ok(())
 }
@@ -648,7 +672,7 @@ async fn oversight_journey(browser: &Client, env: &TestEnv) -> anyhow::Result<()
         "only the organisation administrator's actions are listed: {events:?}"
     );
     // The details of the assignment, expanded.
-    click(browser, "tr[data-event=\"profile_assigned\"] + tr.record-details summary").await?;
+    click_in_page(browser, "tr[data-event=\"profile_assigned\"] + tr.record-details summary").await?;
     let details =
         wait_for(browser, "tr[data-event=\"profile_assigned\"] + tr.record-details pre").await?.text().await?;
     ensure!(details.contains(ASSIGNED_PROFILE), "the record's details hold the profile: {details}");
@@ -743,7 +767,7 @@ async fn org_admin_journey(browser: &Client, env: &TestEnv, app: &totp_rs::Totp)
     click(browser, &format!("tr[data-login=\"{INVITEE}\"] a")).await?;
     wait_for(browser, "select#assign-profile").await?;
     ensure!(browser.find(Locator::Id("no-assignment")).await.is_ok(), "no profile assigned yet");
-    click(browser, &format!("#assign-profile option[value=\"{ASSIGNED_PROFILE}\"]")).await?;
+    click_in_page(browser, &format!("#assign-profile option[value=\"{ASSIGNED_PROFILE}\"]")).await?;
     let scope = browser.find(Locator::Css("#assign-scope option")).await?.text().await?;
     ensure!(scope == "Clinique des Lilas", "the scope offered is the organisation: {scope}");
     let scopes = browser.find_all(Locator::Css("#assign-scope option")).await?.len();
