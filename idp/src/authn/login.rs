@@ -527,9 +527,20 @@ pub async fn submit(
     }
     let scope = login_scope(&login);
     let attempt = Attempt::new(&interaction, &headers, &peer, None, &login, "password");
-    if let Err(response) = check_throttles(&state, &headers, &interaction, &scope, &peer, typed, &attempt, now).await {
-        return response;
-    }
+    let guess = match reserve_guess(
+        &state,
+        &headers,
+        &interaction,
+        guess_scopes(&state, &scope, &peer, None),
+        typed,
+        &attempt,
+        now,
+    )
+    .await
+    {
+        Ok(guess) => guess,
+        Err(response) => return response,
+    };
     let account = match verify_password(&state, &login, password).await {
         Ok(PasswordCheck::Valid(account)) => account,
         Ok(PasswordCheck::Refused { account_id, reason }) => {
@@ -538,13 +549,17 @@ pub async fn submit(
             attempt.failed(&state, reason);
             interaction.failures += 1;
             let _ = interaction::save(&state, &interaction).await;
-            let locked = record_failure(&state, &scope, &peer, &attempt, now).await;
+            let locked = guess.failed(&state, &peer, &attempt, now).await;
             let message = if locked { texts.locked } else { texts.bad_credentials };
             return password_page(&state, &headers, &interaction, typed, Some(message), StatusCode::UNAUTHORIZED).await;
         }
-        Err(e) => return crate::web::pages_error(&state, &headers, None, e),
+        Err(e) => {
+            guess.release(&state).await;
+            return crate::web::pages_error(&state, &headers, None, e);
+        }
     };
     tracing::info!(account = %account.id, method = "pwd", "password verified");
+    guess.succeeded(&state).await;
     attempt.succeeded(&state, &account.id);
     if interaction.account_id.as_ref().is_some_and(|a| a != &account.id) {
         // Another account than the one this interaction started with: start the factors over.
@@ -578,9 +593,14 @@ pub async fn submit_code(
     let code = params.get("code").unwrap_or("").trim().to_string();
     let scope = login_scope(&account.login);
     let attempt = Attempt::new(&interaction, &headers, &peer, Some(&account.id), &account.login, method.factor());
-    if let Err(response) = check_throttles(&state, &headers, &interaction, &scope, &peer, "", &attempt, now).await {
-        return response;
-    }
+    // Each login in progress also has its own allowance of codes (the emailed code has one per
+    // code, kept by `email_otp`): the authenticator and recovery codes get theirs here.
+    let challenge = (method != Method::Email).then(|| challenge_scope(&interaction));
+    let scopes = guess_scopes(&state, &scope, &peer, challenge);
+    let guess = match reserve_guess(&state, &headers, &interaction, scopes, "", &attempt, now).await {
+        Ok(guess) => guess,
+        Err(response) => return response,
+    };
     let outcome = match method {
         Method::Email => match interaction.otp_challenge.clone() {
             Some(challenge) => {
@@ -595,6 +615,7 @@ pub async fn submit_code(
                     ) => Err((texts.bad_code, "bad_code")),
                     Err(crate::authn::email_otp::EmailOtpError::Storage(e)) => {
                         tracing::error!(error = %e, "email code check unavailable");
+                        guess.release(&state).await;
                         return fail(&state, &headers, &interaction, unavailable());
                     }
                     Err(e) => {
@@ -622,6 +643,7 @@ pub async fn submit_code(
                 Err(crate::authn::totp::TotpError::Replayed) => Err((texts.code_replayed, "replayed_code")),
                 Err(e @ (crate::authn::totp::TotpError::Storage(_) | crate::authn::totp::TotpError::Internal(_))) => {
                     tracing::error!(error = %e, "authenticator check unavailable");
+                    guess.release(&state).await;
                     return fail(&state, &headers, &interaction, unavailable());
                 }
                 Err(e) => {
@@ -646,14 +668,14 @@ pub async fn submit_code(
             tracing::info!(account = %account.id, method = method.as_str(), "second factor verified");
             attempt.succeeded(&state, &account.id);
             interaction.offer_totp = method == Method::Email;
-            let _ = account_throttle(&state).record_success(state.ephemeral.as_ref(), &scope).await;
+            guess.succeeded(&state).await;
             interaction.complete_factor("otp", now);
             advance(&state, &headers, interaction, now).await
         }
         Err((message, reason)) => {
             attempt.failed(&state, reason);
             interaction.failures += 1;
-            let locked = record_failure(&state, &scope, &peer, &attempt, now).await;
+            let locked = guess.failed(&state, &peer, &attempt, now).await;
             let message = if locked { texts.locked } else { message };
             second_factor_page(&state, &headers, interaction, Some(method), Some(message), None, now).await
         }
@@ -706,29 +728,102 @@ fn fail(state: &AppState, headers: &HeaderMap, interaction: &Interaction, error:
     crate::web::pages_error_in(state, lang, None, error)
 }
 
-/// Refuses (with the lockout message) while the login name or the address is locked.
-#[expect(clippy::too_many_arguments, reason = "the two login steps' request parts, each needed for its page")]
-async fn check_throttles(
+/// The login in progress, as a throttle scope for the codes that have no allowance of their own.
+fn challenge_scope(interaction: &Interaction) -> String {
+    format!("challenge:{}", interaction.id)
+}
+
+/// The scopes one guess is counted at: the login name first (its lock is what the page reports),
+/// the client address, and the login in progress when given.
+fn guess_scopes(
+    state: &AppState,
+    login: &str,
+    peer: &SocketAddr,
+    challenge: Option<String>,
+) -> Vec<(Throttle, String)> {
+    let mut scopes = vec![(account_throttle(state), login.to_string()), (address_throttle(state), address_scope(peer))];
+    scopes.extend(challenge.map(|c| (account_throttle(state), c)));
+    scopes
+}
+
+/// One guess at a secret, its attempt reserved at each of its scopes before anything is verified
+/// (see `authn::throttle`): whatever the concurrency, no scope ever has more guesses evaluated than
+/// its limit.
+struct Guess {
+    /// (throttle, scope, attempt number); the login name's first.
+    reserved: Vec<(Throttle, String, u32)>,
+}
+
+impl Guess {
+    /// The answer was right: the login name's count is forgotten, the address's attempt given back.
+    async fn succeeded(self, state: &AppState) {
+        for (index, (throttle, scope, _)) in self.reserved.iter().enumerate() {
+            let done = if index == 0 {
+                throttle.succeeded(state.ephemeral.as_ref(), scope).await
+            } else {
+                throttle.release(state.ephemeral.as_ref(), scope).await
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "could not settle a login attempt");
+            }
+        }
+    }
+
+    /// The guess could not be judged (a storage failure): its attempts are given back.
+    async fn release(self, state: &AppState) {
+        for (throttle, scope, _) in &self.reserved {
+            if let Err(e) = throttle.release(state.ephemeral.as_ref(), scope).await {
+                tracing::warn!(error = %e, "could not give back a login attempt");
+            }
+        }
+    }
+
+    /// The answer was wrong: each scope whose allowance this guess used up is locked, then the
+    /// answer is held for the progressive delay. Returns whether the login name is now locked.
+    async fn failed(self, state: &AppState, peer: &SocketAddr, attempt: &Attempt<'_>, now: i64) -> bool {
+        let mut login_locked = false;
+        let mut delay = std::time::Duration::ZERO;
+        for (index, (throttle, scope, number)) in self.reserved.iter().enumerate() {
+            match throttle.failed(state.ephemeral.as_ref(), scope, *number, now).await {
+                Ok(failure) => {
+                    if index == 0 {
+                        delay = delay_for(failure.failures);
+                        if let Some(until) = failure.locked_until {
+                            tracing::warn!(ip = %peer.ip(), until, "account locked after repeated failures");
+                            attempt.locked(state, until);
+                            login_locked = true;
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "could not lock after a failed login"),
+            }
+        }
+        tokio::time::sleep(delay).await;
+        login_locked
+    }
+}
+
+/// Reserves the guess's attempt at each scope, or answers the page to show: the lockout message
+/// while a scope is locked or its allowance is used up, 503 when the counters are unreachable
+/// (failing closed: without them guesses cannot be limited).
+async fn reserve_guess(
     state: &AppState,
     headers: &HeaderMap,
     interaction: &Interaction,
-    scope: &str,
-    peer: &SocketAddr,
+    scopes: Vec<(Throttle, String)>,
     typed: &str,
     attempt: &Attempt<'_>,
     now: i64,
-) -> Result<(), Response> {
+) -> Result<Guess, Response> {
     let lang = Lang::negotiate(interaction.request.ui_locales.as_deref(), headers);
     let texts = state.pages.texts(lang);
-    let checks = [
-        account_throttle(state).check(state.ephemeral.as_ref(), scope, now).await,
-        address_throttle(state).check(state.ephemeral.as_ref(), &address_scope(peer), now).await,
-    ];
-    for check in checks {
-        match check {
-            Ok(()) => {}
+    let mut guess = Guess { reserved: Vec::with_capacity(scopes.len()) };
+    for (throttle, scope) in scopes {
+        match throttle.reserve(state.ephemeral.as_ref(), &scope, now).await {
+            Ok(number) => guess.reserved.push((throttle, scope, number)),
             Err(ThrottleError::Locked { .. }) => {
-                tracing::warn!(ip = %peer.ip(), "login attempt while locked");
+                guess.release(state).await;
+                tracing::warn!(scope = scope.split(':').next().unwrap_or(""), "login attempt while locked");
                 attempt.failed(state, "locked");
                 let response = if interaction.account_id.is_some() && typed.is_empty() {
                     second_factor_page(state, headers, interaction.clone(), None, Some(texts.locked), None, now).await
@@ -739,6 +834,7 @@ async fn check_throttles(
                 return Err(response);
             }
             Err(ThrottleError::Storage(e)) => {
+                guess.release(state).await;
                 tracing::error!(error = %e, "throttle unavailable: refusing the attempt");
                 return Err(crate::web::pages_error(
                     state,
@@ -752,28 +848,7 @@ async fn check_throttles(
             }
         }
     }
-    Ok(())
-}
-
-/// Counts a failure for the login name and the address, then holds the answer for the
-/// progressive delay. Returns whether the login name is now locked.
-async fn record_failure(state: &AppState, scope: &str, peer: &SocketAddr, attempt: &Attempt<'_>, now: i64) -> bool {
-    let by_account = account_throttle(state).record_failure(state.ephemeral.as_ref(), scope, now).await;
-    let _ = address_throttle(state).record_failure(state.ephemeral.as_ref(), &address_scope(peer), now).await;
-    match by_account {
-        Ok(failure) => {
-            if let Some(until) = failure.locked_until {
-                tracing::warn!(ip = %peer.ip(), until, "account locked after repeated failures");
-                attempt.locked(state, until);
-            }
-            tokio::time::sleep(delay_for(failure.failures)).await;
-            failure.locked_until.is_some()
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "could not count a failed login");
-            false
-        }
-    }
+    Ok(guess)
 }
 
 /// After a factor: either the required level is reached (the session is established or raised

@@ -1,26 +1,28 @@
 //! Brute-force defence shared by every factor (password, TOTP, email code, recovery code).
 //!
-//! A *scope* is what is being guessed against or from: `acct:<account id>` (one account attacked
-//! from many places) and `ip:<address>` (one place attacking many accounts). Failures are counted
-//! per scope in a fixed window of the ephemeral store; after `max_failures` the scope is locked for
-//! `lockout`. The lock is an ephemeral entry with a TTL, so it lifts by itself even if nobody ever
-//! calls this module again, and it holds across instances when the ephemeral store is Redis.
+//! A *scope* is what is being guessed against or from: `login:<name>` (one account attacked from
+//! many places), `ip:<address>` (one place attacking many accounts) and `challenge:<id>` (one
+//! login in progress). Attempts are counted per scope in a fixed window of the ephemeral store;
+//! after `max_failures` the scope is locked for `lockout`. The lock is an ephemeral entry with a
+//! TTL, so it lifts by itself, and it holds across instances when the ephemeral store is Redis.
 //!
-//! The intended use around one attempt is:
+//! A guess at a secret **reserves** its attempt before anything is verified:
 //!
 //! ```text
-//! throttle.check(eph, scope, now)?;              // refuse at once while locked
-//! if verified { throttle.record_success(eph, account_scope) }
-//! else { let f = throttle.record_failure(eph, scope, now)?; sleep(delay_for(f.failures)) }
+//! let attempt = throttle.reserve(eph, scope, now)?;   // atomic increment; refused past the limit
+//! if verified { throttle.succeeded(eph, scope) }     // account scopes: forget the count
+//! else { let f = throttle.failed(eph, scope, attempt, now)?; sleep(delay_for(f.failures)) }
 //! ```
 //!
-//! `check` and `record_failure` are two steps, so an attacker firing many requests at once can get
-//! a few more guesses than `max_failures` in before the lock lands (at most the number in flight);
-//! the lock and the delay still cap the sustained rate, which is what matters for 10^6 codes.
+//! The increment is atomic in both stores, so among any number of concurrent requests on any
+//! number of instances at most `max_failures` attempts per window are ever evaluated: the
+//! (max + 1)-th reservation is refused (and sets the lock) even while the earlier ones are still
+//! being verified. (Checking a lock first and counting the failure after the verification let 29
+//! of 30 parallel guesses through.) The count is never reset by a lock — a reset would let a
+//! request that passed the lock check start a fresh count — it expires with its window.
 //!
-//! Locking an account scope lets anyone who knows a login lock its owner out for `lockout`: that is
-//! the accepted price of stopping online guessing. Keep `lockout` short (minutes, not hours) and
-//! combine it with the progressive [`delay_for`].
+//! [`Throttle::record_failure`] counts a failure after the fact, for what is not a guess at a
+//! secret (a refused card or security key).
 
 use std::time::Duration;
 
@@ -114,29 +116,68 @@ impl Throttle {
         }
     }
 
-    /// Counts one failure for `scope` and locks it when the count reaches `max_failures`. Locking
-    /// resets the count, so once the lock lifts the scope gets a fresh (but still delayed) allowance.
+    /// Reserves one attempt at `scope` before it is verified, atomically: `Locked` while the scope
+    /// is locked or once `max_failures` attempts were reserved in the window (that refusal sets
+    /// the lock). Returns the attempt's number in the window, for [`Throttle::failed`].
+    pub async fn reserve(&self, ephemeral: &dyn EphemeralStore, scope: &str, now: i64) -> Result<u32, ThrottleError> {
+        self.check(ephemeral, scope, now).await?;
+        let attempt =
+            u32::try_from(ephemeral.incr(&failures_key(scope), self.policy.window).await?).unwrap_or(u32::MAX);
+        if self.policy.max_failures != 0 && attempt > self.policy.max_failures {
+            let until = self.lock(ephemeral, scope, now).await?;
+            return Err(ThrottleError::Locked { until });
+        }
+        Ok(attempt)
+    }
+
+    /// The reserved `attempt` failed: locks the scope when it was the last one allowed, so the
+    /// page can say so at once (the next reservation would be refused anyway).
+    pub async fn failed(
+        &self,
+        ephemeral: &dyn EphemeralStore,
+        scope: &str,
+        attempt: u32,
+        now: i64,
+    ) -> Result<Failure, ThrottleError> {
+        if self.policy.max_failures == 0 || attempt < self.policy.max_failures {
+            return Ok(Failure { failures: attempt, locked_until: None });
+        }
+        let until = self.lock(ephemeral, scope, now).await?;
+        Ok(Failure { failures: attempt, locked_until: Some(until) })
+    }
+
+    /// Gives back a reserved attempt that was not a failure at this scope (the right answer from
+    /// an address, or an attempt refused by another scope before it was verified).
+    pub async fn release(&self, ephemeral: &dyn EphemeralStore, scope: &str) -> Result<(), ThrottleError> {
+        ephemeral.decr(&failures_key(scope)).await?;
+        Ok(())
+    }
+
+    /// Counts one failure for `scope` after the fact and locks it when the count reaches
+    /// `max_failures`: for refusals that are not guesses at a secret (see the module comment).
     pub async fn record_failure(
         &self,
         ephemeral: &dyn EphemeralStore,
         scope: &str,
         now: i64,
     ) -> Result<Failure, ThrottleError> {
-        let key = failures_key(scope);
-        let failures = u32::try_from(ephemeral.incr(&key, self.policy.window).await?).unwrap_or(u32::MAX);
-        if self.policy.max_failures == 0 || failures < self.policy.max_failures {
-            return Ok(Failure { failures, locked_until: None });
-        }
-        let until = now.saturating_add(ceil_secs(self.policy.lockout));
-        ephemeral.put(&lock_key(scope), until.to_string().as_bytes(), self.policy.lockout).await?;
-        ephemeral.delete(&key).await?;
-        Ok(Failure { failures, locked_until: Some(until) })
+        let failures =
+            u32::try_from(ephemeral.incr(&failures_key(scope), self.policy.window).await?).unwrap_or(u32::MAX);
+        self.failed(ephemeral, scope, failures, now).await
     }
 
-    /// Forgets the failures of `scope` after a successful authentication. Reset only scopes the
+    /// Locks `scope` for `lockout` from `now`; returns until when (indicative).
+    async fn lock(&self, ephemeral: &dyn EphemeralStore, scope: &str, now: i64) -> Result<i64, ThrottleError> {
+        let until = now.saturating_add(ceil_secs(self.policy.lockout));
+        ephemeral.put(&lock_key(scope), until.to_string().as_bytes(), self.policy.lockout).await?;
+        Ok(until)
+    }
+
+    /// Forgets the attempts at `scope` after a successful authentication (the lock, if one was set
+    /// meanwhile by parallel guesses, stays). Reset only scopes the
     /// success proves something about — the account's — never the client address's: otherwise an
     /// attacker with an account of their own could wipe their address's count between guesses.
-    pub async fn record_success(&self, ephemeral: &dyn EphemeralStore, scope: &str) -> Result<(), ThrottleError> {
+    pub async fn succeeded(&self, ephemeral: &dyn EphemeralStore, scope: &str) -> Result<(), ThrottleError> {
         ephemeral.delete(&failures_key(scope)).await?;
         Ok(())
     }
@@ -275,10 +316,11 @@ mod tests {
     #[tokio::test]
     async fn lock_lifts_by_itself_after_the_lockout() {
         for eph in ephemerals().await {
+            // As configured: failures are counted over the lockout's length.
             let t = Throttle::new(ThrottlePolicy {
                 max_failures: 2,
                 lockout: Duration::from_millis(800),
-                window: Duration::from_secs(60),
+                window: Duration::from_millis(800),
             });
             let scope = "acct:a";
             t.record_failure(eph.as_ref(), scope, NOW).await.unwrap();
@@ -286,13 +328,62 @@ mod tests {
             // Sub-second lockouts round the indicative time up.
             assert_eq!(f.locked_until, Some(NOW + 1));
             assert!(matches!(t.check(eph.as_ref(), scope, NOW).await, Err(ThrottleError::Locked { .. })));
+            assert!(matches!(t.reserve(eph.as_ref(), scope, NOW).await, Err(ThrottleError::Locked { .. })));
             tokio::time::sleep(Duration::from_millis(1100)).await;
             t.check(eph.as_ref(), scope, NOW).await.unwrap();
-            // The lock reset the count: a fresh allowance, locked again only after max failures.
+            // The window ended with the lock: a fresh (still delayed) allowance.
             assert_eq!(t.failures(eph.as_ref(), scope).await.unwrap(), 0);
-            let f = t.record_failure(eph.as_ref(), scope, NOW).await.unwrap();
+            assert_eq!(t.reserve(eph.as_ref(), scope, NOW).await.unwrap(), 1);
+        }
+    }
+
+    /// The heart of the defence: 100 guesses at once, at most `max_failures` of them admitted
+    /// for evaluation, and the scope locked for the rest — on memory and on Redis.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_reservations_admit_exactly_the_limit() {
+        for eph in ephemerals().await {
+            let t = policy(5);
+            let barrier = Arc::new(tokio::sync::Barrier::new(100));
+            let mut tasks = JoinSet::new();
+            for _ in 0..100 {
+                let (eph, barrier) = (Arc::clone(&eph), Arc::clone(&barrier));
+                tasks.spawn(async move {
+                    barrier.wait().await;
+                    t.reserve(eph.as_ref(), "login:target", NOW).await
+                });
+            }
+            let results = tasks.join_all().await;
+            let admitted: Vec<u32> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+            let mut sorted = admitted.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, [1, 2, 3, 4, 5], "{}: exactly the limit admitted, each its own number", eph.kind());
+            assert!(
+                results.iter().all(|r| matches!(r, Ok(_) | Err(ThrottleError::Locked { .. }))),
+                "{}: the others are refused as locked",
+                eph.kind()
+            );
+            assert!(matches!(t.check(eph.as_ref(), "login:target", NOW).await, Err(ThrottleError::Locked { .. })));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_released_attempt_is_given_back_and_the_last_failure_locks() {
+        for eph in ephemerals().await {
+            let t = policy(2);
+            let first = t.reserve(eph.as_ref(), "ip:192.0.2.9", NOW).await.unwrap();
+            t.release(eph.as_ref(), "ip:192.0.2.9").await.unwrap();
+            assert_eq!(t.failures(eph.as_ref(), "ip:192.0.2.9").await.unwrap(), 0, "{}", eph.kind());
+            // Releasing never goes below zero nor creates a counter.
+            t.release(eph.as_ref(), "ip:192.0.2.9").await.unwrap();
+            t.release(eph.as_ref(), "ip:never-seen").await.unwrap();
+            assert_eq!(t.failures(eph.as_ref(), "ip:never-seen").await.unwrap(), 0);
+            assert_eq!(t.reserve(eph.as_ref(), "ip:192.0.2.9", NOW).await.unwrap(), first);
+            let f = t.failed(eph.as_ref(), "ip:192.0.2.9", first, NOW).await.unwrap();
             assert_eq!(f.locked_until, None);
-            t.check(eph.as_ref(), scope, NOW).await.unwrap();
+            let second = t.reserve(eph.as_ref(), "ip:192.0.2.9", NOW).await.unwrap();
+            let f = t.failed(eph.as_ref(), "ip:192.0.2.9", second, NOW).await.unwrap();
+            assert_eq!(f.locked_until, Some(NOW + 60), "{}: the last allowed failure locks", eph.kind());
+            assert!(matches!(t.reserve(eph.as_ref(), "ip:192.0.2.9", NOW).await, Err(ThrottleError::Locked { .. })));
         }
     }
 
@@ -303,7 +394,7 @@ mod tests {
             t.record_failure(eph.as_ref(), scope, NOW).await.unwrap();
             t.record_failure(eph.as_ref(), scope, NOW).await.unwrap();
             assert_eq!(t.failures(eph.as_ref(), scope).await.unwrap(), 2);
-            t.record_success(eph.as_ref(), scope).await.unwrap();
+            t.succeeded(eph.as_ref(), scope).await.unwrap();
             assert_eq!(t.failures(eph.as_ref(), scope).await.unwrap(), 0);
             t.record_failure(eph.as_ref(), scope, NOW).await.unwrap();
             let f = t.record_failure(eph.as_ref(), scope, NOW).await.unwrap();

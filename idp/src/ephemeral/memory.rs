@@ -303,6 +303,22 @@ impl MemoryStore {
         store(&mut shard, key, Value::Counter(count), expires_at);
         Ok(count)
     }
+
+    fn decr_at(&self, key: &str, now: Instant) -> EphemeralResult<u64> {
+        let mut shard = self.lock_for_write(key, now)?;
+        match shard.map.get(key) {
+            Some(entry) if entry.is_live(now) => {
+                let count = entry
+                    .value
+                    .as_count()
+                    .ok_or_else(|| EphemeralError::Unavailable("decr on a value that is not a counter".into()))?;
+                let (count, expires_at) = (count.saturating_sub(1), entry.expires_at);
+                store(&mut shard, key, Value::Counter(count), expires_at);
+                Ok(count)
+            }
+            _ => Ok(0),
+        }
+    }
 }
 
 #[async_trait]
@@ -330,6 +346,10 @@ impl EphemeralStore for MemoryStore {
 
     async fn incr(&self, key: &str, ttl: Duration) -> EphemeralResult<u64> {
         self.incr_at(key, ttl, Instant::now())
+    }
+
+    async fn decr(&self, key: &str) -> EphemeralResult<u64> {
+        self.decr_at(key, Instant::now())
     }
 
     async fn ping(&self) -> EphemeralResult<()> {

@@ -40,6 +40,10 @@ pub trait EphemeralStore: Send + Sync + 'static {
     /// Atomic counter. The first increment creates it with expiry `ttl` (a fixed window); later
     /// increments keep that expiry. Returns the value after incrementing.
     async fn incr(&self, key: &str, ttl: Duration) -> EphemeralResult<u64>;
+    /// Atomic decrement of a counter made by [`EphemeralStore::incr`], keeping its expiry and never
+    /// below 0; an absent counter stays absent. Returns the value after decrementing. Gives back a
+    /// reserved attempt (see `authn::throttle`).
+    async fn decr(&self, key: &str) -> EphemeralResult<u64>;
     /// A cheap round trip, used by `/readyz`.
     async fn ping(&self) -> EphemeralResult<()>;
     /// "memory" or "redis", for logs and readiness output.

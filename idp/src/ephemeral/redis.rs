@@ -51,6 +51,15 @@ end
 return value
 ";
 
+/// Decrement of such a counter, never below 0 and never creating one; `DECR` keeps the expiry.
+const DECR_SCRIPT: &str = r"
+local value = tonumber(redis.call('GET', KEYS[1]) or '0')
+if value > 0 then
+  return redis.call('DECR', KEYS[1])
+end
+return 0
+";
+
 /// The production [`EphemeralStore`], backed by Redis >= 6.2 (for `GETDEL`).
 #[derive(Clone)]
 pub struct RedisStore {
@@ -60,6 +69,7 @@ pub struct RedisStore {
     /// Namespace for every key, so several deployments (or parallel tests) can share one Redis.
     prefix: String,
     incr_script: Script,
+    decr_script: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -87,7 +97,12 @@ impl RedisStore {
 
         let setup = async {
             let connection = ConnectionManager::new_with_config(client, config).await.map_err(describe)?;
-            let store = Self { connection, prefix: prefix.to_owned(), incr_script: Script::new(INCR_SCRIPT) };
+            let store = Self {
+                connection,
+                prefix: prefix.to_owned(),
+                incr_script: Script::new(INCR_SCRIPT),
+                decr_script: Script::new(DECR_SCRIPT),
+            };
             store.check_capabilities().await.map_err(describe)?;
             Ok(store)
         };
@@ -193,6 +208,13 @@ impl EphemeralStore for RedisStore {
         let mut invocation = self.incr_script.prepare_invoke();
         invocation.key(self.key(key)).arg(ttl_ms(ttl));
         self.run("INCR", invocation.invoke_async::<u64>(&mut connection)).await
+    }
+
+    async fn decr(&self, key: &str) -> EphemeralResult<u64> {
+        let mut connection = self.connection.clone();
+        let mut invocation = self.decr_script.prepare_invoke();
+        invocation.key(self.key(key));
+        self.run("DECR", invocation.invoke_async::<u64>(&mut connection)).await
     }
 
     async fn ping(&self) -> EphemeralResult<()> {
