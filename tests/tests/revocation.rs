@@ -11,10 +11,14 @@ const PASSWORD: &str = "correct horse battery staple";
 const CALLBACK: &str = "http://127.0.0.1:9/cb";
 const SCOPE: &str = "openid profile email offline_access";
 
-habilis_e2e::on_both_storages!(parallel_code_replay_never_leaves_the_winners_grant_alive,);
+habilis_e2e::on_both_storages!(
+    parallel_code_replay_never_leaves_the_winners_grant_alive,
+    a_password_reset_revokes_every_grant_of_the_account,
+);
 
 struct Rp {
     env: TestEnv,
+    account_id: String,
     client_id: String,
     auth: ClientAuth,
     http: reqwest::Client,
@@ -26,11 +30,11 @@ fn client_metadata(extra: Value) -> Value {
 
 async fn rp(storage: Storage) -> Option<Rp> {
     let env = TestEnv::start(storage).await?;
-    env.add_professional(PRO, "KIT", "DOC0042788", PASSWORD).await;
+    let account_id = env.add_professional(PRO, "KIT", "DOC0042788", PASSWORD).await;
     let client_id = "rp-main".to_string();
     let secret = env.register_client(&client_id, &client_metadata(json!({}))).await.expect("a generated secret");
     let auth = ClientAuth::Basic(client_id.clone(), secret);
-    Some(Rp { env, client_id, auth, http: backchannel_http() })
+    Some(Rp { env, account_id, client_id, auth, http: backchannel_http() })
 }
 
 async fn obtain_code(rp: &Rp, browser: &Browser) -> (String, String) {
@@ -119,4 +123,36 @@ async fn a_foreign_client_presenting_a_code_does_not_consume_it() {
     assert_eq!(foreign.body["error_description"], "the authorization code was issued to another client");
     let rightful = redeem(&rp, &rp.auth, &code, &verifier).await;
     assert_eq!(rightful.status, 200, "{:?}", rightful.body);
+}
+
+/// Completing a password reset ends what the old password opened: the grants obtained before it
+/// are revoked (refresh refused, access token inactive). The reset link is seeded the way
+/// `send_reset_link` stores it (the mail round trip is tested elsewhere); the form is driven
+/// through the real pages, CSRF included.
+async fn a_password_reset_revokes_every_grant_of_the_account(storage: Storage) {
+    let Some(rp) = rp(storage).await else { return };
+    let browser = rp.env.browser();
+    let (code, verifier) = obtain_code(&rp, &browser).await;
+    let before = redeem(&rp, &rp.auth, &code, &verifier).await;
+    assert_eq!(before.status, 200, "{:?}", before.body);
+    let access = before.body["access_token"].as_str().unwrap().to_string();
+    let refresh_token = before.body["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(introspect(&rp, &access).await.body["active"], true);
+
+    let link = habilis_idp::testing::unique_name("reset-link");
+    let key = format!("pwreset:{}", habilis_idp::cli::sha256_hex(&link));
+    let ttl = std::time::Duration::from_secs(900);
+    rp.env.state().ephemeral.put(&key, rp.account_id.as_bytes(), ttl).await.unwrap();
+    let stranger = rp.env.browser();
+    let (_, status, form) = stranger.navigate(&format!("/password/reset?token={link}")).await.page();
+    assert_eq!(status, 200, "{form}");
+    let csrf = habilis_e2e::hidden_input(&form, "csrf").expect("a CSRF field");
+    let new_password = "an entirely different passphrase, 2026";
+    let fields =
+        [("token", link.as_str()), ("csrf", csrf.as_str()), ("password", new_password), ("confirm", new_password)];
+    let (_, status, done) = stranger.submit("/password/reset", &fields).await.page();
+    assert_eq!(status, 200, "{done}");
+
+    assert_error(&refresh(&rp, &refresh_token).await, 400, "invalid_grant");
+    assert_eq!(introspect(&rp, &access).await.body, json!({ "active": false }));
 }
