@@ -23,6 +23,7 @@ pub use auth::{
     MAX_ASSERTION_LIFETIME_SECS, NoCertificate,
 };
 pub use jose::ASSERTION_SIGNING_ALGS;
+pub(crate) use model::MAX_ACCESS_TOKEN_LIFETIME;
 pub use model::{
     AcrLevel, ApplicationType, CertificateName, Client, ClientKeys, ClientMetadataError, DEFAULT_SCOPE, GrantType,
     MetadataErrorCode, SubjectType, TOKEN_EXCHANGE_GRANT, TokenEndpointAuthMethod, validate_client_id,

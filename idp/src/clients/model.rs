@@ -31,7 +31,7 @@ pub const DEFAULT_SCOPE: &str = "openid profile email phone offline_access";
 /// Upper bounds of the per-client lifetime overrides; the same as the server-wide settings
 /// (`tokens.*` in the configuration), so a client cannot be configured beyond what the operator
 /// could set globally.
-const MAX_ACCESS_TOKEN_LIFETIME: u64 = 24 * 3600;
+pub(crate) const MAX_ACCESS_TOKEN_LIFETIME: u64 = 24 * 3600;
 const MAX_REFRESH_IDLE_LIFETIME: u64 = 90 * 24 * 3600;
 const MAX_REFRESH_ABSOLUTE_LIFETIME: u64 = 365 * 24 * 3600;
 

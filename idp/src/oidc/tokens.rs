@@ -218,12 +218,33 @@ pub async fn revoke_access_token(state: &AppState, claims: &AccessClaims, now: i
     Ok(())
 }
 
+/// The longest an access token of any client can live: the global lifetime or the longest a
+/// client's `access_token_lifetime` may be set to, whichever is longer.
+pub fn longest_access_token_lifetime(state: &AppState) -> std::time::Duration {
+    state
+        .config
+        .tokens
+        .access_token_lifetime
+        .max(std::time::Duration::from_secs(crate::clients::MAX_ACCESS_TOKEN_LIFETIME))
+}
+
 /// Marks every access token of a grant revoked (the grant row itself is revoked in the store by
 /// the caller; this makes the revocation visible without a database read on the hot path).
+///
+/// The marker must outlive every token it covers. Tokens carry their client's lifetime, which may
+/// exceed the global `tokens.access_token_lifetime` (up to 24 h), so the marker lives for the
+/// longest lifetime any client can have, plus clock-skew slack: a marker sized on the global
+/// lifetime expired while a 600 s token of a revoked grant was still accepted.
 pub async fn mark_grant_revoked(state: &AppState, grant_id: &str) -> Result<(), OAuthError> {
-    let ttl = state.config.tokens.access_token_lifetime + std::time::Duration::from_secs(120);
+    let ttl = longest_access_token_lifetime(state) + std::time::Duration::from_secs(120);
     state.ephemeral.put(&grant_key(grant_id), b"1", ttl).await?;
     Ok(())
+}
+
+/// Whether a grant carries a revocation marker (set before the grant row is revoked, see
+/// `token::revoke_grant`).
+pub async fn grant_marked_revoked(state: &AppState, grant_id: &str) -> Result<bool, OAuthError> {
+    Ok(state.ephemeral.get(&grant_key(grant_id)).await?.is_some())
 }
 
 /// Why an access token is not acceptable (for introspection: all of them mean `active: false`).

@@ -38,6 +38,22 @@ impl Grant for AuthorizationCode {
         if code.len() > 128 {
             return Err(invalid_grant("the authorization code is invalid or expired"));
         }
+        // Remember the redemption (code -> grant id) BEFORE consuming the code, for as long as the
+        // code or its access tokens could be replayed: a parallel presentation that finds the code
+        // gone then always finds this marker and revokes the grant (with the marker-first order of
+        // `revoke_grant`, the winner's grant cannot outlive a replay).
+        if let Some(peek) = state.ephemeral.get(&code_key(code)).await?
+            && let Ok(record) = serde_json::from_slice::<CodeRecord>(&peek)
+        {
+            // A client presenting another client's code must not consume it (that would let
+            // anyone holding a leaked code deny its rightful client the tokens).
+            if record.client_id != client.client.client_id() {
+                return Err(invalid_grant("the authorization code was issued to another client"));
+            }
+            let remember = state.config.tokens.authorization_code_lifetime
+                + crate::oidc::tokens::longest_access_token_lifetime(state);
+            state.ephemeral.put(&code_used_key(code), record.grant_id.as_bytes(), remember).await?;
+        }
         let Some(bytes) = state.ephemeral.take(&code_key(code)).await? else {
             // Replay: the code existed and was redeemed already. Revoke what it produced.
             if let Some(grant_id) = state.ephemeral.get(&code_used_key(code)).await? {
@@ -58,9 +74,6 @@ impl Grant for AuthorizationCode {
             return Err(invalid_grant("the authorization code is invalid or expired"));
         };
         let record: CodeRecord = serde_json::from_slice(&bytes).map_err(|_| OAuthError::server_error())?;
-        // Remember the redemption for as long as the code or its access tokens could be replayed.
-        let remember = state.config.tokens.authorization_code_lifetime + state.config.tokens.access_token_lifetime;
-        state.ephemeral.put(&code_used_key(code), record.grant_id.as_bytes(), remember).await?;
 
         if record.client_id != client.client.client_id() {
             return Err(invalid_grant("the authorization code was issued to another client"));
@@ -95,6 +108,14 @@ impl Grant for AuthorizationCode {
             revoked_at: None,
         };
         state.store.insert_grant(&grant).await?;
+        // A replay running in parallel may have revoked the grant before its row existed: its
+        // marker is written first (see `revoke_grant`), so it is visible now. Issue nothing.
+        if crate::oidc::tokens::grant_marked_revoked(state, &grant.id).await? {
+            state.store.revoke_grant(&grant.id, now).await?;
+            return Err(invalid_grant(
+                "the authorization code was already used; the tokens issued from it are revoked",
+            ));
+        }
         state.audit.record(
             crate::audit::AuditEvent::AuthorizationCodeRedeemed {
                 account_id: account.id.clone(),

@@ -268,9 +268,15 @@ fn account_gone() -> OAuthError {
 }
 
 /// Revokes a grant in the store and makes its access tokens fail at once everywhere.
+///
+/// The marker is written before the row is revoked. A code redemption racing a replay inserts the
+/// grant row and only then reads the marker: either the replay's row update comes after the insert
+/// (and revokes the row), or it came before, so the marker was already there when the winner
+/// looked. Either way the winner's grant ends revoked.
 pub async fn revoke_grant(state: &AppState, grant_id: &str, now: i64) -> Result<(), OAuthError> {
+    tokens::mark_grant_revoked(state, grant_id).await?;
     state.store.revoke_grant(grant_id, now).await?;
-    tokens::mark_grant_revoked(state, grant_id).await
+    Ok(())
 }
 
 /// The scopes of `requested` (deduplicated), each among `held`; otherwise `invalid_scope` with
