@@ -50,6 +50,9 @@ habilis_e2e::on_both_storages!(
     authenticator_code_is_accepted_once,
     recovery_code_is_accepted_once,
     lockout_after_max_failures_lifts_after_the_delay,
+    fifty_parallel_passwords_evaluate_at_most_the_limit,
+    fifty_parallel_authenticator_codes_evaluate_at_most_the_limit,
+    fifty_parallel_emailed_codes_evaluate_at_most_the_limit,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1320,4 +1323,161 @@ async fn pages_carry_a_strict_content_security_policy() {
     let css = browser.http.get(j.env.url("/static/style.css")).send().await.unwrap();
     assert_eq!(css.status().as_u16(), 200);
     assert!(css.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Guessing in parallel (issue 19): each guess reserves its attempt before it is verified, so no
+// burst gets more guesses evaluated than the limit.
+
+const PARALLEL_GUESSES: usize = 50;
+/// `login.max_failures` in these tests (the default).
+const GUESS_LIMIT: usize = 5;
+
+/// How many guesses of `factor` the server evaluated, from the audit records: each evaluated
+/// guess is a success or a failure for a reason other than the lock; refused ones say "locked".
+fn evaluated(records: &[habilis_idp::audit::AuditRecord], factor: &str) -> (usize, usize) {
+    use habilis_idp::audit::AuditEvent;
+    let mut failed = 0;
+    let mut succeeded = 0;
+    for record in records {
+        match &record.event {
+            AuditEvent::LoginFailed { factor: f, reason, .. } if f == factor && reason != "locked" => failed += 1,
+            AuditEvent::LoginSucceeded { factor: f, .. } if f == factor => succeeded += 1,
+            _ => {}
+        }
+    }
+    (failed, succeeded)
+}
+
+/// Sends every form of `forms` to `path` at once (one browser: one login in progress).
+async fn all_at_once(browser: &Browser, path: &str, forms: Vec<Vec<(String, String)>>) -> Vec<Page> {
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(forms.len()));
+    let sends = forms.into_iter().map(|form| {
+        let barrier = barrier.clone();
+        async move {
+            let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            barrier.wait().await;
+            Page::of(browser.submit(path, &fields).await)
+        }
+    });
+    join_all_local(sends.map(Box::pin).collect()).await
+}
+
+/// Polls every future until all are done, in one task.
+async fn join_all_local<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut results: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in futures.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match std::pin::Pin::new(f).poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    results.into_iter().map(|r| r.expect("every future completed")).collect()
+}
+
+fn password_form(page: &Page, password: &str) -> Vec<(String, String)> {
+    vec![
+        ("interaction".into(), page.hidden("interaction")),
+        ("csrf".into(), page.hidden("csrf")),
+        ("login".into(), PRO.into()),
+        ("password".into(), password.into()),
+    ]
+}
+
+/// 50 wrong passwords at once: at most the limit are evaluated, the rest refused as locked; the
+/// right password sent after them is refused too (a success before the limit would rightly reset
+/// the count, so the right one is not raced against the wrong ones).
+async fn fifty_parallel_passwords_evaluate_at_most_the_limit(storage: Storage) {
+    let Some(j) = journey(storage).await else { return };
+    j.add_pro(None).await;
+    let mut audit = j.env.state().audit.subscribe();
+    let browser = j.browser();
+    let (_, challenge) = pkce_pair();
+    let page = Page::of(browser.navigate(&j.authorize_url(CLIENT, &challenge, &[])).await);
+    assert!(page.is_password_form(), "{}", page.body);
+    let forms = (0..PARALLEL_GUESSES).map(|i| password_form(&page, &format!("wrong {i}"))).collect();
+    let pages = all_at_once(&browser, "/login", forms).await;
+    assert!(pages.iter().all(|p| p.status != 500), "no server error under the burst");
+    let (failed, succeeded) = evaluated(&habilis_e2e::drain_audit(&mut audit), "password");
+    assert_eq!(succeeded, 0);
+    assert!(
+        (1..=GUESS_LIMIT).contains(&failed),
+        "at most {GUESS_LIMIT} of {PARALLEL_GUESSES} parallel passwords evaluated, not {failed}"
+    );
+    let locked = pages.iter().filter(|p| p.status == 429 && p.shows(fr().locked)).count();
+    assert!(locked >= PARALLEL_GUESSES - GUESS_LIMIT, "the rest were refused as locked ({locked})");
+
+    // Another browser, the same login, the right password: refused, nothing evaluated.
+    let other = j.browser();
+    let page = Page::of(other.navigate(&j.authorize_url(CLIENT, &challenge, &[])).await);
+    let right = Page::of(enter_password(&other, &page, PRO, PASSWORD).await);
+    assert_eq!(right.status, 429, "the right password is refused once the limit is reached:\n{}", right.body);
+    assert!(right.shows(fr().locked), "{}", right.body);
+    assert_eq!(
+        evaluated(&habilis_e2e::drain_audit(&mut audit), "password"),
+        (0, 0),
+        "a locked login evaluates nothing"
+    );
+}
+
+/// Logs the professional in up to the second-factor page, with the given method.
+async fn at_second_factor(j: &Journey, browser: &Browser, method: Option<&str>) -> Page {
+    let (_, challenge) = pkce_pair();
+    let page = Page::of(browser.navigate(&j.authorize_url(CLIENT, &challenge, &[])).await);
+    let page = Page::of(enter_password(browser, &page, PRO, PASSWORD).await);
+    match method {
+        Some(method) if page.method() != method => switch_method(browser, &page, method).await,
+        _ => page,
+    }
+}
+
+/// 50 wrong authenticator codes at once: at most the limit evaluated; the right code afterwards
+/// is refused (locked).
+async fn fifty_parallel_authenticator_codes_evaluate_at_most_the_limit(storage: Storage) {
+    let Some(j) = journey(storage).await else { return };
+    let account_id = j.add_pro(None).await;
+    let app = enrol_totp(&j.env, &account_id).await;
+    let browser = j.browser();
+    let page = at_second_factor(&j, &browser, Some("totp")).await;
+    assert_eq!(page.method(), "totp", "{}", page.body);
+    let (code, _) = fresh_totp(&app, None).await;
+    let mut audit = j.env.state().audit.subscribe();
+    let forms = (0..PARALLEL_GUESSES).map(|_| code_form(&page, wrong_code(&code))).collect();
+    let pages = all_at_once(&browser, "/login/code", forms).await;
+    assert!(pages.iter().all(|p| p.status != 500), "no server error under the burst");
+    let (failed, succeeded) = evaluated(&habilis_e2e::drain_audit(&mut audit), "totp");
+    assert_eq!(succeeded, 0);
+    assert!(failed <= GUESS_LIMIT, "at most {GUESS_LIMIT} of {PARALLEL_GUESSES} codes evaluated, not {failed}");
+    let right = Page::of(enter_code(&browser, &page, &code).await);
+    assert!(right.shows(fr().locked), "the right code is refused once the limit is reached:\n{}", right.body);
+    let (failed, succeeded) = evaluated(&habilis_e2e::drain_audit(&mut audit), "totp");
+    assert_eq!((failed, succeeded), (0, 0), "a locked login evaluates nothing");
+}
+
+/// 50 wrong emailed codes at once: at most the limit evaluated; the right code afterwards is
+/// refused.
+async fn fifty_parallel_emailed_codes_evaluate_at_most_the_limit(storage: Storage) {
+    let Some(j) = journey(storage).await else { return };
+    j.add_pro(None).await;
+    let browser = j.browser();
+    let page = at_second_factor(&j, &browser, None).await;
+    assert_eq!(page.method(), "email", "{}", page.body);
+    let (code, _) = j.mailed_code(PRO_EMAIL).await;
+    let mut audit = j.env.state().audit.subscribe();
+    let forms = (0..PARALLEL_GUESSES).map(|_| code_form(&page, wrong_code(&code))).collect();
+    let pages = all_at_once(&browser, "/login/code", forms).await;
+    assert!(pages.iter().all(|p| p.status != 500), "no server error under the burst");
+    let (failed, succeeded) = evaluated(&habilis_e2e::drain_audit(&mut audit), "email_otp");
+    assert_eq!(succeeded, 0);
+    assert!(failed <= GUESS_LIMIT, "at most {GUESS_LIMIT} of {PARALLEL_GUESSES} codes evaluated, not {failed}");
+    let right = Page::of(enter_code(&browser, &page, &code).await);
+    assert_ne!(right.status, 200, "the right code is refused once the limit is reached:\n{}", right.body);
+    assert!(right.shows(fr().locked) || right.shows(fr().code_expired), "{}", right.body);
 }
