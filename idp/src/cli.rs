@@ -302,6 +302,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Config(ConfigCommand::Check { file }) => {
             let config = load_config(&cli, file.as_ref(), Vec::new())?;
+            // The same refusals as `serve`, not only the syntax.
+            crate::cps::service::check(&config).map_err(failed)?;
             for warning in config.warnings() {
                 println!("warning: {warning}");
             }

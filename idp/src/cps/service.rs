@@ -34,6 +34,32 @@ pub struct CardLogin {
     pub demo_pki: Option<PathBuf>,
 }
 
+/// The trust-anchor rule shared by `habilis serve` and `habilis config check`: TEST roots (the
+/// IGC-Santé TEST chains, `habilis dev-pki`) are refused with a production issuer unless
+/// `card.allow_test_anchors` says this is a test platform.
+fn refuse_test_anchors(trust: &TrustStore, config: &Config) -> Result<(), CardSetupError> {
+    if trust.contains_test_anchor() && config.is_production() && !config.card.allow_test_anchors {
+        return Err(CardSetupError(
+            "card.trust_anchors holds a TEST root, refused with a production issuer; set card.allow_test_anchors = true only for a test platform"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What `habilis config check` verifies of card login beyond the configuration's own validation:
+/// the configured trust anchors load and pass the rule `serve` applies ([`refuse_test_anchors`]).
+/// Demo mode's generated PKI is not created here (a check writes nothing); config validation
+/// already refuses demo mode with a production issuer.
+pub fn check(config: &Config) -> Result<(), CardSetupError> {
+    if config.card_mode() != CardMode::On || config.card.trust_anchors.is_empty() {
+        return Ok(());
+    }
+    let trust = TrustStore::load(&config.card.trust_anchors)
+        .map_err(|e| CardSetupError(format!("card.trust_anchors: {e:#}")))?;
+    refuse_test_anchors(&trust, config)
+}
+
 impl CardLogin {
     /// Sets up card login as configured; `None` when it is off.
     pub fn start(config: &Config) -> Result<Option<Arc<CardLogin>>, CardSetupError> {
@@ -78,12 +104,7 @@ impl CardLogin {
         }
         let trust =
             Arc::new(TrustStore::load(&anchors).map_err(|e| CardSetupError(format!("card.trust_anchors: {e:#}")))?);
-        if trust.contains_test_anchor() && config.is_production() && !c.allow_test_anchors {
-            return Err(CardSetupError(
-                "card.trust_anchors holds a TEST root, refused with a production issuer; set card.allow_test_anchors = true only for a test platform"
-                    .into(),
-            ));
-        }
+        refuse_test_anchors(&trust, config)?;
         let policy = UsagePolicy {
             key_usage: c.key_usage.clone(),
             extended_key_usage: c.extended_key_usage.clone(),

@@ -53,13 +53,16 @@ async fn open(url: &str, max_connections: u32) -> StoreResult<AnySqlStore> {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
-            // Pages are read from the OS page cache without a copy (and a syscall) each.
-            .pragma("mmap_size", "268435456")
+            // No memory-mapped I/O: a 256 MiB map put up to that much of the file in the
+            // process's resident set (issue 19, fault g). Pages go through SQLite's own bounded
+            // page cache instead; the OS page cache still serves repeated reads.
+            .pragma("mmap_size", "0")
             // Temporary files in memory: above all the statement journal of a multi-row INSERT
             // inside a transaction (the audit writer's), which otherwise spills past 64 KiB to a
             // file created and deleted for each statement (measured: a third of the writer's time
             // went to the file system).
             .pragma("temp_store", "memory");
+        restrict_sqlite_files(options.get_filename())?;
         let pool = SqlitePoolOptions::new()
             // One connection: SQLite serialises writers anyway, and in WAL mode each further
             // connection must re-read from the file every page another one changed (measured:
@@ -97,6 +100,37 @@ async fn open(url: &str, max_connections: u32) -> StoreResult<AnySqlStore> {
             .map_err(unavailable)?;
         Ok(AnySqlStore::Postgres(PgStore { pool, writes: tokio::sync::Semaphore::new(max_connections as usize) }))
     }
+}
+
+/// The database holds personal data: the file and its `-wal`/`-shm` companions are readable by
+/// the owner only, like the master key. The file is created here (empty, mode 0600) before SQLite
+/// opens it, and SQLite gives the companions it creates the mode of the main file; files left by
+/// an older version (0644) are tightened. In-memory databases have no file.
+fn restrict_sqlite_files(path: &std::path::Path) -> StoreResult<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path.as_os_str();
+    if name.is_empty() || name == ":memory:" || name.to_string_lossy().starts_with("file::memory:") {
+        return Ok(());
+    }
+    let err = |e: std::io::Error| StoreError::Unavailable(format!("database file {}: {e}", path.display()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(e)),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Ok(())
 }
 
 /// How long a PostgreSQL connection may rest in the pool before it is pinged on acquire (a
