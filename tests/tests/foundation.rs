@@ -84,6 +84,14 @@ async fn embedded_serve_starts_from_an_empty_directory_and_serves_discovery_and_
     assert!(master.exists() && data.join("habilis.db").exists());
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&master).unwrap().permissions().mode() & 0o077, 0, "master.key must be 0600");
+    // The database holds personal data: owner-only too, with its write-ahead log.
+    for name in ["habilis.db", "habilis.db-wal", "habilis.db-shm"] {
+        let path = data.join(name);
+        if path.exists() {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{name} must be 0600, is {mode:o}");
+        }
+    }
     // The demo card PKI (dev-pki/) holds test-only keys in clear on purpose: they are imported
     // into browsers, and a production issuer refuses that PKI.
     assert!(data.join("dev-pki/manifest.json").exists(), "the embedded mode generates the demo card PKI");

@@ -53,6 +53,7 @@ habilis_e2e::on_both_storages!(
     fifty_parallel_passwords_evaluate_at_most_the_limit,
     fifty_parallel_authenticator_codes_evaluate_at_most_the_limit,
     fifty_parallel_emailed_codes_evaluate_at_most_the_limit,
+    a_right_password_gives_no_fresh_allowance_of_codes,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1480,4 +1481,30 @@ async fn fifty_parallel_emailed_codes_evaluate_at_most_the_limit(storage: Storag
     let right = Page::of(enter_code(&browser, &page, &code).await);
     assert_ne!(right.status, 200, "the right code is refused once the limit is reached:\n{}", right.body);
     assert!(right.shows(fr().locked) || right.shows(fr().code_expired), "{}", right.body);
+}
+
+/// Someone who knows the password cannot buy more code guesses by logging in again: the codes'
+/// count is kept apart from the password's, so three wrong codes in one login and two in the next
+/// reach the limit of five and lock the codes.
+async fn a_right_password_gives_no_fresh_allowance_of_codes(storage: Storage) {
+    let Some(j) = journey(storage).await else { return };
+    let account_id = j.add_pro(None).await;
+    let app = enrol_totp(&j.env, &account_id).await;
+    let (code, _) = fresh_totp(&app, None).await;
+    let first = j.browser();
+    let mut page = at_second_factor(&j, &first, Some("totp")).await;
+    for attempt in 1..=3 {
+        page = Page::of(enter_code(&first, &page, wrong_code(&code)).await);
+        assert!(page.shows(fr().bad_code), "attempt {attempt}:\n{}", page.body);
+    }
+    let second = j.browser();
+    let mut page = at_second_factor(&j, &second, Some("totp")).await;
+    assert!(page.is_second_factor(), "the password is still accepted:\n{}", page.body);
+    for attempt in 4..=5 {
+        page = Page::of(enter_code(&second, &page, wrong_code(&code)).await);
+        let expected = if attempt < 5 { fr().bad_code } else { fr().locked };
+        assert!(page.shows(expected), "attempt {attempt} shows \"{expected}\":\n{}", page.body);
+    }
+    let right = Page::of(enter_code(&second, &page, &code).await);
+    assert!(right.shows(fr().locked), "the right code is refused while the codes are locked:\n{}", right.body);
 }

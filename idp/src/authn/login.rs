@@ -102,6 +102,11 @@ fn login_scope(login: &str) -> String {
     format!("login:{login}")
 }
 
+/// Second-factor codes of a login name, all methods together; reset only by a right code.
+fn code_scope(login: &str) -> String {
+    format!("login-code:{login}")
+}
+
 fn address_scope(peer: &SocketAddr) -> String {
     format!("ip:{}", peer.ip())
 }
@@ -591,7 +596,9 @@ pub async fn submit_code(
     };
     let method = params.get("method").and_then(Method::parse).unwrap_or(Method::Email);
     let code = params.get("code").unwrap_or("").trim().to_string();
-    let scope = login_scope(&account.login);
+    // Codes are counted apart from passwords: a right password must not give a code guesser a
+    // fresh allowance (with the password known, each new login would otherwise bring five more).
+    let scope = code_scope(&account.login);
     let attempt = Attempt::new(&interaction, &headers, &peer, Some(&account.id), &account.login, method.factor());
     // Each login in progress also has its own allowance of codes (the emailed code has one per
     // code, kept by `email_otp`): the authenticator and recovery codes get theirs here.
