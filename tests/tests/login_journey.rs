@@ -1439,6 +1439,26 @@ async fn at_second_factor(j: &Journey, browser: &Browser, method: Option<&str>) 
     }
 }
 
+/// Sends 50 wrong codes (none is `right`) at once from the second-factor `page`: no server error,
+/// at most the limit evaluated (from the audit records). Returns the audit subscription, for what
+/// the test checks next.
+async fn wrong_codes_at_once(
+    j: &Journey,
+    browser: &Browser,
+    page: &Page,
+    right: &str,
+    factor: &str,
+) -> tokio::sync::broadcast::Receiver<habilis_idp::audit::AuditRecord> {
+    let mut audit = j.env.state().audit.subscribe();
+    let forms = (0..PARALLEL_GUESSES).map(|_| code_form(page, wrong_code(right))).collect();
+    let pages = all_at_once(browser, "/login/code", forms).await;
+    assert!(pages.iter().all(|p| p.status != 500), "no server error under the burst");
+    let (failed, succeeded) = evaluated(&habilis_e2e::drain_audit(&mut audit), factor);
+    assert_eq!(succeeded, 0);
+    assert!(failed <= GUESS_LIMIT, "at most {GUESS_LIMIT} of {PARALLEL_GUESSES} codes evaluated, not {failed}");
+    audit
+}
+
 /// 50 wrong authenticator codes at once: at most the limit evaluated; the right code afterwards
 /// is refused (locked).
 async fn fifty_parallel_authenticator_codes_evaluate_at_most_the_limit(storage: Storage) {
@@ -1449,13 +1469,7 @@ async fn fifty_parallel_authenticator_codes_evaluate_at_most_the_limit(storage: 
     let page = at_second_factor(&j, &browser, Some("totp")).await;
     assert_eq!(page.method(), "totp", "{}", page.body);
     let (code, _) = fresh_totp(&app, None).await;
-    let mut audit = j.env.state().audit.subscribe();
-    let forms = (0..PARALLEL_GUESSES).map(|_| code_form(&page, wrong_code(&code))).collect();
-    let pages = all_at_once(&browser, "/login/code", forms).await;
-    assert!(pages.iter().all(|p| p.status != 500), "no server error under the burst");
-    let (failed, succeeded) = evaluated(&habilis_e2e::drain_audit(&mut audit), "totp");
-    assert_eq!(succeeded, 0);
-    assert!(failed <= GUESS_LIMIT, "at most {GUESS_LIMIT} of {PARALLEL_GUESSES} codes evaluated, not {failed}");
+    let mut audit = wrong_codes_at_once(&j, &browser, &page, &code, "totp").await;
     let right = Page::of(enter_code(&browser, &page, &code).await);
     assert!(right.shows(fr().locked), "the right code is refused once the limit is reached:\n{}", right.body);
     let (failed, succeeded) = evaluated(&habilis_e2e::drain_audit(&mut audit), "totp");
@@ -1471,13 +1485,7 @@ async fn fifty_parallel_emailed_codes_evaluate_at_most_the_limit(storage: Storag
     let page = at_second_factor(&j, &browser, None).await;
     assert_eq!(page.method(), "email", "{}", page.body);
     let (code, _) = j.mailed_code(PRO_EMAIL).await;
-    let mut audit = j.env.state().audit.subscribe();
-    let forms = (0..PARALLEL_GUESSES).map(|_| code_form(&page, wrong_code(&code))).collect();
-    let pages = all_at_once(&browser, "/login/code", forms).await;
-    assert!(pages.iter().all(|p| p.status != 500), "no server error under the burst");
-    let (failed, succeeded) = evaluated(&habilis_e2e::drain_audit(&mut audit), "email_otp");
-    assert_eq!(succeeded, 0);
-    assert!(failed <= GUESS_LIMIT, "at most {GUESS_LIMIT} of {PARALLEL_GUESSES} codes evaluated, not {failed}");
+    wrong_codes_at_once(&j, &browser, &page, &code, "email_otp").await;
     let right = Page::of(enter_code(&browser, &page, &code).await);
     assert_ne!(right.status, 200, "the right code is refused once the limit is reached:\n{}", right.body);
     assert!(right.shows(fr().locked) || right.shows(fr().code_expired), "{}", right.body);

@@ -33,6 +33,8 @@ habilis_e2e::on_both_storages!(
     rp_initiated_logout_notifies_every_client_of_the_session,
     pushed_authorization_requests,
     code_replay_is_refused_and_revokes_the_first_tokens,
+    parallel_code_replay_never_leaves_the_winners_grant_alive,
+    a_password_reset_revokes_every_grant_of_the_account,
     refresh_token_reuse_revokes_the_whole_family,
     expired_code_is_invalid_grant,
     replayed_private_key_jwt_assertion_is_invalid_client,
@@ -175,6 +177,12 @@ async fn jwks(env: &TestEnv) -> Value {
 
 fn assert_error(answer: &Answer, status: u16, error: &str) {
     assert_eq!((answer.status, answer.error()), (status, error), "{:?}", answer.body);
+}
+
+/// [`assert_error`], and the error says why (`error_description`).
+fn assert_described_error(answer: &Answer, status: u16, error: &str) {
+    assert_error(answer, status, error);
+    assert!(answer.body["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{:?}", answer.body);
 }
 
 /// The parameters of a redirect to the client that carries an error.
@@ -1621,4 +1629,89 @@ async fn two_instances_share_postgres_and_redis() {
     assert_eq!(at_b.body, at_a.body);
     b.stop().await;
     a.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revocation under attack (issue 19)
+
+/// 20 parallel redemptions of one code, 50 times: exactly one wins each time, and the replays
+/// always revoke the winner's grant — its refresh token is refused and its access token inactive,
+/// whatever the interleaving (the winner inserting its grant after a loser revoked it included).
+async fn parallel_code_replay_never_leaves_the_winners_grant_alive(storage: Storage) {
+    let Some(rp) = rp(storage).await else { return };
+    let rp = std::sync::Arc::new(rp);
+    for round in 0..50 {
+        let browser = rp.env.browser();
+        let (code, verifier) = obtain_code(&rp, &browser, &[]).await;
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (rp, code, verifier) = (rp.clone(), code.clone(), verifier.clone());
+            tasks.push(tokio::spawn(async move { redeem(&rp, &rp.auth, &code, &verifier).await }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            let answer = task.await.unwrap();
+            if answer.status == 200 {
+                winners.push(answer);
+            } else {
+                assert_described_error(&answer, 400, "invalid_grant");
+            }
+        }
+        assert!(winners.len() <= 1, "round {round}: {} redemptions of one code succeeded", winners.len());
+        // Zero winners is possible only if the winner's own post-insert check saw a replay marker.
+        for winner in winners {
+            let access = winner.body["access_token"].as_str().expect("access_token").to_string();
+            let refresh_token = winner.body["refresh_token"].as_str().expect("refresh_token").to_string();
+            assert_described_error(&refresh(&rp, &rp.auth, &refresh_token).await, 400, "invalid_grant");
+            assert_eq!(introspect(&rp, &access).await.body, json!({ "active": false }), "round {round}");
+        }
+    }
+}
+
+/// Another client presenting a code gets `invalid_grant` and the code stays redeemable by the
+/// client it was issued to (the client is checked before the code is consumed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_client_presenting_a_code_does_not_consume_it() {
+    let rp = rp(Storage::Embedded).await.unwrap();
+    let secret = rp.env.register_client("rp-other", &client_metadata(json!({}))).await.expect("a secret");
+    let other = ClientAuth::Basic("rp-other".into(), secret);
+    let browser = rp.env.browser();
+    let (code, verifier) = obtain_code(&rp, &browser, &[]).await;
+    let foreign = redeem(&rp, &other, &code, &verifier).await;
+    assert_described_error(&foreign, 400, "invalid_grant");
+    assert_eq!(foreign.body["error_description"], "the authorization code was issued to another client");
+    let rightful = redeem(&rp, &rp.auth, &code, &verifier).await;
+    assert_eq!(rightful.status, 200, "{:?}", rightful.body);
+}
+
+/// Completing a password reset ends what the old password opened: the grants obtained before it
+/// are revoked (refresh refused, access token inactive). The reset link is seeded the way
+/// `send_reset_link` stores it (the mail round trip is tested elsewhere); the form is driven
+/// through the real pages, CSRF included.
+async fn a_password_reset_revokes_every_grant_of_the_account(storage: Storage) {
+    let Some(rp) = rp(storage).await else { return };
+    let browser = rp.env.browser();
+    let (code, verifier) = obtain_code(&rp, &browser, &[]).await;
+    let before = redeem(&rp, &rp.auth, &code, &verifier).await;
+    assert_eq!(before.status, 200, "{:?}", before.body);
+    let access = before.body["access_token"].as_str().unwrap().to_string();
+    let refresh_token = before.body["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(introspect(&rp, &access).await.body["active"], true);
+
+    let link = habilis_idp::testing::unique_name("reset-link");
+    let key = format!("pwreset:{}", habilis_idp::cli::sha256_hex(&link));
+    let ttl = std::time::Duration::from_secs(900);
+    rp.env.state().ephemeral.put(&key, rp.account_id.as_bytes(), ttl).await.unwrap();
+    let stranger = rp.env.browser();
+    let (_, status, form) = stranger.navigate(&format!("/password/reset?token={link}")).await.page();
+    assert_eq!(status, 200, "{form}");
+    let csrf = habilis_e2e::hidden_input(&form, "csrf").expect("a CSRF field");
+    let new_password = "an entirely different passphrase, 2026";
+    let fields =
+        [("token", link.as_str()), ("csrf", csrf.as_str()), ("password", new_password), ("confirm", new_password)];
+    let (_, status, done) = stranger.submit("/password/reset", &fields).await.page();
+    assert_eq!(status, 200, "{done}");
+
+    assert_described_error(&refresh(&rp, &rp.auth, &refresh_token).await, 400, "invalid_grant");
+    assert_eq!(introspect(&rp, &access).await.body, json!({ "active": false }));
 }

@@ -546,7 +546,7 @@ async fn set_status(
         state.store.set_account_status(&account.id, status, now).await?;
     }
     if disable {
-        end_sessions(state, &account.id, now).await?;
+        crate::oidc::token::end_all_access_of(state, &account.id, now).await?;
     }
     let updated = load(state, id).await?;
     audit_account(
@@ -770,17 +770,6 @@ pub async fn sessions(
     Ok(Json(SessionPage { items, next_cursor: None }))
 }
 
-/// Revokes every active grant of the account (tokens stop working at once) and ends its browser
-/// sessions. Returns how many grants were revoked.
-async fn end_sessions(state: &AppState, account_id: &str, now: i64) -> Result<usize, OAuthError> {
-    let grants = state.store.admin().active_grants_of(account_id, now).await?;
-    for grant in &grants {
-        crate::oidc::token::revoke_grant(state, &grant.id, now).await?;
-    }
-    crate::authn::session::end_all(state.ephemeral.as_ref(), &state.sessions.settings, account_id, now).await?;
-    Ok(grants.len())
-}
-
 #[utoipa::path(
     delete, path = SESSIONS_PATH, tag = "accounts", params(("id" = String, Path, description = "Account id")),
     responses(
@@ -798,7 +787,7 @@ pub async fn kill_sessions(
     let actor = actor(&state, &headers, now).await?;
     let account = authorized_account(&state, &headers, &actor, Operation::Write, &id).await?;
     let before = state.store.admin().active_grants_of(&account.id, now).await?.len();
-    let revoked_grants = end_sessions(&state, &account.id, now).await?;
+    let revoked_grants = crate::oidc::token::end_all_access_of(&state, &account.id, now).await?;
     audit_account(
         &state,
         &headers,

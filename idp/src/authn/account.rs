@@ -226,10 +226,13 @@ async fn submit_form(state: AppState, headers: HeaderMap, body: Bytes, purpose: 
     // A reset means the old password may be known to someone else: whoever used it keeps no
     // session and no token. Every grant is revoked (access tokens fail at once, refresh tokens
     // are refused) and every browser session of the account ends.
-    if matches!(purpose, Purpose::Reset)
-        && let Err(e) = end_everything_of(&state, &account.id, now).await
-    {
-        return crate::web::pages_error(&state, &headers, None, e);
+    if matches!(purpose, Purpose::Reset) {
+        match crate::oidc::token::end_all_access_of(&state, &account.id, now).await {
+            Ok(grants) => {
+                tracing::info!(account = %account.id, grants, "password reset: every grant and session ended")
+            }
+            Err(e) => return crate::web::pages_error(&state, &headers, None, e),
+        }
     }
     tracing::info!(account = %account.id, purpose = purpose.action(), "password set");
     let via = match purpose {
@@ -241,17 +244,6 @@ async fn submit_form(state: AppState, headers: HeaderMap, body: Bytes, purpose: 
         crate::audit::AuditContext::from_request(&headers, None),
     );
     message(&state, lang, StatusCode::OK, purpose.title(t), purpose.done(t))
-}
-
-/// Revokes every active grant of the account and ends its browser sessions.
-async fn end_everything_of(state: &AppState, account_id: &str, now: i64) -> Result<(), OAuthError> {
-    let grants = state.store.admin().active_grants_of(account_id, now).await?;
-    for grant in &grants {
-        crate::oidc::token::revoke_grant(state, &grant.id, now).await?;
-    }
-    crate::authn::session::end_all(state.ephemeral.as_ref(), &state.sessions.settings, account_id, now).await?;
-    tracing::info!(account = %account_id, grants = grants.len(), "password reset: every grant and session ended");
-    Ok(())
 }
 
 pub async fn invitation_page(

@@ -112,13 +112,9 @@ pub async fn delete_person(
 ) -> Result<Deletion, PersonError> {
     let now = crate::unix_now();
     let relationships_ended = end_relationships(state, &account.id, actor, &context, now).await?;
-    let grants = state.store.admin().active_grants_of(&account.id, now).await?;
-    for grant in &grants {
-        crate::oidc::token::revoke_grant(state, &grant.id, now).await.map_err(step("revoking a grant"))?;
-    }
-    crate::authn::session::end_all(state.ephemeral.as_ref(), &state.sessions.settings, &account.id, now)
+    let grants_revoked = crate::oidc::token::end_all_access_of(state, &account.id, now)
         .await
-        .map_err(step("ending the browser sessions"))?;
+        .map_err(step("revoking the grants and ending the browser sessions"))?;
     // Every record about the person must be in the durable log before it is pseudonymised.
     audit_trail::flush(state).await;
     if !state.store.lifecycle().delete_account(&account.id).await? {
@@ -147,7 +143,7 @@ pub async fn delete_person(
         );
     }
     tracing::info!(%pseudonym, reason = reason.as_str(), relationships_ended, "person: account deleted");
-    Ok(Deletion { pseudonym, relationships_ended, grants_revoked: grants.len() as u64, audit_records_pseudonymised })
+    Ok(Deletion { pseudonym, relationships_ended, grants_revoked: grants_revoked as u64, audit_records_pseudonymised })
 }
 
 /// Revokes every active relationship where the account is the professional (through the domain

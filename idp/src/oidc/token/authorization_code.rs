@@ -19,6 +19,27 @@ fn invalid_grant(description: &'static str) -> OAuthError {
     OAuthError::new(OAuthErrorCode::InvalidGrant, description)
 }
 
+/// The code is gone: unknown or expired, or redeemed already — then this is a replay, and what the
+/// code produced is revoked (RFC 6749 §4.1.2).
+async fn replayed(
+    state: &AppState,
+    client: &AuthenticatedClient,
+    code: &str,
+    now: i64,
+) -> Result<TokenResponse, OAuthError> {
+    let Some(grant_id) = state.ephemeral.get(&code_used_key(code)).await? else {
+        return Err(invalid_grant("the authorization code is invalid or expired"));
+    };
+    let grant_id = String::from_utf8_lossy(&grant_id).to_string();
+    revoke_grant(state, &grant_id, now).await?;
+    tracing::warn!(client_id = client.client.client_id(), grant = %grant_id, "authorization code replayed: grant revoked");
+    state.audit.record(
+        crate::audit::AuditEvent::AuthorizationCodeReplayed { grant_id },
+        crate::audit::AuditContext { client_id: Some(client.client.client_id().to_string()), ..Default::default() },
+    );
+    Err(invalid_grant("the authorization code was already used; the tokens issued from it are revoked"))
+}
+
 #[async_trait]
 impl Grant for AuthorizationCode {
     fn grant_type(&self) -> &'static str {
@@ -38,45 +59,27 @@ impl Grant for AuthorizationCode {
         if code.len() > 128 {
             return Err(invalid_grant("the authorization code is invalid or expired"));
         }
+        // Read the code first: its client is checked before anything is consumed, and its grant
+        // is recorded before the code is taken (see `replayed`).
+        let Some(bytes) = state.ephemeral.get(&code_key(code)).await? else {
+            return replayed(state, client, code, now).await;
+        };
+        let record: CodeRecord = serde_json::from_slice(&bytes).map_err(|_| OAuthError::server_error())?;
+        // A client presenting another client's code must not consume it (that would let anyone
+        // holding a leaked code deny its rightful client the tokens).
+        if record.client_id != client.client.client_id() {
+            return Err(invalid_grant("the authorization code was issued to another client"));
+        }
         // Remember the redemption (code -> grant id) BEFORE consuming the code, for as long as the
         // code or its access tokens could be replayed: a parallel presentation that finds the code
         // gone then always finds this marker and revokes the grant (with the marker-first order of
         // `revoke_grant`, the winner's grant cannot outlive a replay).
-        if let Some(peek) = state.ephemeral.get(&code_key(code)).await?
-            && let Ok(record) = serde_json::from_slice::<CodeRecord>(&peek)
-        {
-            // A client presenting another client's code must not consume it (that would let
-            // anyone holding a leaked code deny its rightful client the tokens).
-            if record.client_id != client.client.client_id() {
-                return Err(invalid_grant("the authorization code was issued to another client"));
-            }
-            let remember = state.config.tokens.authorization_code_lifetime
-                + crate::oidc::tokens::longest_access_token_lifetime(state);
-            state.ephemeral.put(&code_used_key(code), record.grant_id.as_bytes(), remember).await?;
-        }
-        let Some(bytes) = state.ephemeral.take(&code_key(code)).await? else {
-            // Replay: the code existed and was redeemed already. Revoke what it produced.
-            if let Some(grant_id) = state.ephemeral.get(&code_used_key(code)).await? {
-                let grant_id = String::from_utf8_lossy(&grant_id).to_string();
-                revoke_grant(state, &grant_id, now).await?;
-                tracing::warn!(client_id = client.client.client_id(), grant = %grant_id, "authorization code replayed: grant revoked");
-                state.audit.record(
-                    crate::audit::AuditEvent::AuthorizationCodeReplayed { grant_id },
-                    crate::audit::AuditContext {
-                        client_id: Some(client.client.client_id().to_string()),
-                        ..Default::default()
-                    },
-                );
-                return Err(invalid_grant(
-                    "the authorization code was already used; the tokens issued from it are revoked",
-                ));
-            }
-            return Err(invalid_grant("the authorization code is invalid or expired"));
-        };
-        let record: CodeRecord = serde_json::from_slice(&bytes).map_err(|_| OAuthError::server_error())?;
-
-        if record.client_id != client.client.client_id() {
-            return Err(invalid_grant("the authorization code was issued to another client"));
+        let remember =
+            state.config.tokens.authorization_code_lifetime + crate::oidc::tokens::longest_access_token_lifetime(state);
+        state.ephemeral.put(&code_used_key(code), record.grant_id.as_bytes(), remember).await?;
+        // The atomic take decides the one winner among parallel presentations.
+        if state.ephemeral.take(&code_key(code)).await?.is_none() {
+            return replayed(state, client, code, now).await;
         }
         if record.redirect_uri != redirect_uri {
             return Err(invalid_grant("redirect_uri differs from the one of the authorization request"));

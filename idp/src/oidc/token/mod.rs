@@ -279,6 +279,18 @@ pub async fn revoke_grant(state: &AppState, grant_id: &str, now: i64) -> Result<
     Ok(())
 }
 
+/// Ends everything an account holds: every active grant revoked (tokens stop working at once) and
+/// every browser session ended. Returns how many grants were revoked. What an administrator's "end
+/// sessions", a password reset and an account deletion all do.
+pub async fn end_all_access_of(state: &AppState, account_id: &str, now: i64) -> Result<usize, OAuthError> {
+    let grants = state.store.admin().active_grants_of(account_id, now).await?;
+    for grant in &grants {
+        revoke_grant(state, &grant.id, now).await?;
+    }
+    crate::authn::session::end_all(state.ephemeral.as_ref(), &state.sessions.settings, account_id, now).await?;
+    Ok(grants.len())
+}
+
 /// The scopes of `requested` (deduplicated), each among `held`; otherwise `invalid_scope` with
 /// `refusal`. Refreshes and token exchanges may only narrow what they hold.
 pub(crate) fn narrow_scope(held: &[&str], requested: &str, refusal: &'static str) -> Result<String, OAuthError> {
