@@ -168,6 +168,10 @@ impl Writer {
                 _ = self.wake.notified() => {}
             }
         }
+        // Let the requests that are ready to run (on a busy core, the others of this burst) queue
+        // their records first, so that one commit answers them all: without this, the writer woken
+        // by the first committed record took it nearly alone, one transaction per request.
+        tokio::task::yield_now().await;
         while batch.len() < batch_size {
             match self.rx.try_recv() {
                 Ok(Command::Record(record, ack)) => batch.push(record, ack),
