@@ -155,6 +155,11 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         config.storage.memory_max_entries,
     )
     .await?;
+    // Revocation markers and lockouts are written through to the database and restored from it
+    // whenever the ephemeral store comes back empty (see `ephemeral::durable`).
+    let durable = crate::ephemeral::DurableMarkers::new(ephemeral, store.clone());
+    durable.ensure_restored().await?;
+    let ephemeral: SharedEphemeral = Arc::new(durable);
     let store_has_keys = !store.list_signing_keys().await?.is_empty();
     let (master, _source) = MasterKey::load_or_create(&config, store_has_keys)?;
     let keys = KeyManager::start(store.clone(), master, &config).await?;

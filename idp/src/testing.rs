@@ -74,3 +74,31 @@ pub async fn postgres_schema_url() -> Option<String> {
     let separator = if url.contains('?') { '&' } else { '?' };
     Some(format!("{url}{separator}options=-c%20search_path%3D{schema}"))
 }
+
+/// Deletes every Redis key under `prefix`: what a Redis restarted empty (or flushed) leaves to the
+/// instances using that prefix. Returns how many keys were deleted.
+pub async fn flush_redis_prefix(url: &str, prefix: &str) -> Result<usize, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut connection = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut connection).await.map_err(|e| e.to_string())?;
+            deleted += keys.len();
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}

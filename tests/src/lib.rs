@@ -389,6 +389,40 @@ impl TestEnv {
     pub async fn stop(self) {
         self.server.stop().await;
     }
+
+    /// Stops the server and starts a new one on the same address, database and data directory
+    /// with an **empty** ephemeral store: a fresh in-memory store (what a restart on the embedded
+    /// defaults leaves), or the Redis prefix flushed (Redis restarted empty along with the
+    /// instance). Sessions and logins in progress are gone; what is durable must not be.
+    pub async fn restart_with_empty_ephemeral_store(self) -> TestEnv {
+        let mut config = Config::clone(&self.server.state.config);
+        // The new server listens on another port; it keeps the issuer, as a restarted
+        // deployment behind its public URL does.
+        config.server.issuer = Some(url::Url::parse(&self.base_url).expect("the issuer is a URL"));
+        let TestEnv { server, storage, _dir, .. } = self;
+        server.stop().await;
+        if let Some(url) = &config.storage.redis_url {
+            habilis_idp::testing::flush_redis_prefix(url, &config.storage.redis_prefix)
+                .await
+                .expect("the test's Redis prefix is flushed");
+        }
+        Self::from_config(storage, config, _dir).await
+    }
+
+    /// Empties the running server's Redis prefix (Redis restarted or flushed under a running
+    /// instance); `false` on the embedded storage, whose memory store cannot be reached from here.
+    pub async fn flush_redis(&self) -> bool {
+        let config = &self.server.state.config;
+        match &config.storage.redis_url {
+            Some(url) => {
+                habilis_idp::testing::flush_redis_prefix(url, &config.storage.redis_prefix)
+                    .await
+                    .expect("the test's Redis prefix is flushed");
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// What to create in [`create_account`].

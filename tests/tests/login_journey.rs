@@ -50,6 +50,7 @@ habilis_e2e::on_both_storages!(
     authenticator_code_is_accepted_once,
     recovery_code_is_accepted_once,
     lockout_after_max_failures_lifts_after_the_delay,
+    a_lockout_survives_a_restart_with_an_empty_ephemeral_store,
     fifty_parallel_passwords_evaluate_at_most_the_limit,
     fifty_parallel_authenticator_codes_evaluate_at_most_the_limit,
     fifty_parallel_emailed_codes_evaluate_at_most_the_limit,
@@ -961,6 +962,39 @@ async fn lockout_after_max_failures_lifts_after_the_delay(storage: Storage) {
     let back = past_totp_offer(&browser, enter_code(&browser, &locked, &code).await).await;
     let (id, at) = j.redeem(&back, &verifier).await;
     assert_eidas1(&id, &at);
+}
+
+/// Issue 19: a lockout is durable. The embedded defaults' in-memory store forgets everything at a
+/// restart, and Redis when it comes back empty: a lock kept only there let guessing start again
+/// right after a restart. Three wrong passwords lock the login for ten minutes; after a restart
+/// with an empty ephemeral store, a new browser with the right password is still refused.
+async fn a_lockout_survives_a_restart_with_an_empty_ephemeral_store(storage: Storage) {
+    let Some(j) = journey_with(storage, |c| {
+        c.login.max_failures = 3;
+        c.login.lockout = Duration::from_secs(600);
+    })
+    .await
+    else {
+        return;
+    };
+    j.add_pro(Some("fr")).await;
+    let browser = j.browser();
+    let (_, challenge) = pkce_pair();
+    let mut page = Page::of(browser.navigate(&j.authorize_url(CLIENT, &challenge, &[])).await);
+    for _ in 1..=3 {
+        page = Page::of(enter_password(&browser, &page, PRO, "wrong password").await);
+    }
+    assert!(page.shows(fr().locked), "{}", page.body);
+
+    let Journey { env, sink, auth, http } = j;
+    let j = Journey { env: env.restart_with_empty_ephemeral_store().await, sink, auth, http };
+    let browser = j.browser();
+    let (_, challenge) = pkce_pair();
+    let page = Page::of(browser.navigate(&j.authorize_url(CLIENT, &challenge, &[])).await);
+    assert!(page.is_password_form(), "a fresh login starts after the restart:\n{}", page.body);
+    let locked = Page::of(enter_password(&browser, &page, PRO, PASSWORD).await);
+    assert_eq!(locked.status, 429, "the lock outlived the restart:\n{}", locked.body);
+    assert!(locked.shows(fr().locked), "{}", locked.body);
 }
 
 /// An unknown login and a wrong password get the same answer: status, message, and the same page

@@ -35,6 +35,7 @@ habilis_e2e::on_both_storages!(
     code_replay_is_refused_and_revokes_the_first_tokens,
     parallel_code_replay_never_leaves_the_winners_grant_alive,
     a_password_reset_revokes_every_grant_of_the_account,
+    revocation_outlives_long_lived_tokens_and_the_ephemeral_store,
     refresh_token_reuse_revokes_the_whole_family,
     expired_code_is_invalid_grant,
     replayed_private_key_jwt_assertion_is_invalid_client,
@@ -1682,6 +1683,66 @@ async fn a_foreign_client_presenting_a_code_does_not_consume_it() {
     assert_eq!(foreign.body["error_description"], "the authorization code was issued to another client");
     let rightful = redeem(&rp, &rp.auth, &code, &verifier).await;
     assert_eq!(rightful.status, 200, "{:?}", rightful.body);
+}
+
+/// Issue 19: a revoked grant's tokens stay refused for as long as they live, however long their
+/// client makes them live, and whatever the ephemeral store forgets. The client's access tokens
+/// live 600 s against a global 10 s: the old grant marker (global lifetime + 120 s) expired 130 s
+/// after the revocation while the token had 470 s to go. Checked on a shifted clock (verification
+/// at +137 s and +590 s, not slept), after Redis is flushed under the running server, and after a
+/// restart with an empty ephemeral store — what the embedded defaults' in-memory store is after
+/// every restart. A token revoked alone (its `jti`) is covered the same way, and a grant that was
+/// not revoked keeps working throughout.
+async fn revocation_outlives_long_lived_tokens_and_the_ephemeral_store(storage: Storage) {
+    let long_lived = json!({ "access_token_lifetime": 600 });
+    let Some(rp) = rp_with(storage, |c| c.tokens.access_token_lifetime = Duration::from_secs(10), long_lived).await
+    else {
+        return;
+    };
+    let by_grant = log_in_and_redeem(&rp, &rp.env.browser()).await;
+    let (_, claims) = jwt_parts(&by_grant.access);
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 600, "{claims}");
+    let by_jti = log_in_and_redeem(&rp, &rp.env.browser()).await;
+    let untouched = log_in_and_redeem(&rp, &rp.env.browser()).await;
+    let answer = revoke(&rp, &rp.auth, by_grant.refresh.as_deref().unwrap(), Some("refresh_token")).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let answer = revoke(&rp, &rp.auth, &by_jti.access, Some("access_token")).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+
+    let revoked = [by_grant.access.as_str(), by_jti.access.as_str()];
+    assert_revoked_for_their_lifetime(&rp, &revoked, &untouched.access, "after the revocation").await;
+    if rp.env.flush_redis().await {
+        assert_revoked_for_their_lifetime(&rp, &revoked, &untouched.access, "after Redis lost everything").await;
+    }
+    let Rp { env, account_id, client_id, auth, http } = rp;
+    let rp = Rp { env: env.restart_with_empty_ephemeral_store().await, account_id, client_id, auth, http };
+    assert_revoked_for_their_lifetime(&rp, &revoked, &untouched.access, "after a restart").await;
+    assert_described_error(&refresh(&rp, &rp.auth, by_grant.refresh.as_deref().unwrap()).await, 400, "invalid_grant");
+}
+
+/// `revoked` are refused at userinfo and introspection now, and by verification on a clock shifted
+/// past the old marker lifetime and to just before their expiry; `alive` is accepted.
+async fn assert_revoked_for_their_lifetime(rp: &Rp, revoked: &[&str], alive: &str, when: &str) {
+    let state = rp.env.state();
+    for token in revoked {
+        assert_eq!(introspect(rp, token).await.body, json!({ "active": false }), "{when}");
+        assert_error(&userinfo(rp, token).await, 401, "invalid_token");
+        let (iat, exp) = issued_and_expires(token);
+        for at in [iat + 137, exp - 1] {
+            let verified = habilis_idp::oidc::tokens::verify_access_token(state, token, at).await;
+            let refused = verified.expect_err(&format!("{when}: a revoked token is accepted at iat + {} s", at - iat));
+            assert!(refused.description.contains("revoked"), "{when}, iat + {} s: {}", at - iat, refused.description);
+        }
+    }
+    assert_eq!(introspect(rp, alive).await.body["active"], true, "{when}: the grant not revoked still works");
+    assert_eq!(userinfo(rp, alive).await.status, 200, "{when}");
+    let (_, exp) = issued_and_expires(alive);
+    habilis_idp::oidc::tokens::verify_access_token(state, alive, exp - 1).await.expect(when);
+}
+
+fn issued_and_expires(token: &str) -> (i64, i64) {
+    let (_, claims) = jwt_parts(token);
+    (claims["iat"].as_i64().expect("iat"), claims["exp"].as_i64().expect("exp"))
 }
 
 /// Completing a password reset ends what the old password opened: the grants obtained before it

@@ -207,6 +207,14 @@ pub fn delay_for(failures: u32) -> Duration {
 /// when reachable (always under CI), Redis; every durable-store test on SQLite and, when reachable,
 /// PostgreSQL — the same rule as the store and ephemeral modules' own tests.
 #[cfg(test)]
+#[test]
+fn lockouts_are_kept_durably_and_counts_are_not() {
+    // A lost lock reopens guessing; a lost count only forgets a few failures (ephemeral::durable).
+    assert!(crate::ephemeral::is_durable(&lock_key("login:kit")));
+    assert!(!crate::ephemeral::is_durable(&failures_key("login:kit")));
+}
+
+#[cfg(test)]
 pub(crate) mod test_backends {
     use std::sync::Arc;
 

@@ -2,6 +2,7 @@
 //! caches and rate counters. One small seam ([`EphemeralStore`]) with two implementations: in-memory
 //! (embedded mode, one instance) and Redis (production, any number of instances).
 
+mod durable;
 mod memory;
 mod redis;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use self::durable::{DurableMarkers, is_durable};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
@@ -33,6 +35,15 @@ pub trait EphemeralStore: Send + Sync + 'static {
     /// detection (e.g. a `private_key_jwt` `jti` seen twice).
     async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> EphemeralResult<bool>;
     async fn get(&self, key: &str) -> EphemeralResult<Option<Vec<u8>>>;
+    /// Several `get`s in one round trip (Redis `MGET`), answers in the order of `keys`. Token
+    /// verification reads its revocation markers this way.
+    async fn get_many(&self, keys: &[&str]) -> EphemeralResult<Vec<Option<Vec<u8>>>> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.get(key).await?);
+        }
+        Ok(values)
+    }
     /// Atomic get-and-delete: among any number of concurrent callers, on any number of instances,
     /// exactly one receives the value. Single-use codes are consumed with this.
     async fn take(&self, key: &str) -> EphemeralResult<Option<Vec<u8>>>;

@@ -191,6 +191,18 @@ impl EphemeralStore for RedisStore {
         self.run("GET", command.query_async(&mut connection)).await
     }
 
+    async fn get_many(&self, keys: &[&str]) -> EphemeralResult<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection.clone();
+        let mut command = ::redis::cmd("MGET");
+        for key in keys {
+            command.arg(self.key(key));
+        }
+        self.run("MGET", command.query_async(&mut connection)).await
+    }
+
     async fn take(&self, key: &str) -> EphemeralResult<Option<Vec<u8>>> {
         let mut connection = self.connection.clone();
         let command = ::redis::cmd("GETDEL").arg(self.key(key)).to_owned();

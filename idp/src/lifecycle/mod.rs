@@ -197,6 +197,15 @@ pub async fn run(state: &AppState, options: &RunOptions) -> Result<RunReport, Li
         return Ok(report);
     }
     let result = run_locked(state, &policy, options, &owner, &mut report).await;
+    if !options.dry_run {
+        // Housekeeping under the same lease: revocation markers and lockouts past their expiry
+        // (real clock: they are about real tokens).
+        match state.store.markers().purge_markers(crate::unix_now()).await {
+            Ok(purged) if purged > 0 => tracing::info!(purged, "lifecycle: expired revocation markers purged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "lifecycle: could not purge expired revocation markers"),
+        }
+    }
     if !options.dry_run
         && let Err(e) = store.release_lease(RUN_LEASE, &owner, crate::unix_now()).await
     {

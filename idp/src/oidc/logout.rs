@@ -210,7 +210,10 @@ pub async fn end(state: &AppState, session: &Session, now: i64) {
     match state.store.revoke_session_grants(&session.sid, now).await {
         Ok(grants) => {
             for grant in grants {
-                let _ = crate::oidc::tokens::mark_grant_revoked(state, &grant.id).await;
+                if let Err(e) = crate::oidc::tokens::mark_grant_revoked(state, &grant.id, now).await {
+                    // The grant row is revoked (no refresh); its access tokens run to their expiry.
+                    tracing::error!(error = %e.description, grant_id = %grant.id, "could not mark a grant revoked at logout");
+                }
                 state.audit.record(
                     crate::audit::AuditEvent::TokenRevoked {
                         account_id: Some(grant.account_id.clone()),

@@ -211,11 +211,12 @@ fn grant_key(gid: &str) -> String {
     format!("revoked:grant:{gid}")
 }
 
-/// Marks one access token revoked until it would have expired anyway.
+/// Marks one access token revoked until it would have expired anyway. The marker's value is
+/// that time: verification compares it with its own `now`, so the marker's lifetime is a property
+/// of the data (and testable on a shifted clock), not only of the store's TTL.
 pub async fn revoke_access_token(state: &AppState, claims: &AccessClaims, now: i64) -> Result<(), OAuthError> {
-    let remaining = (claims.exp - now).max(1) as u64;
-    state.ephemeral.put(&jti_key(&claims.jti), b"1", std::time::Duration::from_secs(remaining + 60)).await?;
-    Ok(())
+    let until = claims.exp.max(now) + 60;
+    put_marker(state, &jti_key(&claims.jti), until, now).await
 }
 
 /// The longest an access token of any client can live: the global lifetime or the longest a
@@ -228,23 +229,45 @@ pub fn longest_access_token_lifetime(state: &AppState) -> std::time::Duration {
         .max(std::time::Duration::from_secs(crate::clients::MAX_ACCESS_TOKEN_LIFETIME))
 }
 
+/// Until when a grant revoked at `now` must stay marked: the longest lifetime any client's access
+/// token can have, plus clock-skew slack. Tokens carry their client's lifetime, which may exceed
+/// the global `tokens.access_token_lifetime` (up to 24 h): a marker sized on the global lifetime
+/// expired while a 600 s token of a revoked grant was still accepted.
+pub fn grant_marker_until(state: &AppState, now: i64) -> i64 {
+    now.saturating_add(longest_access_token_lifetime(state).as_secs() as i64 + 120)
+}
+
 /// Marks every access token of a grant revoked (the grant row itself is revoked in the store by
-/// the caller; this makes the revocation visible without a database read on the hot path).
-///
-/// The marker must outlive every token it covers. Tokens carry their client's lifetime, which may
-/// exceed the global `tokens.access_token_lifetime` (up to 24 h), so the marker lives for the
-/// longest lifetime any client can have, plus clock-skew slack: a marker sized on the global
-/// lifetime expired while a 600 s token of a revoked grant was still accepted.
-pub async fn mark_grant_revoked(state: &AppState, grant_id: &str) -> Result<(), OAuthError> {
-    let ttl = longest_access_token_lifetime(state) + std::time::Duration::from_secs(120);
-    state.ephemeral.put(&grant_key(grant_id), b"1", ttl).await?;
+/// the caller; this makes the revocation visible without a database read on the hot path). The
+/// marker is durable: it survives restarts and a Redis that comes back empty (`ephemeral::durable`).
+pub async fn mark_grant_revoked(state: &AppState, grant_id: &str, now: i64) -> Result<(), OAuthError> {
+    put_marker(state, &grant_key(grant_id), grant_marker_until(state, now), now).await
+}
+
+async fn put_marker(state: &AppState, key: &str, until: i64, now: i64) -> Result<(), OAuthError> {
+    let ttl = std::time::Duration::from_secs(u64::try_from(until - now).unwrap_or(0).max(1));
+    state.ephemeral.put(key, until.to_string().as_bytes(), ttl).await?;
     Ok(())
 }
 
-/// Whether a grant carries a revocation marker (set before the grant row is revoked, see
+/// Markers written before they carried their end held `1`: any value below this is such a legacy
+/// marker, which revokes for as long as its TTL keeps it.
+const FIRST_MARKER_TIME: i64 = 1_000_000_000;
+
+/// Whether a marker read from the store still revokes at `now`. A value that is not a time (a
+/// legacy or unreadable marker) revokes: when in doubt, refuse.
+fn marker_live(value: Option<&[u8]>, now: i64) -> bool {
+    let Some(value) = value else { return false };
+    match std::str::from_utf8(value).ok().and_then(|s| s.parse::<i64>().ok()) {
+        Some(until) if until >= FIRST_MARKER_TIME => until > now,
+        _ => true,
+    }
+}
+
+/// Whether a grant carries a live revocation marker (set before the grant row is revoked, see
 /// `token::revoke_grant`).
-pub async fn grant_marked_revoked(state: &AppState, grant_id: &str) -> Result<bool, OAuthError> {
-    Ok(state.ephemeral.get(&grant_key(grant_id)).await?.is_some())
+pub async fn grant_marked_revoked(state: &AppState, grant_id: &str, now: i64) -> Result<bool, OAuthError> {
+    Ok(marker_live(state.ephemeral.get(&grant_key(grant_id)).await?.as_deref(), now))
 }
 
 /// Why an access token is not acceptable (for introspection: all of them mean `active: false`).
@@ -308,12 +331,12 @@ pub async fn verify_access_token(state: &AppState, token: &str, now: i64) -> Res
     if claims.exp <= now {
         return Err(invalid_token("the access token has expired"));
     }
-    if state.ephemeral.get(&jti_key(&claims.jti)).await?.is_some() {
-        return Err(invalid_token("the access token has been revoked"));
-    }
-    if let Some(gid) = &claims.gid
-        && state.ephemeral.get(&grant_key(gid)).await?.is_some()
-    {
+    // Both markers in one round trip.
+    let jti = jti_key(&claims.jti);
+    let grant = claims.gid.as_deref().map(grant_key);
+    let keys: Vec<&str> = std::iter::once(jti.as_str()).chain(grant.as_deref()).collect();
+    let markers = state.ephemeral.get_many(&keys).await?;
+    if markers.iter().any(|marker| marker_live(marker.as_deref(), now)) {
         return Err(invalid_token("the access token has been revoked"));
     }
     Ok(AccessClaims::clone(&claims))
@@ -351,5 +374,16 @@ mod tests {
             left_half_hash(SigningAlg::RS256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
             "77QmUPtjPfzWtF2AnpK9RQ"
         );
+    }
+
+    #[test]
+    fn revocation_markers_are_durable_and_carry_their_end() {
+        assert!(crate::ephemeral::is_durable(&jti_key("j")) && crate::ephemeral::is_durable(&grant_key("g")));
+        let end = 1_900_000_000;
+        assert!(marker_live(Some(end.to_string().as_bytes()), end - 1));
+        assert!(!marker_live(Some(end.to_string().as_bytes()), end), "a marker ends at its time");
+        assert!(!marker_live(None, 0));
+        assert!(marker_live(Some(b"1"), end), "a legacy marker revokes while it exists");
+        assert!(marker_live(Some(b"not a time"), end), "an unreadable marker revokes");
     }
 }

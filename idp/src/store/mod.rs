@@ -6,6 +6,7 @@ mod admin;
 mod audit;
 mod habilitation;
 mod lifecycle;
+mod markers;
 mod registration;
 mod sql;
 
@@ -18,6 +19,7 @@ pub use admin::*;
 pub use audit::*;
 pub use habilitation::*;
 pub use lifecycle::*;
+pub use markers::*;
 pub use registration::*;
 pub use sql::{Backend, connect, connect_with};
 
@@ -257,6 +259,8 @@ pub trait Store: Send + Sync + 'static {
     fn admin(&self) -> &dyn AdminStore;
     /// Inactivity clock, warnings, keep-my-account links, job leases; person export and erasure.
     fn lifecycle(&self) -> &dyn LifecycleStore;
+    /// The durable copy of revocation markers and lockouts (see `ephemeral::durable`).
+    fn markers(&self) -> &dyn MarkerStore;
     /// The hash-chained audit log, its checkpoints, anchors and keys.
     fn audit(&self) -> &dyn AuditStore;
 

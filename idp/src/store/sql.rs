@@ -481,6 +481,7 @@ macro_rules! grant_columns {
 mod admin;
 mod audit;
 mod lifecycle;
+mod markers;
 
 /// Implements [`Store`] for one backend. The body is identical for both; only the pool type differs.
 macro_rules! sql_store {
@@ -529,6 +530,10 @@ macro_rules! sql_store {
             }
 
             fn lifecycle(&self) -> &dyn LifecycleStore {
+                self
+            }
+
+            fn markers(&self) -> &dyn MarkerStore {
                 self
             }
 

@@ -113,7 +113,7 @@ impl Grant for AuthorizationCode {
         state.store.insert_grant(&grant).await?;
         // A replay running in parallel may have revoked the grant before its row existed: its
         // marker is written first (see `revoke_grant`), so it is visible now. Issue nothing.
-        if crate::oidc::tokens::grant_marked_revoked(state, &grant.id).await? {
+        if crate::oidc::tokens::grant_marked_revoked(state, &grant.id, now).await? {
             state.store.revoke_grant(&grant.id, now).await?;
             return Err(invalid_grant(
                 "the authorization code was already used; the tokens issued from it are revoked",

@@ -274,7 +274,7 @@ fn account_gone() -> OAuthError {
 /// (and revokes the row), or it came before, so the marker was already there when the winner
 /// looked. Either way the winner's grant ends revoked.
 pub async fn revoke_grant(state: &AppState, grant_id: &str, now: i64) -> Result<(), OAuthError> {
-    tokens::mark_grant_revoked(state, grant_id).await?;
+    tokens::mark_grant_revoked(state, grant_id, now).await?;
     state.store.revoke_grant(grant_id, now).await?;
     Ok(())
 }
