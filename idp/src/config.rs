@@ -48,6 +48,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub alerts: AlertsConfig,
     pub log: LogConfig,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -517,9 +518,13 @@ pub struct SessionConfig {
     /// A browser session ends this long after its login, however active (Pro Santé Connect: 4 h).
     #[serde(with = "humantime_serde")]
     pub absolute_timeout: Duration,
-    /// How long a login page (an interaction) may stay open.
+    /// How long a login page (an interaction) may stay open once its first form was posted.
     #[serde(with = "humantime_serde")]
     pub interaction_lifetime: Duration,
+    /// How long a login page nobody has answered yet is kept: anonymous state, bounded by
+    /// `[limits]`. The first form posted extends it to `interaction_lifetime`.
+    #[serde(with = "humantime_serde")]
+    pub unanswered_interaction_lifetime: Duration,
 }
 
 impl Default for SessionConfig {
@@ -528,6 +533,37 @@ impl Default for SessionConfig {
             idle_timeout: Duration::from_secs(30 * 60),
             absolute_timeout: Duration::from_secs(4 * 3600),
             interaction_lifetime: Duration::from_secs(30 * 60),
+            unanswered_interaction_lifetime: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// Bounds on what anonymous requests may make the server store (login pages, pushed requests,
+/// passkey challenges, password-reset requests): see `oidc::admission`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// The window the counts below are kept over.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// New anonymous entries per window from one client address (IPv6: one /64). Generous by
+    /// default: a hospital's professionals often share one address. 0: no per-address limit.
+    pub anonymous_per_address: u32,
+    /// New anonymous entries per window for one client (`client_id`). 0: no per-client limit.
+    pub anonymous_per_client: u32,
+    /// The most anonymous entries ever alive at once, all senders together. Once this window's
+    /// share is used, new anonymous work is refused (503) while sessions and logins already under
+    /// way carry on.
+    pub anonymous_entries: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            window: Duration::from_secs(60),
+            anonymous_per_address: 300,
+            anonymous_per_client: 6000,
+            anonymous_entries: 50_000,
         }
     }
 }
@@ -772,6 +808,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             alerts: AlertsConfig::default(),
             log: LogConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -922,6 +959,31 @@ impl Config {
         if self.storage.memory_max_entries < 100 {
             return Err(ConfigError::new("storage.memory_max_entries", "must be at least 100"));
         }
+        if self.limits.window.is_zero() || self.limits.window.as_secs() > 3600 {
+            return Err(ConfigError::new("limits.window", "must be between 1 s and 1 h"));
+        }
+        if self.limits.anonymous_entries == 0 {
+            return Err(ConfigError::new("limits.anonymous_entries", "must be greater than zero"));
+        }
+        // The anonymous entries and their counters must fit in the memory store with room left
+        // for sessions, codes and everything else.
+        if self.storage.redis_url.is_none()
+            && self.limits.anonymous_entries.saturating_mul(2) > self.storage.memory_max_entries as u64
+        {
+            return Err(ConfigError::new(
+                "limits.anonymous_entries",
+                format!(
+                    "must be at most half of storage.memory_max_entries ({}); lower it or raise storage.memory_max_entries",
+                    self.storage.memory_max_entries / 2
+                ),
+            ));
+        }
+        if self.session.unanswered_interaction_lifetime > self.session.interaction_lifetime {
+            return Err(ConfigError::new(
+                "session.unanswered_interaction_lifetime",
+                "must not exceed session.interaction_lifetime",
+            ));
+        }
         if let Some(url) = &self.mail.smtp_url {
             crate::mail::SmtpSettings::from_url(url).map_err(|e| ConfigError::new("mail.smtp_url", e.to_string()))?;
         }
@@ -949,6 +1011,7 @@ impl Config {
             ("oidc.par_lifetime", self.oidc.par_lifetime, 600),
             ("session.absolute_timeout", self.session.absolute_timeout, 7 * 24 * 3600),
             ("session.interaction_lifetime", self.session.interaction_lifetime, 24 * 3600),
+            ("session.unanswered_interaction_lifetime", self.session.unanswered_interaction_lifetime, 24 * 3600),
         ];
         for (key, value, max_secs) in lifetimes {
             if value.is_zero() {

@@ -20,6 +20,9 @@ pub enum OAuthErrorCode {
     AccessDenied,
     ServerError,
     TemporarilyUnavailable,
+    /// `temporarily_unavailable` with HTTP 429: this sender (address, client) sent too much; the
+    /// service itself is fine (see `oidc::admission`).
+    TooManyRequests,
     LoginRequired,
     ConsentRequired,
     InteractionRequired,
@@ -56,7 +59,7 @@ impl OAuthErrorCode {
             InvalidScope => "invalid_scope",
             AccessDenied => "access_denied",
             ServerError => "server_error",
-            TemporarilyUnavailable => "temporarily_unavailable",
+            TemporarilyUnavailable | TooManyRequests => "temporarily_unavailable",
             LoginRequired => "login_required",
             ConsentRequired => "consent_required",
             InteractionRequired => "interaction_required",
@@ -87,6 +90,7 @@ impl OAuthErrorCode {
             InsufficientScope | AccessDenied => StatusCode::FORBIDDEN,
             ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             NotFound => StatusCode::NOT_FOUND,
             Conflict => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,

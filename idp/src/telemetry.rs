@@ -42,6 +42,12 @@ pub struct RouteOnly {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub work: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrantLabels {
     pub grant_type: String,
 }
@@ -57,6 +63,9 @@ pub struct Metrics {
     pub http_duration: Family<RouteOnly, Histogram>,
     /// Failures of the database (`store="database"`) or the ephemeral store (`"ephemeral"`).
     pub storage_errors: Family<StoreLabels, Counter>,
+    /// Anonymous work refused (`oidc::admission`) by kind and reason (`address`, `client`,
+    /// `saturated`).
+    pub admission_refusals: Family<AdmissionLabels, Counter>,
     pub signing_keys_published: Gauge,
     pub tokens_issued: Family<GrantLabels, Counter>,
     /// Card logins by outcome (`success` or the rejection code).
@@ -153,6 +162,12 @@ impl Metrics {
             "Failures of the database or the ephemeral store, by store",
             storage_errors.clone(),
         );
+        let admission_refusals = Family::<AdmissionLabels, Counter>::default();
+        registry.register(
+            "admission_refusals",
+            "Anonymous work (login pages, pushed requests, passkey challenges, reset requests) refused, by kind and reason",
+            admission_refusals.clone(),
+        );
         let signing_keys_published = Gauge::default();
         registry.register(
             "signing_keys_published",
@@ -219,6 +234,7 @@ impl Metrics {
             http_requests,
             http_duration,
             storage_errors,
+            admission_refusals,
             signing_keys_published,
             tokens_issued,
         }
@@ -263,6 +279,12 @@ impl Metrics {
 
     pub fn card_login(&self, outcome: &str) {
         self.card_logins.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+    }
+
+    pub fn admission_refusal(&self, work: &str, reason: &str) {
+        self.admission_refusals
+            .get_or_create(&AdmissionLabels { work: work.to_string(), reason: reason.to_string() })
+            .inc();
     }
 
     /// A failure of `store` (`database` or `ephemeral`).

@@ -75,30 +75,41 @@ pub async fn postgres_schema_url() -> Option<String> {
     Some(format!("{url}{separator}options=-c%20search_path%3D{schema}"))
 }
 
-/// Deletes every Redis key under `prefix`: what a Redis restarted empty (or flushed) leaves to the
-/// instances using that prefix. Returns how many keys were deleted.
-pub async fn flush_redis_prefix(url: &str, prefix: &str) -> Result<usize, String> {
+/// The Redis keys matching `pattern` (a `SCAN MATCH` glob, e.g. `prefix:int:*`).
+pub async fn redis_keys(url: &str, pattern: &str) -> Result<Vec<String>, String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
     let mut connection = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
     let mut cursor: u64 = 0;
-    let mut deleted = 0;
+    let mut found = Vec::new();
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg(format!("{prefix}*"))
+            .arg(pattern)
             .arg("COUNT")
             .arg(1000)
             .query_async(&mut connection)
             .await
             .map_err(|e| e.to_string())?;
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut connection).await.map_err(|e| e.to_string())?;
-            deleted += keys.len();
-        }
+        found.extend(keys);
         if next == 0 {
-            return Ok(deleted);
+            return Ok(found);
         }
         cursor = next;
     }
+}
+
+/// Deletes every Redis key under `prefix`: what a Redis restarted empty (or flushed) leaves to the
+/// instances using that prefix. Returns how many keys were deleted.
+pub async fn flush_redis_prefix(url: &str, prefix: &str) -> Result<usize, String> {
+    let keys = redis_keys(url, &format!("{prefix}*")).await?;
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut connection = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+    for chunk in keys.chunks(1000) {
+        let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut connection).await.map_err(|e| e.to_string())?;
+    }
+    Ok(keys.len())
 }

@@ -493,6 +493,12 @@ impl Browser {
         Self::build(origin, reqwest::Client::builder(), Vec::new())
     }
 
+    /// A browser whose connections come from `address` (any 127.x.y.z reaches a loopback
+    /// server): another user, as far as per-address limits can tell.
+    pub fn from_address(origin: &str, address: std::net::IpAddr) -> Browser {
+        Self::build(origin, reqwest::Client::builder().local_address(address), Vec::new())
+    }
+
     /// A browser holding a client certificate (a CPS card: PEM certificate then PEM key), trusting
     /// `root_pem` for https, that also follows redirects within `other_origins`.
     pub fn with_card(origin: &str, identity_pem: &[u8], root_pem: &[u8], other_origins: &[&str]) -> Browser {

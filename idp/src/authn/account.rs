@@ -2,9 +2,10 @@
 //! resetting a forgotten password by an emailed link. Neither logs the user in: the next login
 //! still asks for the second factor. Forms carry a double-submit CSRF token (cookie + field).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
@@ -20,6 +21,8 @@ use crate::web::i18n::{Lang, Texts};
 
 /// How long a password-reset link stays valid.
 pub const RESET_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// One reset link per login name per this window.
+pub const RESET_REQUEST_WINDOW: Duration = Duration::from_secs(60);
 
 fn csrf_cookie_name(state: &AppState) -> &'static str {
     if state.sessions.settings.secure { "__Host-habilis-csrf" } else { "habilis-csrf" }
@@ -281,7 +284,12 @@ pub async fn forgot_page(State(state): State<AppState>, headers: HeaderMap) -> R
 /// Sends a reset link when the login names an active account with an email address. The answer
 /// is the same in every case, so the page reveals nothing about which accounts exist; requests
 /// are throttled per login name (one link per minute).
-pub async fn forgot_submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn forgot_submit(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let now = crate::unix_now();
     let params = match Params::parse(&body) {
         Ok(p) => p,
@@ -298,8 +306,13 @@ pub async fn forgot_submit(State(state): State<AppState>, headers: HeaderMap, bo
     let lang = Lang::negotiate(None, &headers);
     let login = crate::authn::login::normalise_login(params.get("login").unwrap_or(""));
     if !login.is_empty() && login.len() <= 254 {
+        // Each login typed stores a throttle entry: bounded like every other anonymous entry.
+        let work = crate::oidc::admission::Work::PasswordReset;
+        if let Err(e) = crate::oidc::admission::admit(&state, work, Some(peer.ip()), None).await {
+            return crate::web::pages_error_in(&state, lang, None, e);
+        }
         let first_in_window = matches!(
-            state.ephemeral.put_if_absent(&format!("pwreset-throttle:{login}"), b"1", Duration::from_secs(60)).await,
+            state.ephemeral.put_if_absent(&format!("pwreset-throttle:{login}"), b"1", RESET_REQUEST_WINDOW).await,
             Ok(true)
         );
         if first_in_window && let Err(e) = send_reset_link(&state, &login, lang).await {

@@ -33,7 +33,7 @@ use crate::oidc::interaction;
 use crate::store::{AccountStatus, WebauthnCredential};
 
 /// How long a ceremony may take (the browser's own timeout is shorter).
-const CEREMONY_LIFETIME: Duration = Duration::from_secs(300);
+pub const CEREMONY_LIFETIME: Duration = Duration::from_secs(300);
 /// Registration needs a login at most this old (a stolen idle session cannot add a key).
 pub const RECENT_LOGIN_SECS: i64 = 600;
 const MAX_KEYS_PER_ACCOUNT: usize = 10;
@@ -389,6 +389,13 @@ pub async fn authenticate_start(
 ) -> Response {
     if let Some(refusal) = locked(&state, &peer).await {
         return refusal.into_response();
+    }
+    // Each start stores a challenge: bounded like every other anonymous entry.
+    if let Err(e) =
+        crate::oidc::admission::admit(&state, crate::oidc::admission::Work::PasskeyChallenge, Some(peer.ip()), None)
+            .await
+    {
+        return Failure::new(e.code.status(), e.code.as_str(), e.description).into_response();
     }
     authenticate_start_inner(&state, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
 }

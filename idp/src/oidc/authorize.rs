@@ -3,9 +3,10 @@
 //! are shown on a page; after that they are sent back to the client (with `state` and RFC 9207
 //! `iss`). The same validation serves pushed authorization requests (RFC 9126).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine as _;
@@ -508,13 +509,23 @@ fn printable(s: &str) -> String {
 // The endpoint
 
 /// `GET /authorize`: parameters in the query string.
-pub async fn authorize_get(State(state): State<AppState>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+pub async fn authorize_get(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     let raw = uri.query().unwrap_or("").as_bytes().to_vec();
-    authorize(state, headers, &raw).await
+    authorize(state, peer, headers, &raw).await
 }
 
 /// `POST /authorize`: parameters in a form body (OIDC Core §3.1.2.1).
-pub async fn authorize_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn authorize_post(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !crate::web::is_form(&headers) {
         return crate::web::pages_error(
             &state,
@@ -523,10 +534,10 @@ pub async fn authorize_post(State(state): State<AppState>, headers: HeaderMap, b
             OAuthError::invalid_request("the body must be application/x-www-form-urlencoded"),
         );
     }
-    authorize(state, headers, &body).await
+    authorize(state, peer, headers, &body).await
 }
 
-async fn authorize(state: AppState, headers: HeaderMap, raw: &[u8]) -> Response {
+async fn authorize(state: AppState, peer: SocketAddr, headers: HeaderMap, raw: &[u8]) -> Response {
     let now = crate::unix_now();
     let params = match Params::parse(raw) {
         Ok(p) => p,
@@ -542,6 +553,16 @@ async fn authorize(state: AppState, headers: HeaderMap, raw: &[u8]) -> Response 
             Err(failure) => return respond_failure(&state, &headers, failure),
         },
     };
+    // A valid request stores a login page for whoever sent it: anonymous state, bounded per
+    // address, per client and in total (`oidc::admission`). A browser with a session is not
+    // anonymous: its logins carry on whatever anonymous senders do.
+    let signed_in = matches!(state.sessions.current(&state, &headers, now).await, Ok(Some(_)));
+    let work = crate::oidc::admission::Work::Interaction;
+    if !signed_in
+        && let Err(e) = crate::oidc::admission::admit(&state, work, Some(peer.ip()), Some(&request.client_id)).await
+    {
+        return crate::web::pages_error(&state, &headers, None, e);
+    }
     let interaction = Interaction::new(request, now);
     continue_interaction(&state, &headers, interaction, now).await
 }
@@ -1254,6 +1275,23 @@ mod step_tests {
         let (state, _dir) = state_with_client(r#","require_pushed_authorization_requests":true"#).await;
         let failure = validate(&state, &params(&[]), None, 0).await.unwrap_err();
         assert_eq!(code_of(failure), (true, "invalid_request"));
+    }
+
+    #[tokio::test]
+    async fn a_login_page_is_unanswered_until_someone_acts_on_it() {
+        let (state, _dir) = state_with_client("").await;
+        let request = validate(&state, &params(&[]), None, 0).await.unwrap();
+        let fresh = Interaction::new(request, 100);
+        assert!(fresh.unanswered(), "kept only session.unanswered_interaction_lifetime");
+        let mut failed = fresh.clone();
+        failed.failures = 1;
+        let mut identified = fresh.clone();
+        identified.account_id = Some("a".into());
+        let mut factor = fresh.clone();
+        factor.complete_factor("pwd", 101);
+        for answered in [failed, identified, factor] {
+            assert!(!answered.unanswered(), "{answered:?}");
+        }
     }
 
     #[tokio::test]

@@ -82,9 +82,25 @@ pub fn cookie_name(state: &AppState) -> &'static str {
     if state.sessions.settings.secure { "__Host-habilis-interaction" } else { "habilis-interaction" }
 }
 
+impl Interaction {
+    /// Whether nobody has answered this login page yet (no form posted, nobody identified): such
+    /// an interaction is anonymous state, kept only `session.unanswered_interaction_lifetime`.
+    pub fn unanswered(&self) -> bool {
+        self.account_id.is_none()
+            && self.login_at.is_none()
+            && self.failures == 0
+            && self.factors.is_empty()
+            && self.otp_challenge.is_none()
+            && !self.consent_given
+    }
+}
+
 pub async fn save(state: &AppState, interaction: &Interaction) -> Result<(), OAuthError> {
     let bytes = serde_json::to_vec(interaction).map_err(|_| OAuthError::server_error())?;
-    state.ephemeral.put(&key(&interaction.id), &bytes, state.config.session.interaction_lifetime).await?;
+    let session = &state.config.session;
+    let ttl =
+        if interaction.unanswered() { session.unanswered_interaction_lifetime } else { session.interaction_lifetime };
+    state.ephemeral.put(&key(&interaction.id), &bytes, ttl).await?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! OpenID Connect endpoints. Discovery is generated from what is enabled: each endpoint module
 //! contributes its metadata, so nothing is advertised that is not implemented.
 
+pub mod admission;
 pub mod authorize;
 pub mod claims;
 pub mod consent;

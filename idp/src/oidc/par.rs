@@ -52,6 +52,10 @@ async fn handle(
     let request = validate(state, &params, Some(&client.client), now).await.map_err(|failure| match failure {
         Failure::Page(error) | Failure::Redirect { error, .. } => error,
     })?;
+    // Pushed from the client's back end: one address for all its users, so only the client's
+    // share and the shared budget apply.
+    let work = crate::oidc::admission::Work::PushedRequest;
+    crate::oidc::admission::admit(state, work, None, Some(&request.client_id)).await?;
     let id = crate::cli::random_token();
     let ttl = state.config.oidc.par_lifetime;
     let bytes = serde_json::to_vec(&request).map_err(|_| OAuthError::server_error())?;
