@@ -159,6 +159,18 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("done_invited", "Invitation envoyée.", "Invitation sent."),
     ("done_disabled", "Compte désactivé.", "Account disabled."),
     ("done_enabled", "Compte réactivé.", "Account enabled."),
+    (
+        "done_unlocked",
+        "Verrou levé : le mot de passe et les codes sont de nouveau acceptés.",
+        "Lock lifted: the password and codes are accepted again.",
+    ),
+    ("locked_until", "Verrouillé jusqu'à", "Locked until"),
+    (
+        "locked_help",
+        "Après des échecs répétés, le mot de passe et les codes sont refusés jusqu'à cette heure (UTC) ; la carte CPS et les clés de sécurité restent acceptées.",
+        "After repeated failures the password and codes are refused until this time (UTC); the CPS card and security keys are still accepted.",
+    ),
+    ("unlock", "Lever le verrou", "Lift the lock"),
     ("done_organisation", "Organisation créée.", "Organisation created."),
     ("done_granted", "Rôle accordé.", "Role granted."),
     ("error_title", "Action impossible", "Action refused"),

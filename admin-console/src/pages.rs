@@ -271,6 +271,7 @@ fn done_text(lang: Lang, done: Option<&String>) -> Option<&'static str> {
         "invited" => "done_invited",
         "disabled" => "done_disabled",
         "enabled" => "done_enabled",
+        "unlocked" => "done_unlocked",
         "organisation" => "done_organisation",
         "granted" => "done_granted",
         "assigned" => "done_assigned",
@@ -558,14 +559,16 @@ async fn set_status(
         Ok(s) => s,
         Err(f) => return fail(&console, &headers, None, f),
     };
-    let done = match action.as_str() {
-        "disable" => "disabled",
-        "enable" => "enabled",
+    // Where to go back to: the list for a status change, the account's page for an unlock.
+    let back = match action.as_str() {
+        "disable" => "/accounts?done=disabled".to_string(),
+        "enable" => "/accounts?done=enabled".to_string(),
+        "unlock" => format!("/accounts/{}?done=unlocked", segment(&id)),
         _ => return fail(&console, &headers, Some(&session), Fail::text(StatusCode::NOT_FOUND, lang, "not_found")),
     };
     let path = format!("/accounts/{}/{action}", segment(&id));
     match console.api.send(&session.access_token, Method::POST, &path, None).await {
-        Ok(_) => see_other(&console, &format!("/accounts?done={done}")),
+        Ok(_) => see_other(&console, &back),
         Err(e) => fail(&console, &headers, Some(&session), Fail::api(lang, e)),
     }
 }
@@ -636,6 +639,7 @@ async fn account(
     let page = json!({
         "nav": "accounts",
         "account": detail["account"],
+        "locked_until": detail["locked_until"],
         "memberships": memberships,
         "assigned": assigned,
         "profiles": assignable["profiles"],

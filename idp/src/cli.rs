@@ -201,6 +201,12 @@ pub enum UserCommand {
     },
     /// Withdraw an account's consent to an application: it will ask again at the next login.
     RevokeConsent { login: String, client_id: String },
+    /// Lift the lockout of an account's password and code steps (after repeated failures) and
+    /// forget its failure counts. Takes effect on running servers too; audited.
+    Unlock {
+        /// The account's login (idNat, email…).
+        login: String,
+    },
     /// List accounts.
     List {
         #[arg(long, default_value_t = 100)]
@@ -620,6 +626,7 @@ async fn user_command(config: Config, command: &UserCommand) -> Result<(), CliEr
             println!("{} approved: the account is active", account.login);
             Ok(())
         }
+        UserCommand::Unlock { login } => unlock_user(&config, &store, login).await,
         UserCommand::RevokeConsent { login, client_id } => {
             let account = find_account(&store, login).await?;
             if store.delete_consent(&account.id, client_id).await.map_err(failed)? {
@@ -736,6 +743,39 @@ async fn add_user(config: &Config, store: &crate::store::SharedStore, args: &Use
             format_time(expires_at),
             config.issuer_string()
         );
+    }
+    Ok(())
+}
+
+/// `habilis user unlock LOGIN`: through the same durable markers as the server (the database is
+/// the authority for locks, so a server on the in-memory store sees the unlock at its next check).
+async fn unlock_user(config: &Config, store: &crate::store::SharedStore, login: &str) -> Result<(), CliError> {
+    let account = find_account(store, login).await?;
+    let ephemeral = crate::ephemeral::connect(
+        config.storage.redis_url.as_deref(),
+        &config.storage.redis_prefix,
+        config.storage.memory_max_entries,
+    )
+    .await
+    .map_err(failed)?;
+    let markers = crate::ephemeral::DurableMarkers::new(ephemeral, store.clone());
+    let now = crate::unix_now();
+    let was = crate::authn::lockout::unlock(&markers, &account.login, now).await.map_err(failed)?;
+    let audit = crate::audit::cli::cli_audit(config, store);
+    audit.record(
+        crate::audit::AuditEvent::AccountChanged {
+            account_id: account.id.clone(),
+            actor: "cli".into(),
+            change: "unlocked".into(),
+            before: Some(serde_json::json!({ "locked_until": was }).to_string()),
+            after: Some(serde_json::json!({ "locked_until": null }).to_string()),
+        },
+        Default::default(),
+    );
+    audit.shutdown().await;
+    match was {
+        Some(until) => println!("{} unlocked (it was locked until {})", account.login, format_time(until)),
+        None => println!("{} was not locked; its failure counts are reset", account.login),
     }
     Ok(())
 }

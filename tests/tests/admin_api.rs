@@ -25,6 +25,7 @@ habilis_e2e::on_both_storages!(
     accounts_are_searched_invited_and_changed_within_the_organisation,
     account_factors_and_sessions_are_reset_and_ended,
     me_answers_each_callers_powers,
+    a_locked_account_is_shown_and_unlocked_within_the_organisation,
 );
 
 const MAIL_WAIT: Duration = Duration::from_secs(20);
@@ -786,4 +787,51 @@ async fn openapi_document_is_valid_and_lists_every_served_route() {
         let name: String = reference.chars().take_while(|c| *c != '"').collect();
         assert!(document["components"]["schemas"][&name].is_object(), "undefined schema {name}");
     }
+}
+
+/// Issue 19: the unlock story through the API. A member's login is locked by repeated failures:
+/// the account shows until when; another organisation's administrator may not unlock it; its own
+/// does, audited with the lock it lifted, and the account then shows no lock.
+async fn a_locked_account_is_shown_and_unlocked_within_the_organisation(storage: Storage) {
+    let Some(ae) = AdminEnv::start(storage).await else { return };
+    let a = ae.org_a.clone();
+    let carol = ae.member("899700010012", "carol@example.org", &a).await;
+    let state = ae.env.state();
+    let now = habilis_idp::unix_now();
+    let lock_after_one = habilis_idp::authn::throttle::Throttle::new(habilis_idp::authn::throttle::ThrottlePolicy {
+        max_failures: 1,
+        lockout: Duration::from_secs(600),
+        window: Duration::from_secs(600),
+    });
+    let scope = habilis_idp::authn::login::login_scope("899700010012");
+    let failure = lock_after_one.record_failure(state.ephemeral.as_ref(), &scope, now).await.unwrap();
+    assert!(failure.locked_until.is_some());
+
+    let shown = ae.call(Method::GET, &format!("/accounts/{carol}"), &ae.alice, None).await;
+    assert_eq!(shown.status, 200, "{:?}", shown.body);
+    assert!(shown.body["locked_until"].as_i64().is_some_and(|until| until > now), "{:?}", shown.body);
+
+    let mut audit = state.audit.subscribe();
+    let foreign = ae.call(Method::POST, &format!("/accounts/{carol}/unlock"), &ae.bob, None).await;
+    assert_eq!(foreign.status, 403, "{:?}", foreign.body);
+    let unlocked = ae.call(Method::POST, &format!("/accounts/{carol}/unlock"), &ae.alice, None).await;
+    assert_eq!(unlocked.status, 200, "{:?}", unlocked.body);
+    assert_eq!(unlocked.body["locked_until"], Value::Null, "{:?}", unlocked.body);
+    let shown = ae.call(Method::GET, &format!("/accounts/{carol}"), &ae.alice, None).await;
+    assert_eq!(shown.body["locked_until"], Value::Null);
+    assert!(lock_after_one.check(state.ephemeral.as_ref(), &scope, now).await.is_ok(), "the lock is gone");
+
+    let lifted: Vec<_> = drain_audit(&mut audit)
+        .into_iter()
+        .filter_map(|r| match r.event {
+            AuditEvent::AccountChanged { account_id, change, before, .. }
+                if account_id == carol && change == "unlocked" =>
+            {
+                Some(before.unwrap_or_default())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lifted.len(), 1, "one audited unlock: {lifted:?}");
+    assert!(lifted[0].contains("locked_until") && !lifted[0].contains("null"), "{lifted:?}");
 }

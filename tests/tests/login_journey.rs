@@ -51,6 +51,7 @@ habilis_e2e::on_both_storages!(
     recovery_code_is_accepted_once,
     lockout_after_max_failures_lifts_after_the_delay,
     a_lockout_survives_a_restart_with_an_empty_ephemeral_store,
+    the_holder_is_told_of_a_lock_and_the_cli_lifts_it_on_the_running_server,
     fifty_parallel_passwords_evaluate_at_most_the_limit,
     fifty_parallel_authenticator_codes_evaluate_at_most_the_limit,
     fifty_parallel_emailed_codes_evaluate_at_most_the_limit,
@@ -135,11 +136,21 @@ impl Journey {
     }
 
     /// The next mail to `to`, with its 6-digit code.
+    /// The next one-time code mailed to `to`. Lock notifications, which a test that locks the
+    /// login also receives, are passed over.
     async fn mailed_code(&self, to: &str) -> (String, ReceivedMail) {
-        let mail =
-            self.sink.wait_for(to, MAIL_WAIT).await.unwrap_or_else(|| panic!("no mail to {to} within {MAIL_WAIT:?}"));
-        let code = mail.one_time_code().unwrap_or_else(|| panic!("no 6-digit code in the mail:\n{}", mail.data));
-        (code, mail)
+        loop {
+            let mail = self
+                .sink
+                .wait_for(to, MAIL_WAIT)
+                .await
+                .unwrap_or_else(|| panic!("no mail to {to} within {MAIL_WAIT:?}"));
+            if mail.subject().is_some_and(|s| s.contains("verrouillé") || s.contains("locked")) {
+                continue;
+            }
+            let code = mail.one_time_code().unwrap_or_else(|| panic!("no 6-digit code in the mail:\n{}", mail.data));
+            return (code, mail);
+        }
     }
 
     /// Asserts that no mail reaches `to` for a little while.
@@ -995,6 +1006,53 @@ async fn a_lockout_survives_a_restart_with_an_empty_ephemeral_store(storage: Sto
     let locked = Page::of(enter_password(&browser, &page, PRO, PASSWORD).await);
     assert_eq!(locked.status, 429, "the lock outlived the restart:\n{}", locked.body);
     assert!(locked.shows(fr().locked), "{}", locked.body);
+}
+
+/// Issue 19: when repeated failures lock a login, its holder gets a mail in their language with
+/// the time the lock ends and what to do; `habilis user unlock LOGIN`, run beside the server (its
+/// own process: it does not share the embedded server's memory), lifts it at once, and the right
+/// password is then accepted in the same login page.
+async fn the_holder_is_told_of_a_lock_and_the_cli_lifts_it_on_the_running_server(storage: Storage) {
+    let Some(j) = journey_with(storage, |c| {
+        c.login.max_failures = 3;
+        c.login.lockout = Duration::from_secs(600);
+    })
+    .await
+    else {
+        return;
+    };
+    j.add_pro(Some("fr")).await;
+    let browser = j.browser();
+    let (_, challenge) = pkce_pair();
+    let mut page = Page::of(browser.navigate(&j.authorize_url(CLIENT, &challenge, &[])).await);
+    for _ in 1..=3 {
+        page = Page::of(enter_password(&browser, &page, PRO, "wrong password").await);
+    }
+    assert!(page.shows(fr().locked), "{}", page.body);
+    let mail = j.sink.wait_for(PRO_EMAIL, MAIL_WAIT).await.expect("a lock notification");
+    let subject = mail.subject().unwrap_or_default();
+    assert!(subject.contains("verrouillé"), "in the holder's language: {subject}");
+    let text = mail.text_body().unwrap_or_default();
+    assert!(text.contains("(UTC)") && text.contains("carte CPS"), "says until when and what to do:\n{text}");
+
+    let config = &j.env.state().config;
+    let mut vars = vec![("HABILIS_DATA_DIR", config.data_dir.display().to_string())];
+    if let Some(url) = &config.storage.database_url {
+        vars.push(("HABILIS_STORAGE__DATABASE_URL", url.clone()));
+    }
+    if let Some(url) = &config.storage.redis_url {
+        vars.push(("HABILIS_STORAGE__REDIS_URL", url.clone()));
+        vars.push(("HABILIS_STORAGE__REDIS_PREFIX", config.storage.redis_prefix.clone()));
+    }
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = habilis_e2e::run_habilis(&["user", "unlock", PRO], &vars, None);
+    let printed = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("unlocked (it was locked until"), "{printed}");
+
+    let page = Page::of(enter_password(&browser, &page, PRO, PASSWORD).await);
+    assert_eq!(page.status, 200, "unlocked on the running server:\n{}", page.body);
+    assert!(page.is_second_factor(), "{}", page.body);
 }
 
 /// An unknown login and a wrong password get the same answer: status, message, and the same page

@@ -33,6 +33,7 @@ pub const ENABLE_PATH: &str = "/api/admin/v1/accounts/{id}/enable";
 pub const MEMBERSHIP_PATH: &str = "/api/admin/v1/accounts/{id}/organisations/{organisation_id}";
 pub const FACTORS_RESET_PATH: &str = "/api/admin/v1/accounts/{id}/factors/reset";
 pub const SESSIONS_PATH: &str = "/api/admin/v1/accounts/{id}/sessions";
+pub const UNLOCK_PATH: &str = "/api/admin/v1/accounts/{id}/unlock";
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct AccountView {
@@ -110,6 +111,9 @@ pub struct AccountDetail {
     pub organisations: Vec<MembershipView>,
     pub roles: Vec<RoleView>,
     pub factors: FactorSummary,
+    /// Until when the password and code steps are locked after repeated failures (Unix seconds),
+    /// or null. Card and security-key logins are never locked. Lift it with `POST …/unlock`.
+    pub locked_until: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -245,8 +249,18 @@ async fn detail(state: &AppState, account: Account) -> Result<AccountDetail, OAu
         organisations: admin.memberships_of(&account.id).await?.into_iter().map(MembershipView::from).collect(),
         roles: admin.roles_of(&account.id).await?.into_iter().map(RoleView::from).collect(),
         factors: factors_of(state, &account.id).await?,
+        locked_until: locked_until(state, &account.login).await?,
         account: account.into(),
     })
+}
+
+async fn locked_until(state: &AppState, login: &str) -> Result<Option<i64>, OAuthError> {
+    crate::authn::lockout::locked_until(state.ephemeral.as_ref(), login, crate::unix_now()).await.map_err(lock_error)
+}
+
+fn lock_error(e: crate::authn::throttle::ThrottleError) -> OAuthError {
+    tracing::error!(error = %e, "lock state unavailable");
+    OAuthError::new(OAuthErrorCode::TemporarilyUnavailable, "the lock state is unavailable; retry shortly")
 }
 
 fn audit_account(
@@ -798,6 +812,35 @@ pub async fn kill_sessions(
         snapshot(&serde_json::json!({ "active_grants": 0 })),
     );
     Ok(Json(SessionsEnded { revoked_grants }))
+}
+
+#[utoipa::path(
+    post, path = UNLOCK_PATH, tag = "accounts", params(("id" = String, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "Unlocked (or was not locked); failure counts forgotten", body = AccountDetail),
+        (status = 403, description = "Another organisation, or an administrator's account", body = ErrorBody),
+        (status = 404, description = "No such account", body = ErrorBody),
+    )
+)]
+pub async fn unlock(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<AccountDetail>, OAuthError> {
+    let now = crate::unix_now();
+    let actor = actor(&state, &headers, now).await?;
+    let account = authorized_account(&state, &headers, &actor, Operation::Write, &id).await?;
+    let was = crate::authn::lockout::unlock(state.ephemeral.as_ref(), &account.login, now).await.map_err(lock_error)?;
+    audit_account(
+        &state,
+        &headers,
+        &actor,
+        &id,
+        "unlocked",
+        snapshot(&serde_json::json!({ "locked_until": was })),
+        snapshot(&serde_json::json!({ "locked_until": null })),
+    );
+    Ok(Json(detail(&state, account).await?))
 }
 
 #[cfg(test)]

@@ -303,6 +303,7 @@ pub fn routes() -> Vec<AdminRoute> {
         route!(POST, accounts::FACTORS_RESET_PATH, accounts::reset_factors),
         route!(GET, accounts::SESSIONS_PATH, accounts::sessions),
         route!(DELETE, accounts::SESSIONS_PATH, accounts::kill_sessions),
+        route!(POST, accounts::UNLOCK_PATH, accounts::unlock),
         route!(GET, assignments::PATH, assignments::list),
         route!(PUT, assignments::ITEM_PATH, assignments::assign),
         route!(DELETE, assignments::ITEM_PATH, assignments::unassign),

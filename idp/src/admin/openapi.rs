@@ -62,6 +62,7 @@ pub struct ErrorBody {
         accounts::reset_factors,
         accounts::sessions,
         accounts::kill_sessions,
+        accounts::unlock,
         assignments::list,
         assignments::assign,
         assignments::unassign,

@@ -98,12 +98,12 @@ pub(crate) async fn count_address_failure(state: &AppState, peer: &SocketAddr, n
 }
 
 /// Failures are counted per login name (known or not, so lockouts reveal nothing) and per address.
-fn login_scope(login: &str) -> String {
+pub fn login_scope(login: &str) -> String {
     format!("login:{login}")
 }
 
 /// Second-factor codes of a login name, all methods together; reset only by a right code.
-fn code_scope(login: &str) -> String {
+pub(crate) fn code_scope(login: &str) -> String {
     format!("login-code:{login}")
 }
 
@@ -799,6 +799,11 @@ impl Guess {
                             tracing::warn!(ip = %peer.ip(), until, "account locked after repeated failures");
                             attempt.locked(state, until);
                             login_locked = true;
+                            if let Some(account_id) = attempt.account_id
+                                && let Ok(Some(account)) = state.store.account_by_id(account_id).await
+                            {
+                                crate::authn::lockout::tell_holder(state, &account, until);
+                            }
                         }
                     }
                 }

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod email_otp;
 pub mod journey;
+pub mod lockout;
 pub mod login;
 pub mod passkeys;
 pub mod password;

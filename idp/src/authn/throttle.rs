@@ -182,6 +182,24 @@ impl Throttle {
         Ok(())
     }
 
+    /// Lifts the lock of `scope` and forgets its count (an administrator's unlock, see
+    /// `authn::lockout`). Returns until when it was locked, if it was.
+    pub async fn unlock(
+        &self,
+        ephemeral: &dyn EphemeralStore,
+        scope: &str,
+        now: i64,
+    ) -> Result<Option<i64>, ThrottleError> {
+        let until = match self.check(ephemeral, scope, now).await {
+            Ok(()) => None,
+            Err(ThrottleError::Locked { until }) => Some(until),
+            Err(e) => return Err(e),
+        };
+        ephemeral.delete(&lock_key(scope)).await?;
+        ephemeral.delete(&failures_key(scope)).await?;
+        Ok(until)
+    }
+
     /// Failures counted so far in the current window (0 when none).
     pub async fn failures(&self, ephemeral: &dyn EphemeralStore, scope: &str) -> Result<u32, ThrottleError> {
         Ok(ephemeral

@@ -29,6 +29,12 @@ use crate::store::{DurableMarker, SharedStore, StoreError};
 /// `authn::throttle`); the tests of those modules check their keys fall in one of these classes.
 pub const DURABLE_PREFIXES: &[&str] = &["revoked:", "throttle-lock:"];
 
+/// Durable classes whose presence is confirmed with the database when found: a lock lifted by
+/// another process (`habilis user unlock` does not share the server's memory) is gone from the
+/// database first. The cost is one indexed read per attempt at a locked scope, which is refused
+/// before any hashing; revocation markers, read on every token, are not confirmed.
+const CONFIRMED_PREFIXES: &[&str] = &["throttle-lock:"];
+
 /// Set once the ephemeral store holds every live durable marker.
 const RESTORED: &str = "durable-markers:restored";
 /// The sentinel's lifetime: a week, after which the markers are simply restored again (harmless:
@@ -136,11 +142,26 @@ impl EphemeralStore for DurableMarkers {
         let mut values = self.inner.get_many(&with_sentinel).await?;
         if values.first().is_some_and(Option::is_some) {
             values.remove(0);
-            return Ok(values);
+        } else {
+            // The ephemeral store lost its contents: answer only once the markers are back.
+            self.restore().await?;
+            values = self.inner.get_many(keys).await?;
         }
-        // The ephemeral store lost its contents: answer only once the markers are back.
-        self.restore().await?;
-        self.inner.get_many(keys).await
+        for (key, value) in keys.iter().zip(values.iter_mut()) {
+            if value.is_some()
+                && CONFIRMED_PREFIXES.iter().any(|prefix| key.starts_with(prefix))
+                && self.store.markers().marker(key).await.map_err(store_failed)?.is_none()
+            {
+                self.inner.delete(key).await?;
+                // An unlock also forgets the failure count (`authn::throttle` keys): otherwise the
+                // next failure would lock again at once.
+                if let Some(scope) = key.strip_prefix("throttle-lock:") {
+                    self.inner.delete(&format!("throttle-fail:{scope}")).await?;
+                }
+                *value = None;
+            }
+        }
+        Ok(values)
     }
 
     async fn take(&self, key: &str) -> EphemeralResult<Option<Vec<u8>>> {
@@ -263,6 +284,21 @@ mod tests {
             while let Some(seen) = readers.join_next().await {
                 assert_eq!(seen.unwrap(), Some(b"1900000000".to_vec()), "no reader answered before the restore");
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lock_lifted_by_another_process_is_lifted_here() {
+        for (store, _dir) in stores().await {
+            let server = DurableMarkers::new(Arc::new(MemoryStore::new(1000)), store.clone());
+            server.ensure_restored().await.unwrap();
+            server.put("throttle-lock:login:kit", b"1900000000", HOUR).await.unwrap();
+            server.put("revoked:grant:g", b"1900000000", HOUR).await.unwrap();
+            // The CLI: its own (empty) memory store over the same database.
+            let cli = DurableMarkers::new(Arc::new(MemoryStore::new(1000)), store.clone());
+            cli.delete("throttle-lock:login:kit").await.unwrap();
+            assert_eq!(server.get("throttle-lock:login:kit").await.unwrap(), None, "{:?}", store.backend());
+            assert!(server.get("revoked:grant:g").await.unwrap().is_some());
         }
     }
 

@@ -48,10 +48,16 @@ const TEMPLATES: &[(&str, &str)] = &[
     mail_file!("inactivity_warning.en.subject.txt"),
     mail_file!("inactivity_warning.en.txt"),
     mail_file!("inactivity_warning.en.html"),
+    mail_file!("account_locked.fr.subject.txt"),
+    mail_file!("account_locked.fr.txt"),
+    mail_file!("account_locked.fr.html"),
+    mail_file!("account_locked.en.subject.txt"),
+    mail_file!("account_locked.en.txt"),
+    mail_file!("account_locked.en.html"),
 ];
 
 /// Message kinds that have templates in every language of [`LANGS`].
-pub const KINDS: &[&str] = &["otp_code", "password_reset", "invitation", "inactivity_warning"];
+pub const KINDS: &[&str] = &["otp_code", "password_reset", "invitation", "inactivity_warning", "account_locked"];
 /// Languages of the messages; the first is the fallback (the service's users are in France).
 pub const LANGS: &[&str] = &["fr", "en"];
 
@@ -139,6 +145,12 @@ impl MailTemplates {
     /// for `days`; `login` is what the person will type to log in.
     pub fn invitation(&self, lang: &str, link: &str, login: &str, days: u32) -> Result<RenderedMail, MailError> {
         self.render("invitation", lang, context! { link => link, login => login, days => days })
+    }
+
+    /// The holder is told their login is locked: until when (a UTC date and time, already
+    /// formatted) and what to do.
+    pub fn account_locked(&self, lang: &str, until: &str) -> Result<RenderedMail, MailError> {
+        self.render("account_locked", lang, context! { until => until })
     }
 
     fn render_one(&self, name: &str, context: &minijinja::Value) -> Result<String, MailError> {

@@ -18,6 +18,8 @@ pub struct DurableMarker {
 pub trait MarkerStore: Send + Sync {
     /// Stores or replaces `marker` (a later revocation or lock of the same key wins).
     async fn put_marker(&self, marker: &DurableMarker) -> StoreResult<()>;
+    /// The marker stored under `key`, live or not.
+    async fn marker(&self, key: &str) -> StoreResult<Option<DurableMarker>>;
     /// Forgets `key` (an unlock).
     async fn delete_marker(&self, key: &str) -> StoreResult<()>;
     /// The markers still live at `now` (expires_at after it), for restoring the ephemeral store.

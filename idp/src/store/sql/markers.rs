@@ -21,6 +21,17 @@ macro_rules! sql_marker_store {
                 Ok(())
             }
 
+            async fn marker(&self, key: &str) -> StoreResult<Option<DurableMarker>> {
+                Ok(sqlx::query_as::<_, (String, String, i64)>(
+                    "SELECT key, value, expires_at FROM durable_markers WHERE key = $1",
+                )
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .map(|(key, value, expires_at)| DurableMarker { key, value, expires_at }))
+            }
+
             async fn delete_marker(&self, key: &str) -> StoreResult<()> {
                 let _writer = self.writer().await?;
                 sqlx::query("DELETE FROM durable_markers WHERE key = $1")
