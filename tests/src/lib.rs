@@ -401,28 +401,24 @@ impl TestEnv {
         config.server.issuer = Some(url::Url::parse(&self.base_url).expect("the issuer is a URL"));
         let TestEnv { server, storage, _dir, .. } = self;
         server.stop().await;
-        if let Some(url) = &config.storage.redis_url {
-            habilis_idp::testing::flush_redis_prefix(url, &config.storage.redis_prefix)
-                .await
-                .expect("the test's Redis prefix is flushed");
-        }
+        flush_redis_of(&config).await;
         Self::from_config(storage, config, _dir).await
     }
 
     /// Empties the running server's Redis prefix (Redis restarted or flushed under a running
     /// instance); `false` on the embedded storage, whose memory store cannot be reached from here.
     pub async fn flush_redis(&self) -> bool {
-        let config = &self.server.state.config;
-        match &config.storage.redis_url {
-            Some(url) => {
-                habilis_idp::testing::flush_redis_prefix(url, &config.storage.redis_prefix)
-                    .await
-                    .expect("the test's Redis prefix is flushed");
-                true
-            }
-            None => false,
-        }
+        flush_redis_of(&self.server.state.config).await
     }
+}
+
+/// Deletes every key of `config`'s Redis prefix; `false` when it uses no Redis.
+async fn flush_redis_of(config: &Config) -> bool {
+    let Some(url) = &config.storage.redis_url else { return false };
+    habilis_idp::testing::flush_redis_prefix(url, &config.storage.redis_prefix)
+        .await
+        .expect("the test's Redis prefix is flushed");
+    true
 }
 
 /// What to create in [`create_account`].

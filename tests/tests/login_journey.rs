@@ -975,19 +975,14 @@ async fn lockout_after_max_failures_lifts_after_the_delay(storage: Storage) {
     assert_eidas1(&id, &at);
 }
 
-/// Issue 19: a lockout is durable. The embedded defaults' in-memory store forgets everything at a
-/// restart, and Redis when it comes back empty: a lock kept only there let guessing start again
-/// right after a restart. Three wrong passwords lock the login for ten minutes; after a restart
-/// with an empty ephemeral store, a new browser with the right password is still refused.
-async fn a_lockout_survives_a_restart_with_an_empty_ephemeral_store(storage: Storage) {
-    let Some(j) = journey_with(storage, |c| {
+/// A journey whose professional's login was locked (for ten minutes) by three wrong passwords
+/// from `browser`, which shows the lock on `page`.
+async fn locked_by_three_failures(storage: Storage) -> Option<(Journey, Browser, Page)> {
+    let j = journey_with(storage, |c| {
         c.login.max_failures = 3;
         c.login.lockout = Duration::from_secs(600);
     })
-    .await
-    else {
-        return;
-    };
+    .await?;
     j.add_pro(Some("fr")).await;
     let browser = j.browser();
     let (_, challenge) = pkce_pair();
@@ -996,6 +991,15 @@ async fn a_lockout_survives_a_restart_with_an_empty_ephemeral_store(storage: Sto
         page = Page::of(enter_password(&browser, &page, PRO, "wrong password").await);
     }
     assert!(page.shows(fr().locked), "{}", page.body);
+    Some((j, browser, page))
+}
+
+/// Issue 19: a lockout is durable. The embedded defaults' in-memory store forgets everything at a
+/// restart, and Redis when it comes back empty: a lock kept only there let guessing start again
+/// right after a restart. Three wrong passwords lock the login for ten minutes; after a restart
+/// with an empty ephemeral store, a new browser with the right password is still refused.
+async fn a_lockout_survives_a_restart_with_an_empty_ephemeral_store(storage: Storage) {
+    let Some((j, _, _)) = locked_by_three_failures(storage).await else { return };
 
     let Journey { env, sink, auth, http } = j;
     let j = Journey { env: env.restart_with_empty_ephemeral_store().await, sink, auth, http };
@@ -1013,22 +1017,7 @@ async fn a_lockout_survives_a_restart_with_an_empty_ephemeral_store(storage: Sto
 /// own process: it does not share the embedded server's memory), lifts it at once, and the right
 /// password is then accepted in the same login page.
 async fn the_holder_is_told_of_a_lock_and_the_cli_lifts_it_on_the_running_server(storage: Storage) {
-    let Some(j) = journey_with(storage, |c| {
-        c.login.max_failures = 3;
-        c.login.lockout = Duration::from_secs(600);
-    })
-    .await
-    else {
-        return;
-    };
-    j.add_pro(Some("fr")).await;
-    let browser = j.browser();
-    let (_, challenge) = pkce_pair();
-    let mut page = Page::of(browser.navigate(&j.authorize_url(CLIENT, &challenge, &[])).await);
-    for _ in 1..=3 {
-        page = Page::of(enter_password(&browser, &page, PRO, "wrong password").await);
-    }
-    assert!(page.shows(fr().locked), "{}", page.body);
+    let Some((j, browser, page)) = locked_by_three_failures(storage).await else { return };
     let mail = j.sink.wait_for(PRO_EMAIL, MAIL_WAIT).await.expect("a lock notification");
     let subject = mail.subject().unwrap_or_default();
     assert!(subject.contains("verrouillé"), "in the holder's language: {subject}");

@@ -556,15 +556,19 @@ async fn authorize(state: AppState, peer: SocketAddr, headers: HeaderMap, raw: &
     // A valid request stores a login page for whoever sent it: anonymous state, bounded per
     // address, per client and in total (`oidc::admission`). A browser with a session is not
     // anonymous: its logins carry on whatever anonymous senders do.
-    let signed_in = matches!(state.sessions.current(&state, &headers, now).await, Ok(Some(_)));
+    // The session is loaded once, here, and handed on.
+    let session = match state.sessions.current(&state, &headers, now).await {
+        Ok(s) => s,
+        Err(e) => return redirect_error(&state, &request, e),
+    };
     let work = crate::oidc::admission::Work::Interaction;
-    if !signed_in
+    if session.is_none()
         && let Err(e) = crate::oidc::admission::admit(&state, work, Some(peer.ip()), Some(&request.client_id)).await
     {
         return crate::web::pages_error(&state, &headers, None, e);
     }
     let interaction = Interaction::new(request, now);
-    continue_interaction(&state, &headers, interaction, now).await
+    continue_with_session(&state, &headers, interaction, session, now).await
 }
 
 /// RFC 9126 §4: `request_uri` from PAR, single use, bound to the client that pushed it.
@@ -760,7 +764,23 @@ pub fn decide(
 pub async fn continue_interaction(
     state: &AppState,
     headers: &HeaderMap,
+    interaction: Interaction,
+    now: i64,
+) -> Response {
+    let session = match state.sessions.current(state, headers, now).await {
+        Ok(s) => s,
+        Err(e) => return redirect_error(state, &interaction.request, e),
+    };
+    continue_with_session(state, headers, interaction, session, now).await
+}
+
+/// [`continue_interaction`] with the request's session already loaded (`/authorize` loads it
+/// first, to tell a signed-in browser from an anonymous one).
+async fn continue_with_session(
+    state: &AppState,
+    headers: &HeaderMap,
     mut interaction: Interaction,
+    session: Option<Session>,
     now: i64,
 ) -> Response {
     let request = interaction.request.clone();
@@ -775,10 +795,6 @@ pub async fn continue_interaction(
             );
         }
         Err(e) => return crate::web::pages_error(state, headers, None, e.into()),
-    };
-    let session = match state.sessions.current(state, headers, now).await {
-        Ok(s) => s,
-        Err(e) => return redirect_error(state, &request, e),
     };
     if let Some(s) = &session {
         narrow_admin_scopes(state, &mut interaction.request, &s.account_id).await;

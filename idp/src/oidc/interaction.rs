@@ -67,6 +67,17 @@ impl Interaction {
         self.factors.push(crate::authn::session::FactorRecord { method: method.to_string(), at: now });
     }
 
+    /// Whether nobody has answered this login page yet (no form posted, nobody identified): such
+    /// an interaction is anonymous state, kept only `session.unanswered_interaction_lifetime`.
+    pub fn unanswered(&self) -> bool {
+        self.account_id.is_none()
+            && self.login_at.is_none()
+            && self.failures == 0
+            && self.factors.is_empty()
+            && self.otp_challenge.is_none()
+            && !self.consent_given
+    }
+
     /// Constant-time check of the form's CSRF token.
     pub fn csrf_matches(&self, presented: &str) -> bool {
         use subtle::ConstantTimeEq;
@@ -80,19 +91,6 @@ fn key(id: &str) -> String {
 
 pub fn cookie_name(state: &AppState) -> &'static str {
     if state.sessions.settings.secure { "__Host-habilis-interaction" } else { "habilis-interaction" }
-}
-
-impl Interaction {
-    /// Whether nobody has answered this login page yet (no form posted, nobody identified): such
-    /// an interaction is anonymous state, kept only `session.unanswered_interaction_lifetime`.
-    pub fn unanswered(&self) -> bool {
-        self.account_id.is_none()
-            && self.login_at.is_none()
-            && self.failures == 0
-            && self.factors.is_empty()
-            && self.otp_challenge.is_none()
-            && !self.consent_given
-    }
 }
 
 pub async fn save(state: &AppState, interaction: &Interaction) -> Result<(), OAuthError> {
