@@ -18,6 +18,7 @@ const FLOOD: usize = 50;
 habilis_e2e::on_both_storages!(
     a_flood_from_one_address_is_refused_while_other_addresses_log_in,
     the_shared_budget_bounds_live_anonymous_entries_and_signed_in_users_carry_on,
+    fifty_parallel_pushed_requests_of_one_client_admit_exactly_its_share,
 );
 
 async fn server(
@@ -175,4 +176,51 @@ async fn the_shared_budget_bounds_live_anonymous_entries_and_signed_in_users_car
     // A browser with a session is not anonymous: its next login goes straight to the code.
     let back = signed_in.navigate(&env.url(&authorize_path(&pkce_pair().1))).await.left();
     assert!(query_param(&back, "code").is_some(), "{back}");
+}
+
+/// The per-client share, at `/par` (pushed from the client's back end: one address for all its
+/// users, so only the client's share and the shared budget apply): 50 parallel pushes with a
+/// share of 20 admit exactly 20; the others get 429 `temporarily_unavailable` with a description.
+async fn fifty_parallel_pushed_requests_of_one_client_admit_exactly_its_share(storage: Storage) {
+    let Some((env, auth)) = server(storage, |c| {
+        c.limits.anonymous_per_address = 0;
+        c.limits.anonymous_per_client = 20;
+    })
+    .await
+    else {
+        return;
+    };
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(FLOOD));
+    let mut pushes = tokio::task::JoinSet::new();
+    for _ in 0..FLOOD {
+        let (barrier, auth, url) = (barrier.clone(), auth.clone(), env.url("/par"));
+        pushes.spawn(async move {
+            let challenge = pkce_pair().1;
+            let fields = [
+                ("response_type", "code"),
+                ("client_id", CLIENT),
+                ("redirect_uri", CALLBACK),
+                ("scope", "openid profile"),
+                ("code_challenge", challenge.as_str()),
+                ("code_challenge_method", "S256"),
+            ];
+            barrier.wait().await;
+            post_form(&backchannel_http(), &url, &auth, &fields).await
+        });
+    }
+    let mut created = 0;
+    let mut refused = 0;
+    while let Some(answer) = pushes.join_next().await {
+        let answer = answer.unwrap();
+        match answer.status {
+            201 => created += 1,
+            429 => {
+                assert_eq!(answer.error(), "temporarily_unavailable", "{:?}", answer.body);
+                assert!(answer.body["error_description"].as_str().is_some_and(|d| d.contains("wait a minute")));
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {:?}", answer.body),
+        }
+    }
+    assert_eq!((created, refused), (20, FLOOD - 20));
 }
